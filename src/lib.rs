@@ -1,0 +1,20 @@
+//! litefs-rs: LiteFS rebuilt in Rust.
+//!
+//! Data flow (see `docs/ARCHITECTURE.md`): SQLite applications write to a FUSE mount; the
+//! daemon detects each write transaction, records it as an LTX file and streams it to replicas.
+//!
+//! Layers, lowest first. The pure layers take bytes and return values; they never touch the
+//! file system, the clock, threads or logging:
+//! - [`types`]: TXIDs, checksums, positions, node ids and their text forms.
+//! - [`ltx`]: the LTX v1 file format: header, checksums, LZ4 framing, encoder, decoder, compactor.
+//! - [`sqlite`]: readers for SQLite's database header, WAL and rollback journal.
+//! - [`proto`]: the replication stream frames of `POST /stream`.
+//!
+//! Above them (arriving with later work): `store` (databases on disk), `fuse` (the mount),
+//! `http` (API and streaming) and [`cli`] (the `litefs` command).
+
+pub mod cli;
+pub mod ltx;
+pub mod proto;
+pub mod sqlite;
+pub mod types;
