@@ -140,7 +140,9 @@ mod tests {
     fn pos_parse_errors() {
         assert_eq!(
             Pos::parse("0000000000003e8/00000000000007d0"),
-            Err(ParseError::PosLength("0000000000003e8/00000000000007d0".into()))
+            Err(ParseError::PosLength(
+                "0000000000003e8/00000000000007d0".into()
+            ))
         );
         assert_eq!(
             Pos::parse("00000000000003eX/00000000000007d0"),
