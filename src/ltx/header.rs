@@ -251,6 +251,22 @@ pub fn format_timestamp(timestamp_ms: i64) -> String {
     )
 }
 
+/// Formats like Go's `time.RFC3339Nano` in UTC, as `ltx dump` prints: trailing zeros of the
+/// fraction are dropped, and a whole second has no fraction (`…:22.85Z`, `…:20Z`).
+pub fn format_timestamp_trimmed(timestamp_ms: i64) -> String {
+    let fixed = format_timestamp(timestamp_ms);
+    let (seconds, fraction) = fixed.split_at(19);
+    let digits = fraction
+        .trim_start_matches('.')
+        .trim_end_matches('Z')
+        .trim_end_matches('0');
+    if digits.is_empty() {
+        format!("{seconds}Z")
+    } else {
+        format!("{seconds}.{digits}Z")
+    }
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's algorithm.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -558,5 +574,21 @@ mod tests {
             "2023-11-14T22:13:20.000Z"
         );
         assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            format_timestamp_trimmed(1_795_595_782_850),
+            "2026-11-25T08:36:22.85Z"
+        );
+        assert_eq!(
+            format_timestamp_trimmed(1_795_595_786_005),
+            "2026-11-25T08:36:26.005Z"
+        );
+        assert_eq!(
+            format_timestamp_trimmed(1_700_000_000_000),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            format_timestamp_trimmed(1_700_000_000_100),
+            "2023-11-14T22:13:20.1Z"
+        );
     }
 }

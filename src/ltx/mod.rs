@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod compactor;
 pub mod decoder;
+pub mod diagnose;
 pub mod encoder;
 pub mod error;
 pub mod header;
@@ -22,5 +23,5 @@ pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use header::{
     FLAG_COMPRESS_LZ4, HEADER_SIZE, Header, TRAILER_SIZE, Trailer, format_filename,
-    format_timestamp, is_valid_page_size, parse_filename,
+    format_timestamp, format_timestamp_trimmed, is_valid_page_size, parse_filename,
 };
