@@ -13,9 +13,14 @@
 //! - the first header's page size (0 = "the database's", pre-3.5.8) and sector size must be
 //!   powers of two in 512..=65536 and 32..=65536, else the journal holds nothing (the writer
 //!   crashed before syncing the header) — no records, and the database is not truncated;
+//! - SQLite writes each header with magic and `nRec` zeroed and fills both in (bytes 0..12)
+//!   only when it syncs the segment, which it does before overwriting any database page the
+//!   segment protects. So the newest, unsynced segment of an open transaction has no magic
+//!   and is never played back (seen in the real-SQLite fixtures);
 //! - `nRec` = 0xFFFFFFFF (no-sync journal) → records run to the end of the file;
-//!   `nRec` = 0 → no records (for a hot journal SQLite writes `nRec` only when it syncs, which
-//!   happens before any database page is overwritten, so 0 means "nothing to undo");
+//!   `nRec` = 0 → no records (`pager_playback` with `isHot`: nothing was synced, so nothing
+//!   in the database needs undoing). Go LiteFS instead derives the count from the file size;
+//!   on SQLite-written journals both replay the same pages to the same bytes;
 //! - a record whose page number is 0 or the lock page, whose checksum is wrong, or that is cut
 //!   short ends the **whole journal**, not just the segment (SQLite sets `journalOff = szJ`);
 //! - a record for a page beyond the original database size is skipped unchecked (truncation
