@@ -57,7 +57,12 @@ fn we_read_reference_frames_with_every_option() {
         let mut r = FrameReader::new(frame.as_slice()).unwrap();
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
-        assert!(out == data, "lz4 {args:?}: content differs ({} vs {} bytes)", out.len(), data.len());
+        assert!(
+            out == data,
+            "lz4 {args:?}: content differs ({} vs {} bytes)",
+            out.len(),
+            data.len()
+        );
         let mut rest = Vec::new();
         r.finish().unwrap().read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"TRAILER!", "lz4 {args:?}: reader overran the frame");

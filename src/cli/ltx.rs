@@ -1,6 +1,7 @@
 //! `litefs ltx dump|verify|checksum`: the Go `ltx` tool's inspection commands.
 
 use crate::ltx::{self, Decoder, Error, diagnose, format_timestamp_trimmed, header::HEADER_SIZE};
+use crate::sqlite::db_header::DbHeader;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::fs::File;
@@ -187,8 +188,10 @@ pub fn run_checksum(path: &Path) -> Result<()> {
     let mut head = [0u8; 100];
     r.read_exact(&mut head)
         .with_context(|| format!("read database header of {}", path.display()))?;
-    let page_size = sqlite_page_size(&head)
-        .with_context(|| format!("{} is not a SQLite database file", path.display()))?;
+    let page_size = DbHeader::parse(&head)
+        .with_context(|| format!("{} is not a SQLite database file", path.display()))?
+        .with_context(|| format!("{} is empty", path.display()))?
+        .page_size_bytes;
     let mut sum = ltx::RollingChecksum::new();
     let lock = ltx::lock_pgno(page_size);
     let mut page = vec![0u8; page_size as usize];
@@ -211,14 +214,4 @@ pub fn run_checksum(path: &Path) -> Result<()> {
     }
     println!("{:016x}", sum.value());
     Ok(())
-}
-
-/// Page size from a SQLite database header (offset 16, big-endian; 1 means 65536).
-fn sqlite_page_size(head: &[u8; 100]) -> Option<u32> {
-    if &head[..16] != b"SQLite format 3\0" {
-        return None;
-    }
-    let raw = u32::from(u16::from_be_bytes([head[16], head[17]]));
-    let page_size = if raw == 1 { 65536 } else { raw };
-    ltx::is_valid_page_size(page_size).then_some(page_size)
 }
