@@ -14,6 +14,8 @@
 //! `http` (API and streaming) and [`cli`] (the `litefs` command).
 
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ltx;
 pub mod proto;
 pub mod sqlite;

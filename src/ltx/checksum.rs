@@ -18,14 +18,9 @@ pub fn hasher() -> Hasher {
     CRC64.digest()
 }
 
-/// The byte offset of SQLite's PENDING_BYTE; the page holding it is never stored (spec §0).
-pub const PENDING_BYTE_OFFSET: u64 = 0x4000_0000;
-
-/// The page number of the lock page for `page_size` (e.g. 4096 → 262145).
-pub fn lock_pgno(page_size: u32) -> u32 {
-    debug_assert!(page_size >= 512, "page size {page_size} below minimum 512");
-    (PENDING_BYTE_OFFSET / u64::from(page_size.max(1))) as u32 + 1
-}
+/// The lock page (holding SQLite's PENDING_BYTE) is never stored in LTX files and is left
+/// out of every checksum (spec §0).
+pub use crate::sqlite::lock_pgno;
 
 /// `FLAG | crc64(u32_be(pgno) ‖ data)`: the checksum of one page.
 pub fn page_checksum(pgno: u32, data: &[u8]) -> u64 {

@@ -21,7 +21,7 @@ pub mod journal;
 pub mod wal;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::io::{self, Read};
 
