@@ -120,7 +120,7 @@ impl<R: Read> Decoder<R> {
         inner.read_exact(&mut bytes)?;
         let trailer = Trailer::from_bytes(&bytes);
         self.hasher.update(&bytes[..8]);
-        let calculated = Checksum(CHECKSUM_FLAG | self.hasher.clone().finalize());
+        let calculated = Checksum(CHECKSUM_FLAG | self.hasher.finalize());
         if calculated != trailer.file_checksum {
             return Err(Error::ChecksumMismatch {
                 trailer: trailer.file_checksum,

@@ -165,7 +165,7 @@ impl<W: Write> Encoder<W> {
         self.hasher.update(&post_apply_checksum.0.to_be_bytes());
         let trailer = Trailer {
             post_apply_checksum,
-            file_checksum: Checksum(CHECKSUM_FLAG | self.hasher.clone().finalize()),
+            file_checksum: Checksum(CHECKSUM_FLAG | self.hasher.finalize()),
         };
         trailer.validate(h.commit)?;
         let mut w = sink.finish()?;
