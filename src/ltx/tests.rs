@@ -99,8 +99,30 @@ fn vector_d_delete() {
         ..Header::new()
     };
     let (file, trailer) = encode(&header, &[], CHECKSUM_FLAG);
-    assert_eq!(file.len(), 120);
     assert_eq!(trailer.file_checksum, Checksum(0xd733fc661793c942));
+    #[rustfmt::skip]
+    let want: Vec<u8> = [
+        &[0x4c, 0x54, 0x58, 0x31][..],                          // magic "LTX1"
+        &[0x00, 0x00, 0x00, 0x00],                               // flags
+        &[0x00, 0x00, 0x02, 0x00],                               // page size 512
+        &[0x00, 0x00, 0x00, 0x00],                               // commit 0: deleted
+        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03],       // min TXID 3
+        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03],       // max TXID 3
+        &[0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x6f, 0xd0],       // timestamp 1700000002000 ms
+        &[0xa6, 0x78, 0xa1, 0x0d, 0xdd, 0xdd, 0xdd, 0xdd],       // pre-apply checksum
+        &[0x00; 8],                                              // WAL offset
+        &[0x00; 8],                                              // WAL size
+        &[0x00; 4],                                              // WAL salt 1
+        &[0x00; 4],                                              // WAL salt 2
+        &[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],       // node ID
+        &[0x00; 20],                                             // reserved
+        &[0x00, 0x00, 0x00, 0x00],                               // end of pages (no pages)
+        &[0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],       // post-apply: empty database
+        &[0xd7, 0x33, 0xfc, 0x66, 0x17, 0x93, 0xc9, 0x42],       // file checksum
+    ]
+    .concat();
+    assert_eq!(file, want);
+    assert_eq!(file.len(), 120);
     let summary = verify(file.as_slice()).unwrap();
     assert_eq!(summary.header.commit, 0);
     assert_eq!(summary.trailer.post_apply_checksum, Checksum(CHECKSUM_FLAG));
