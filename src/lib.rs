@@ -14,9 +14,11 @@
 //! `http` (API and streaming) and [`cli`] (the `litefs` command).
 
 pub mod cli;
+pub mod fuse;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ltx;
 pub mod proto;
 pub mod sqlite;
+pub mod store;
 pub mod types;

@@ -1,0 +1,129 @@
+//! The /dev/fuse transport: mount, a pool of worker threads, and unmount on drop.
+//!
+//! A second transport (FUSE-over-io_uring) arrives later behind the same `LitefsFs`.
+
+use super::fs::LitefsFs;
+use crate::store::Store;
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::FuseSession;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A mounted LiteFS file system. Dropping it unmounts (lazily) and joins the workers.
+pub struct Mount {
+    session: Option<FuseSession>,
+    workers: Vec<JoinHandle<()>>,
+    mountpoint: PathBuf,
+}
+
+/// True if `path` is a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    // Field 5 is the mount point, with spaces escaped as \040.
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| Path::new(&m.replace("\\040", " ")) == path)
+}
+
+/// Lazily unmounts whatever is mounted at `path` (a stale mount left by a crash).
+pub fn unmount_stale(path: &Path) -> io::Result<()> {
+    if !is_mounted(path) {
+        return Ok(());
+    }
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path; umount2 has no other preconditions.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Mount {
+    /// Mounts `store` at `mountpoint` and serves it with `threads` workers.
+    pub fn new(
+        store: Arc<Store>,
+        mountpoint: &Path,
+        threads: usize,
+        allow_other: bool,
+    ) -> io::Result<Mount> {
+        std::fs::create_dir_all(mountpoint)?;
+        unmount_stale(mountpoint)?;
+        let mut session =
+            FuseSession::new(mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
+        session.set_allow_other(allow_other);
+        session.mount().map_err(io::Error::other)?;
+        let server = Arc::new(Server::new(LitefsFs::new(store)));
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let mut channel = session.new_channel().map_err(io::Error::other)?;
+            let server = server.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("fuse-{i}"))
+                .spawn(move || {
+                    loop {
+                        match channel.get_request() {
+                            Ok(Some((reader, writer))) => {
+                                if let Err(e) =
+                                    server.handle_message(reader, writer.into(), None, None)
+                                {
+                                    if let fuse_backend_rs::Error::EncodeMessage(_) = e {
+                                        // The kernel closed the session.
+                                        break;
+                                    }
+                                    eprintln!("litefs: fuse request failed: {e}");
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                eprintln!("litefs: fuse channel: {e}");
+                                break;
+                            }
+                        }
+                    }
+                })?;
+            workers.push(worker);
+        }
+        Ok(Mount {
+            session: Some(session),
+            workers,
+            mountpoint: mountpoint.to_path_buf(),
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the workers to stop.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> io::Result<()> {
+        let Some(mut session) = self.session.take() else {
+            return Ok(());
+        };
+        let result = session.umount().map_err(io::Error::other);
+        let _ = session.wake();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        // Last resort: never leave a stale mount behind.
+        let _ = unmount_stale(&self.mountpoint);
+        result
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors of the store. Each says which database and file, and what to do where it can.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("database {db:?}: {source}")]
+    Ltx {
+        db: String,
+        #[source]
+        source: crate::ltx::Error,
+    },
+    #[error(transparent)]
+    Sqlite(#[from] crate::sqlite::Error),
+    #[error("database {0:?} not found")]
+    NotFound(String),
+    #[error("database {0:?} already exists")]
+    Exists(String),
+    #[error("read only replica")]
+    ReadOnly,
+    /// A write SQLite would never issue; the text names the rule (spec §3.5).
+    #[error("database {db:?}: {message}")]
+    InvalidWrite { db: String, message: String },
+    #[error("database {db:?}: {message}")]
+    Corrupt { db: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Attaches an operation and path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn io_context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn io_context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+impl Error {
+    /// True when the underlying cause is "no such file".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound(_) => true,
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The store: every database under `data.dir/dbs/`, their recovery at startup, and the
+//! capture of transactions as LTX files. No FUSE or HTTP types live here (layer rules in
+//! `docs/ARCHITECTURE.md`).
+
+pub mod checksums;
+pub mod db;
+pub mod error;
+
+pub use db::{Db, DbOptions, FileKind, JournalMode};
+pub use error::{Error, Result};
+
+use error::IoContext;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// Database names are single path components: no `/`, not `.` or `..`, not empty, and not
+/// ending in a suffix the mount reserves for the database's companion files.
+pub fn is_valid_db_name(name: &str) -> bool {
+    const RESERVED_SUFFIXES: [&str; 5] = ["-journal", "-wal", "-shm", "-pos", "-lock"];
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0')
+        && !name.starts_with('.')
+        && !RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+pub struct Store {
+    data_dir: PathBuf,
+    dbs_dir: PathBuf,
+    options: DbOptions,
+    dbs: RwLock<BTreeMap<String, Arc<Db>>>,
+}
+
+impl Store {
+    /// Opens `data_dir`, recovering every database found in `dbs/` (spec §2.3).
+    pub fn open(data_dir: &Path, options: DbOptions) -> Result<Store> {
+        let dbs_dir = data_dir.join("dbs");
+        fs::create_dir_all(&dbs_dir).io_context("create directory", &dbs_dir)?;
+        // Node ids are per process since LiteFS v0.5; a legacy `id` file is removed.
+        let legacy_id = data_dir.join("id");
+        if legacy_id.exists() {
+            fs::remove_file(&legacy_id).io_context("remove", &legacy_id)?;
+        }
+        let mut dbs = BTreeMap::new();
+        for entry in fs::read_dir(&dbs_dir).io_context("read directory", &dbs_dir)? {
+            let entry = entry.io_context("read directory", &dbs_dir)?;
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_valid_db_name(&name) {
+                continue;
+            }
+            let db = Db::open(&dbs_dir, &name, options)?;
+            dbs.insert(name, Arc::new(db));
+        }
+        Ok(Store {
+            data_dir: data_dir.to_path_buf(),
+            dbs_dir,
+            options,
+            dbs: RwLock::new(dbs),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn db(&self, name: &str) -> Option<Arc<Db>> {
+        self.dbs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All databases, sorted by name.
+    pub fn dbs(&self) -> Vec<Arc<Db>> {
+        self.dbs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a database and its `database` file (spec §3.3 create): an existing database
+    /// with pages is `Exists`; an empty or dropped one is reused.
+    pub fn create_db(&self, name: &str) -> Result<Arc<Db>> {
+        if !is_valid_db_name(name) {
+            return Err(Error::InvalidWrite {
+                db: name.to_string(),
+                message: "invalid database name".into(),
+            });
+        }
+        let mut dbs = self.dbs.write().unwrap_or_else(|p| p.into_inner());
+        let db = match dbs.get(name) {
+            Some(db) if db.page_count() > 0 => return Err(Error::Exists(name.to_string())),
+            Some(db) => db.clone(),
+            None => {
+                let db = Arc::new(Db::open(&self.dbs_dir, name, self.options)?);
+                dbs.insert(name.to_string(), db.clone());
+                db
+            }
+        };
+        db.create(FileKind::Database)?;
+        Ok(db)
+    }
+}
