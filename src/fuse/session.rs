@@ -9,6 +9,7 @@ use fuse_backend_rs::transport::FuseSession;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 /// A mounted LiteFS file system. Dropping it unmounts (lazily) and joins the workers.
@@ -16,6 +17,8 @@ pub struct Mount {
     session: Option<FuseSession>,
     workers: Vec<JoinHandle<()>>,
     mountpoint: PathBuf,
+    /// Set before unmounting, so workers do not report the channel closing as an error.
+    stopping: Arc<AtomicBool>,
 }
 
 /// True if `path` is a mount point (per /proc/self/mountinfo).
@@ -61,10 +64,12 @@ impl Mount {
         session.set_allow_other(allow_other);
         session.mount().map_err(io::Error::other)?;
         let server = Arc::new(Server::new(LitefsFs::new(store)));
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let mut channel = session.new_channel().map_err(io::Error::other)?;
             let server = server.clone();
+            let stopping = stopping.clone();
             let worker = std::thread::Builder::new()
                 .name(format!("fuse-{i}"))
                 .spawn(move || {
@@ -95,6 +100,7 @@ impl Mount {
             session: Some(session),
             workers,
             mountpoint: mountpoint.to_path_buf(),
+            stopping,
         })
     }
 
@@ -111,6 +117,7 @@ impl Mount {
         let Some(mut session) = self.session.take() else {
             return Ok(());
         };
+        self.stopping.store(true, Ordering::Release);
         let result = session.umount().map_err(io::Error::other);
         let _ = session.wake();
         for w in self.workers.drain(..) {

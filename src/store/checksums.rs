@@ -45,6 +45,16 @@ impl PageChecksums {
         self.by_page.truncate(page_count as usize);
     }
 
+    /// The database checksum as it would be after [`Self::truncate`] to `page_count`.
+    pub fn value_truncated(&self, page_count: u32) -> u64 {
+        let beyond = self
+            .by_page
+            .iter()
+            .skip(page_count as usize)
+            .fold(0, |acc, c| acc ^ c);
+        CHECKSUM_FLAG | (self.rolling ^ beyond)
+    }
+
     pub fn clear(&mut self) {
         *self = PageChecksums::default();
     }

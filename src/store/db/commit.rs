@@ -1,0 +1,219 @@
+//! Writing one LTX file for a captured transaction, then publishing the new position.
+//!
+//! Order (write → sync → publish): encode to `<name>.tmp`, fsync, rename, fsync the `ltx/`
+//! directory, and only then change the in-memory checksums and position. A failure before the
+//! rename leaves the state as it was; recovery deletes the `.tmp` file.
+
+use super::{Db, FileKind, State, now_ms, sync_dir};
+use crate::ltx::{self, Encoder, Header, lock_pgno};
+use crate::store::error::{Error, IoContext, Result};
+use crate::types::{Checksum, Pos, TxId};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::os::unix::fs::FileExt;
+
+/// Where the pages of a captured transaction come from.
+pub(super) enum PageSource<'a> {
+    /// A rollback-journal commit: the database file. Every page must match the checksum the
+    /// write path cached (asserting that what we read back is what SQLite wrote).
+    Database(&'a File),
+    /// A WAL commit: `frames` (pgno → frame offset) of this transaction are new versions;
+    /// any other page (a TXID 1 snapshot needs all) comes from an earlier frame or the
+    /// database file and must match its cached checksum.
+    Wal {
+        wal: &'a File,
+        frames: &'a BTreeMap<u32, u64>,
+        db: Option<&'a File>,
+    },
+}
+
+/// The WAL fields of an LTX header (spec §1.2); zero for rollback-journal commits.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WalFields {
+    pub offset: i64,
+    pub size: i64,
+    pub salt1: u32,
+    pub salt2: u32,
+}
+
+impl Db {
+    fn corrupt(&self, message: String) -> Error {
+        Error::Corrupt {
+            db: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Reads page `pgno` for the LTX file into `page`; returns whether it is a new version.
+    fn read_source_page(
+        &self,
+        state: &State,
+        source: &PageSource<'_>,
+        pgno: u32,
+        page: &mut [u8],
+    ) -> Result<bool> {
+        let page_offset = u64::from(pgno - 1) * page.len() as u64;
+        match source {
+            PageSource::Database(db) => {
+                db.read_exact_at(page, page_offset)
+                    .io_context("read page", self.path(FileKind::Database))?;
+                Ok(false)
+            }
+            PageSource::Wal { wal, frames, db } => {
+                if let Some(&frame) = frames.get(&pgno) {
+                    wal.read_exact_at(page, frame + 24)
+                        .io_context("read frame", self.path(FileKind::Wal))?;
+                    return Ok(true);
+                }
+                if let Some(&frame) = state.wal_frames.get(&pgno) {
+                    wal.read_exact_at(page, frame + 24)
+                        .io_context("read frame", self.path(FileKind::Wal))?;
+                } else if let Some(db) = db {
+                    db.read_exact_at(page, page_offset)
+                        .io_context("read page", self.path(FileKind::Database))?;
+                } else {
+                    return Err(self.corrupt(format!(
+                        "page {pgno} is in neither the WAL nor the database file"
+                    )));
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes LTX file TXID+1 holding `pgnos` (ascending) read from `source`, syncs it and
+    /// publishes the new position and page checksums.
+    pub(super) fn write_ltx(
+        &self,
+        state: &mut State,
+        source: PageSource<'_>,
+        commit: u32,
+        pgnos: &[u32],
+        wal: WalFields,
+    ) -> Result<()> {
+        let txid = TxId(state.pos.txid.0 + 1);
+        let page_size = state.page_size;
+        let header = Header {
+            flags: if self.options.compress {
+                ltx::FLAG_COMPRESS_LZ4
+            } else {
+                0
+            },
+            page_size,
+            commit,
+            min_txid: txid,
+            max_txid: txid,
+            timestamp_ms: now_ms(),
+            pre_apply_checksum: if txid.0 == 1 {
+                Checksum(0)
+            } else {
+                state.pos.post_apply_checksum
+            },
+            wal_offset: wal.offset,
+            wal_size: wal.size,
+            wal_salt1: wal.salt1,
+            wal_salt2: wal.salt2,
+            node_id: self.options.node_id,
+            ..Header::new()
+        };
+        let name = ltx::format_filename(txid, txid);
+        let tmp_path = self.ltx_dir.join(format!("{name}.tmp"));
+        let final_path = self.ltx_dir.join(&name);
+        let ltx_err = |source| Error::Ltx {
+            db: self.name.clone(),
+            source,
+        };
+        let file = File::create(&tmp_path).io_context("create", &tmp_path)?;
+        let mut enc =
+            Encoder::new(BufWriter::with_capacity(256 * 1024, file), &header).map_err(ltx_err)?;
+        let lock = lock_pgno(page_size);
+        let mut page = vec![0u8; page_size as usize];
+        // New page checksums, applied only once the file is durable.
+        let mut updates: Vec<(u32, u64)> = Vec::new();
+        let mut rolling = state.checksums.value_truncated(commit);
+        for &pgno in pgnos {
+            if pgno == lock {
+                continue;
+            }
+            let is_new = self.read_source_page(state, &source, pgno, &mut page)?;
+            let actual = ltx::page_checksum(pgno, &page);
+            let cached = state.checksums.get(pgno);
+            if is_new {
+                rolling ^= cached.unwrap_or(0) ^ actual;
+                updates.push((pgno, actual));
+            } else if cached != Some(actual) {
+                return Err(self.corrupt(format!(
+                    "updated page ({pgno}) does not match in-memory checksum: {cached:x?} <> {actual:016x}"
+                )));
+            }
+            enc.encode_page(pgno, &page).map_err(ltx_err)?;
+        }
+        let post_apply = Checksum(rolling | crate::types::CHECKSUM_FLAG);
+        let (writer, _) = enc.finish(post_apply).map_err(ltx_err)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .io_context("write", &tmp_path)?;
+        file.sync_all().io_context("fsync", &tmp_path)?;
+        fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
+        sync_dir(&self.ltx_dir)?;
+        // Published: the transaction is durable as an LTX file.
+        for (pgno, checksum) in updates {
+            state.checksums.set_checksum(pgno, checksum);
+        }
+        state.checksums.truncate(commit);
+        debug_assert_eq!(
+            state.checksums.value(),
+            post_apply.0,
+            "checksum cache diverged at TXID {txid}"
+        );
+        state.page_count = commit;
+        state.pos = Pos {
+            txid,
+            post_apply_checksum: post_apply,
+        };
+        state.pos_timestamp_ms = header.timestamp_ms;
+        Ok(())
+    }
+
+    /// Runs `strict-verify` once the caller has finished updating its WAL bookkeeping.
+    pub(super) fn verify_if_strict(&self, state: &State) -> Result<()> {
+        if self.options.strict_verify {
+            self.verify_on_disk(state)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the database checksum from the files (database file overlaid with the
+    /// WAL's committed frames) and compares it with the position.
+    fn verify_on_disk(&self, state: &State) -> Result<()> {
+        let path = self.path(FileKind::Database);
+        let mut image = match fs::read(&path) {
+            Ok(image) => image,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).io_context("read", &path),
+        };
+        let page_size = state.page_size as usize;
+        image.resize(state.page_count as usize * page_size, 0);
+        if !state.wal_frames.is_empty() {
+            let wal_path = self.path(FileKind::Wal);
+            let wal = File::open(&wal_path).io_context("open", &wal_path)?;
+            for (&pgno, &frame) in &state.wal_frames {
+                if pgno <= state.page_count {
+                    let at = (pgno as usize - 1) * page_size;
+                    wal.read_exact_at(&mut image[at..at + page_size], frame + 24)
+                        .io_context("read frame", self.path(FileKind::Wal))?;
+                }
+            }
+        }
+        let actual = ltx::database_checksum(&image, state.page_size);
+        if actual != state.pos.post_apply_checksum.0 {
+            return Err(self.corrupt(format!(
+                "strict verify: database checksum {actual:016x} on TXID {} does not match position checksum {}",
+                state.pos.txid, state.pos.post_apply_checksum
+            )));
+        }
+        Ok(())
+    }
+}

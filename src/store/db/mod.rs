@@ -1,0 +1,399 @@
+//! One database: its backing files, position, page checksums and the capture of each
+//! transaction as an LTX file (spec §3.5–§3.7, §3.13, §2.4). The commit paths live in
+//! `journal.rs` and `wal.rs`, the LTX writer in `commit.rs`, startup recovery in `recover.rs`.
+//!
+//! Every durable change follows write → sync → publish: the LTX file is complete and synced
+//! under its final name before the position moves and before SQLite hears that the journal
+//! was invalidated (the moment SQLite considers the transaction committed).
+
+use crate::ltx::{self, lock_pgno};
+use crate::sqlite::{DbHeader, WalCursor, WalHeader};
+use crate::store::checksums::PageChecksums;
+use crate::store::error::{Error, IoContext, Result};
+use crate::types::{NodeId, Pos};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The journal header SQLite zeroes to commit in PERSIST mode (spec §3.6).
+pub(super) const JOURNAL_HEADER_SIZE: usize = 28;
+
+/// The backing files of a database, as named in `dbs/<name>/`.
+mod commit;
+mod journal;
+mod recover;
+mod recover_wal;
+mod wal;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Database,
+    Journal,
+    Wal,
+    Shm,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 4] = [
+        FileKind::Database,
+        FileKind::Journal,
+        FileKind::Wal,
+        FileKind::Shm,
+    ];
+
+    pub fn backing_name(self) -> &'static str {
+        match self {
+            FileKind::Database => "database",
+            FileKind::Journal => "journal",
+            FileKind::Wal => "wal",
+            FileKind::Shm => "shm",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How SQLite invalidated the journal, which is how it committed (spec §3.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalMode {
+    Delete,
+    Truncate,
+    Persist,
+}
+
+/// Settings shared by every database of a store.
+#[derive(Clone, Copy, Debug)]
+pub struct DbOptions {
+    pub node_id: NodeId,
+    pub compress: bool,
+    /// Recompute the whole database checksum from disk after every commit (tests run with it).
+    pub strict_verify: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    /// 0 until a database header or journal header told us.
+    pub(super) page_size: u32,
+    pub(super) page_count: u32,
+    pub(super) wal_mode: bool,
+    pub(super) pos: Pos,
+    pub(super) pos_timestamp_ms: i64,
+    pub(super) checksums: PageChecksums,
+    /// Pages written since the last commit (rollback-journal modes).
+    pub(super) dirty: BTreeSet<u32>,
+    pub(super) files: [Option<Arc<File>>; 4],
+    /// The current WAL header, once SQLite wrote one (WAL mode).
+    pub(super) wal_header: Option<WalHeader>,
+    /// Just past the last captured WAL commit: where the next capture scans from.
+    pub(super) wal_cursor: Option<WalCursor>,
+    /// Page → offset of its newest committed frame in the WAL.
+    pub(super) wal_frames: BTreeMap<u32, u64>,
+}
+
+pub struct Db {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) ltx_dir: PathBuf,
+    pub(super) options: DbOptions,
+    state: Mutex<State>,
+}
+
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// fsyncs a directory so a rename or create inside it is durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .io_context("fsync directory", dir)
+}
+
+impl Db {
+    /// Opens (or creates) `dbs/<name>` and recovers it (spec §2.4): a hot journal is rolled
+    /// back, page checksums are computed, and the newest LTX file is re-applied and must
+    /// match the database's checksum.
+    pub fn open(dbs_dir: &Path, name: &str, options: DbOptions) -> Result<Db> {
+        let dir = dbs_dir.join(name);
+        let ltx_dir = dir.join("ltx");
+        fs::create_dir_all(&ltx_dir).io_context("create directory", &ltx_dir)?;
+        let db = Db {
+            name: name.to_string(),
+            dir,
+            ltx_dir,
+            options,
+            state: Mutex::new(State::default()),
+        };
+        db.recover()?;
+        Ok(db)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves state that was only ever changed after its
+        // file changes were durable; continuing is as safe as the restart recovery would be.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn path(&self, kind: FileKind) -> PathBuf {
+        self.dir.join(kind.backing_name())
+    }
+
+    pub fn pos(&self) -> Pos {
+        self.lock().pos
+    }
+
+    /// Milliseconds since the epoch of the last committed transaction.
+    pub fn pos_timestamp_ms(&self) -> i64 {
+        self.lock().pos_timestamp_ms
+    }
+
+    pub fn page_count(&self) -> u32 {
+        self.lock().page_count
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.lock().page_size
+    }
+
+    pub fn ltx_dir(&self) -> &Path {
+        &self.ltx_dir
+    }
+
+    /// The text of `<db>-pos`: `"%016x/%016x\n"`, 34 bytes.
+    pub fn pos_text(&self) -> String {
+        let pos = self.pos();
+        format!("{}/{}\n", pos.txid, pos.post_apply_checksum)
+    }
+
+    pub fn exists(&self, kind: FileKind) -> bool {
+        self.path(kind).exists()
+    }
+
+    pub(super) fn file(&self, state: &mut State, kind: FileKind) -> Result<Arc<File>> {
+        if let Some(f) = &state.files[kind.index()] {
+            return Ok(f.clone());
+        }
+        let path = self.path(kind);
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .io_context("open", &path)?,
+        );
+        state.files[kind.index()] = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Creates a backing file that must not exist yet (O_CREAT|O_EXCL, as LiteFS).
+    pub fn create(&self, kind: FileKind) -> Result<()> {
+        let mut state = self.lock();
+        let path = self.path(kind);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .io_context("create", &path)?;
+        state.files[kind.index()] = Some(Arc::new(f));
+        Ok(())
+    }
+
+    /// Opens a backing file for a FUSE open; fails with not-found if it does not exist.
+    pub fn open_file(&self, kind: FileKind) -> Result<()> {
+        let mut state = self.lock();
+        self.file(&mut state, kind).map(|_| ())
+    }
+
+    pub fn metadata(&self, kind: FileKind) -> Result<fs::Metadata> {
+        let path = self.path(kind);
+        fs::metadata(&path).io_context("stat", &path)
+    }
+
+    pub fn read(&self, kind: FileKind, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let f = {
+            let mut state = self.lock();
+            self.file(&mut state, kind)?
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).io_context("read", self.path(kind)),
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        match kind {
+            FileKind::Database => self.write_database(&mut state, offset, data),
+            FileKind::Journal => self.write_journal(&mut state, offset, data),
+            FileKind::Wal => self.write_wal(&mut state, offset, data),
+            FileKind::Shm => self.write_at(&mut state, kind, offset, data),
+        }
+    }
+
+    pub(super) fn write_at(
+        &self,
+        state: &mut State,
+        kind: FileKind,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        let f = self.file(state, kind)?;
+        f.write_all_at(data, offset)
+            .io_context("write", self.path(kind))
+    }
+
+    pub(super) fn invalid_write(&self, message: String) -> Error {
+        Error::InvalidWrite {
+            db: self.name.clone(),
+            message,
+        }
+    }
+
+    /// Spec §3.5: whole, page-aligned pages; the first write teaches us the page size.
+    fn write_database(&self, state: &mut State, offset: u64, data: &[u8]) -> Result<()> {
+        if state.page_size == 0 {
+            if offset != 0 {
+                return Err(self.invalid_write(format!(
+                    "first database write must be at offset 0 to learn the page size, got offset {offset}"
+                )));
+            }
+            let header = DbHeader::parse(data)
+                .map_err(|e| self.invalid_write(format!("first database write: {e}")))?
+                .ok_or_else(|| self.invalid_write("first database write is empty".into()))?;
+            state.page_size = header.page_size_bytes;
+        }
+        let page_size = u64::from(state.page_size);
+        if !offset.is_multiple_of(page_size) {
+            return Err(self.invalid_write(format!(
+                "database writes must be page-aligned: offset {offset}, page size {page_size}"
+            )));
+        }
+        if data.len() as u64 != page_size {
+            return Err(self.invalid_write(format!(
+                "database write must be exactly one page: {} bytes, page size {page_size}",
+                data.len()
+            )));
+        }
+        let pgno = u32::try_from(offset / page_size + 1).map_err(|_| {
+            self.invalid_write(format!(
+                "database write at offset {offset} is beyond the largest page number"
+            ))
+        })?;
+        self.write_at(state, FileKind::Database, offset, data)?;
+        // In WAL mode with no journal, database writes are SQLite's checkpoints copying frames
+        // we already captured: the logical database (and its checksum) does not change.
+        let in_transaction = !state.wal_mode || state.files[FileKind::Journal.index()].is_some();
+        if in_transaction {
+            if pgno != lock_pgno(state.page_size) {
+                state.checksums.set(pgno, data);
+            }
+            state.dirty.insert(pgno);
+        }
+        Ok(())
+    }
+
+    fn write_journal(&self, state: &mut State, offset: u64, data: &[u8]) -> Result<()> {
+        if offset == 0 && data.len() == JOURNAL_HEADER_SIZE && data.iter().all(|&b| b == 0) {
+            // PERSIST mode commits by zeroing the header (spec §3.6).
+            self.commit_journal(state, JournalMode::Persist)?;
+            return Ok(());
+        }
+        if state.page_size == 0 && offset == 0 && data.len() >= JOURNAL_HEADER_SIZE {
+            let page_size = u32::from_be_bytes([data[24], data[25], data[26], data[27]]);
+            if ltx::is_valid_page_size(page_size) {
+                state.page_size = page_size;
+            }
+        }
+        self.write_at(state, FileKind::Journal, offset, data)
+    }
+
+    /// Truncation through FUSE setattr (spec §3.3, §3.6).
+    pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        let mut state = self.lock();
+        match kind {
+            FileKind::Journal if size == 0 => {
+                self.commit_journal(&mut state, JournalMode::Truncate)
+            }
+            FileKind::Journal => Err(self.invalid_write(format!(
+                "journal can only be truncated to 0 bytes, not {size}"
+            ))),
+            FileKind::Wal if size != 0 => {
+                Err(self.invalid_write(format!("wal can only be truncated to 0 bytes, not {size}")))
+            }
+            FileKind::Wal => {
+                self.reset_wal(&mut state);
+                let f = self.file(&mut state, kind)?;
+                f.set_len(0).io_context("truncate", self.path(kind))
+            }
+            FileKind::Database => {
+                let want = u64::from(state.page_count) * u64::from(state.page_size);
+                if size != want {
+                    return Err(self.invalid_write(format!(
+                        "truncation size ({} pages) does not match database header size ({} pages)",
+                        size / u64::from(state.page_size.max(1)),
+                        state.page_count
+                    )));
+                }
+                let f = self.file(&mut state, kind)?;
+                f.set_len(size).io_context("truncate", self.path(kind))
+            }
+            FileKind::Shm => {
+                let f = self.file(&mut state, kind)?;
+                f.set_len(size).io_context("truncate", self.path(kind))
+            }
+        }
+    }
+
+    /// Unlink through FUSE: the journal commits (DELETE mode), WAL and SHM are deleted.
+    pub fn unlink(&self, kind: FileKind) -> Result<()> {
+        let mut state = self.lock();
+        match kind {
+            FileKind::Journal => self.commit_journal(&mut state, JournalMode::Delete),
+            FileKind::Wal => {
+                self.reset_wal(&mut state);
+                state.files[kind.index()] = None;
+                fs::remove_file(self.path(kind)).io_context("remove", self.path(kind))
+            }
+            FileKind::Shm => {
+                state.files[kind.index()] = None;
+                fs::remove_file(self.path(kind)).io_context("remove", self.path(kind))
+            }
+            FileKind::Database => self.drop_database(&mut state),
+        }
+    }
+
+    pub fn fsync(&self, kind: FileKind) -> Result<()> {
+        let f = {
+            let mut state = self.lock();
+            self.file(&mut state, kind)?
+        };
+        f.sync_all().io_context("fsync", self.path(kind))
+    }
+
+    fn drop_database(&self, _state: &mut State) -> Result<()> {
+        Err(self.invalid_write("dropping a database arrives with a later change".into()))
+    }
+}

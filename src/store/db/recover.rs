@@ -1,0 +1,234 @@
+//! Startup recovery (spec §2.4).
+
+use super::{Db, FileKind, State, sync_dir};
+use crate::ltx::{self, lock_pgno};
+use crate::sqlite::{self, DbHeader, JournalReader};
+use crate::store::error::{Error, IoContext, Result};
+use crate::types::{Pos, TxId};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+impl Db {
+    /// Startup recovery (spec §2.4, in its order).
+    pub(super) fn recover(&self) -> Result<()> {
+        let mut state = self.lock();
+        let db_path = self.path(FileKind::Database);
+        // 1. The database header: page size, page count and mode.
+        match fs::read(&db_path) {
+            Ok(bytes) if bytes.is_empty() => {}
+            Ok(bytes) => match DbHeader::parse(&bytes[..bytes.len().min(100)]) {
+                Ok(Some(h)) => {
+                    state.page_size = h.page_size_bytes;
+                    state.page_count = h.page_count;
+                    state.wal_mode = h.is_wal();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::Corrupt {
+                        db: self.name.clone(),
+                        message: format!(
+                            "{}: {e}; move {} aside (it is not a SQLite database) and restart",
+                            db_path.display(),
+                            self.dir.display()
+                        ),
+                    });
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).io_context("read", &db_path),
+        }
+        // 3. The shared-memory index is rebuilt by SQLite; a stale one must not survive.
+        let shm = self.path(FileKind::Shm);
+        if shm.exists() {
+            fs::remove_file(&shm).io_context("remove", &shm)?;
+        }
+        // Temp files are LTX files that never became durable: discard them.
+        let last = self.scan_ltx_dir()?;
+        let last_header = match &last {
+            Some(path) => Some(self.read_ltx_header(path)?),
+            None => None,
+        };
+        // 6a. Roll back a hot journal.
+        self.rollback_hot_journal(&mut state)?;
+        // 5 + 6b. Fold the WAL frames the LTX files already hold into the database file.
+        let wal = self.read_wal_for_recovery(&mut state, last_header.as_ref())?;
+        if let Some(r) = &wal {
+            self.checkpoint_covered(&state, r)?;
+        }
+        // 7. Page checksums from the file.
+        self.init_checksums(&mut state)?;
+        // 8. Re-apply the newest LTX file: it is the truth about the last commit.
+        if let Some(path) = last {
+            self.reapply_ltx(&mut state, &path)?;
+        }
+        // Ours: committed WAL transactions without an LTX file become LTX files.
+        if let Some(r) = wal {
+            self.derive_uncovered(&mut state, r)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `*.tmp` files and returns the LTX file with the highest MaxTXID.
+    fn scan_ltx_dir(&self) -> Result<Option<PathBuf>> {
+        let mut best: Option<(TxId, PathBuf)> = None;
+        let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
+        for entry in entries {
+            let entry = entry.io_context("read directory", &self.ltx_dir)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                fs::remove_file(entry.path()).io_context("remove", entry.path())?;
+                continue;
+            }
+            if let Some((_, max)) = ltx::parse_filename(&name)
+                && best.as_ref().is_none_or(|(b, _)| max > *b)
+            {
+                best = Some((max, entry.path()));
+            }
+        }
+        Ok(best.map(|(_, p)| p))
+    }
+
+    fn rollback_hot_journal(&self, state: &mut State) -> Result<()> {
+        let path = self.path(FileKind::Journal);
+        let journal = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).io_context("open", &path),
+        };
+        let db_path = self.path(FileKind::Database);
+        let page_size = (state.page_size != 0).then_some(state.page_size);
+        let corrupt = |e: sqlite::Error| Error::Corrupt {
+            db: self.name.clone(),
+            message: format!("hot journal {}: {e}", path.display()),
+        };
+        let mut reader =
+            JournalReader::new(std::io::BufReader::new(journal), page_size).map_err(corrupt)?;
+        let db_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&db_path)
+            .io_context("open", &db_path)?;
+        let journal_page_size = reader.page_size_bytes();
+        let size = sqlite::rollback(&mut reader, |pgno, page| {
+            let offset = u64::from(pgno - 1) * page.len() as u64;
+            db_file
+                .write_all_at(page, offset)
+                .io_context("write", &db_path)
+        })?;
+        if let Some(size_pages) = size {
+            db_file
+                .set_len(u64::from(size_pages) * u64::from(journal_page_size))
+                .io_context("truncate", &db_path)?;
+            if state.page_size == 0 {
+                state.page_size = journal_page_size;
+            }
+            state.page_count = size_pages;
+        }
+        db_file.sync_all().io_context("fsync", &db_path)?;
+        fs::remove_file(&path).io_context("remove", &path)?;
+        sync_dir(&self.dir)
+    }
+
+    fn init_checksums(&self, state: &mut State) -> Result<()> {
+        state.checksums.clear();
+        if state.page_size == 0 {
+            return Ok(());
+        }
+        let path = self.path(FileKind::Database);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).io_context("open", &path),
+        };
+        // The header again: recovery may have rewritten page 1 since step 1.
+        let mut head = [0u8; 100];
+        if f.read_exact_at(&mut head, 0).is_ok()
+            && let Ok(Some(h)) = DbHeader::parse(&head)
+        {
+            state.page_size = h.page_size_bytes;
+            state.page_count = h.page_count;
+            state.wal_mode = h.is_wal();
+        }
+        let lock = lock_pgno(state.page_size);
+        let mut page = vec![0u8; state.page_size as usize];
+        for pgno in 1..=state.page_count {
+            if pgno == lock {
+                continue;
+            }
+            let offset = u64::from(pgno - 1) * u64::from(state.page_size);
+            match f.read_exact_at(&mut page, offset) {
+                Ok(()) => state.checksums.set(pgno, &page),
+                // A short file: the re-applied LTX file below fills in the rest.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e).io_context("read", &path),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_ltx_header(&self, path: &Path) -> Result<ltx::Header> {
+        let file = File::open(path).io_context("open", path)?;
+        let dec =
+            ltx::Decoder::new(std::io::BufReader::new(file)).map_err(|source| Error::Ltx {
+                db: self.name.clone(),
+                source,
+            })?;
+        Ok(*dec.header())
+    }
+
+    fn reapply_ltx(&self, state: &mut State, path: &Path) -> Result<()> {
+        let ltx_err = |source| Error::Ltx {
+            db: self.name.clone(),
+            source,
+        };
+        let file = File::open(path).io_context("open", path)?;
+        let mut dec = ltx::Decoder::new(std::io::BufReader::new(file)).map_err(ltx_err)?;
+        let h = *dec.header();
+        let db_path = self.path(FileKind::Database);
+        let db_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&db_path)
+            .io_context("open", &db_path)?;
+        let mut page = vec![0u8; h.page_size as usize];
+        while let Some(pgno) = dec.decode_page(&mut page).map_err(ltx_err)? {
+            let offset = u64::from(pgno - 1) * u64::from(h.page_size);
+            db_file
+                .write_all_at(&page, offset)
+                .io_context("write", &db_path)?;
+            state.checksums.set(pgno, &page);
+        }
+        let (trailer, _) = dec.finish().map_err(ltx_err)?;
+        db_file
+            .set_len(u64::from(h.commit) * u64::from(h.page_size))
+            .io_context("truncate", &db_path)?;
+        db_file.sync_all().io_context("fsync", &db_path)?;
+        state.checksums.truncate(h.commit);
+        state.page_size = h.page_size;
+        state.page_count = h.commit;
+        let actual = state.checksums.value();
+        if actual != trailer.post_apply_checksum.0 {
+            return Err(Error::Corrupt {
+                db: self.name.clone(),
+                message: format!(
+                    "recover ltx: database checksum {actual:016x} on TXID {} does not match LTX post-apply checksum {} ({})",
+                    h.max_txid,
+                    trailer.post_apply_checksum,
+                    path.display()
+                ),
+            });
+        }
+        state.pos = Pos {
+            txid: h.max_txid,
+            post_apply_checksum: trailer.post_apply_checksum,
+        };
+        state.pos_timestamp_ms = h.timestamp_ms;
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! WAL transactions (spec §3.7, §3.8): capture each committed transaction as an LTX file.
+//!
+//! When is a WAL transaction committed? SQLite's recovery treats every frame up to the last
+//! valid commit frame (salts and cumulative checksum intact) as committed, and it never
+//! retracts a commit frame it wrote. So we capture at the write that completes a commit frame,
+//! before replying to it: SQLite has not yet put the frames in the wal-index, so no reader or
+//! checkpointer can see a frame we have not recorded. This needs no lock round trip. A write
+//! may complete a commit frame whose earlier frames still carry stale checksums (SQLite
+//! rewrites them after an in-place overwrite, `walRewriteChecksums`); the scan then finds no
+//! transaction, and the last checksum rewrite (the commit frame's header) triggers it again.
+
+use super::commit::{PageSource, WalFields};
+use super::{Db, FileKind, State};
+use crate::sqlite::{WalHeader, WalScanner};
+use crate::store::error::{Error, IoContext, Result};
+use std::os::unix::fs::FileExt;
+
+const WAL_HEADER_SIZE: u64 = 32;
+const FRAME_HEADER_SIZE: u64 = 24;
+
+impl Db {
+    pub(super) fn write_wal(&self, state: &mut State, offset: u64, data: &[u8]) -> Result<()> {
+        if offset == 0 {
+            // A new WAL generation (first write, or a restart after a full checkpoint): first
+            // make sure nothing of the old one is left uncaptured.
+            self.commit_wal(state)?;
+            if data.len() as u64 != WAL_HEADER_SIZE {
+                return Err(self.invalid_write(format!(
+                    "wal header write must be 32 bytes, got {}",
+                    data.len()
+                )));
+            }
+            let header = WalHeader::parse(data)
+                .map_err(|e| self.invalid_write(format!("wal header: {e}")))?
+                .ok_or_else(|| self.invalid_write("wal header has a bad checksum".into()))?;
+            self.write_at(state, FileKind::Wal, offset, data)?;
+            if state.page_size == 0 {
+                state.page_size = header.page_size_bytes;
+            }
+            state.wal_header = Some(header);
+            state.wal_cursor = Some(header.start());
+            state.wal_frames.clear();
+            return Ok(());
+        }
+        if let Some(cursor) = state.wal_cursor
+            && offset < cursor.offset_bytes
+        {
+            return Err(self.invalid_write(format!(
+                "cannot write wal frame at offset {offset} before current WAL position {}",
+                cursor.offset_bytes
+            )));
+        }
+        self.write_at(state, FileKind::Wal, offset, data)?;
+        if self.ends_in_commit_frame(state, offset + data.len() as u64)? {
+            self.commit_wal(state)?;
+        }
+        Ok(())
+    }
+
+    /// True if the frame holding byte `end - 1` of the WAL is a commit frame.
+    fn ends_in_commit_frame(&self, state: &mut State, end: u64) -> Result<bool> {
+        let Some(header) = state.wal_header else {
+            return Ok(false);
+        };
+        let frame_size = header.frame_size_bytes();
+        let Some(rel) = (end - 1).checked_sub(WAL_HEADER_SIZE) else {
+            return Ok(false);
+        };
+        let frame_offset = WAL_HEADER_SIZE + rel / frame_size * frame_size;
+        let wal = self.file(state, FileKind::Wal)?;
+        let mut frame_header = [0u8; FRAME_HEADER_SIZE as usize];
+        match wal.read_exact_at(&mut frame_header, frame_offset) {
+            Ok(()) => Ok(frame_header[4..8] != [0, 0, 0, 0]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e).io_context("read", self.path(FileKind::Wal)),
+        }
+    }
+
+    /// Captures every committed transaction after the cursor (spec §3.7 `CommitWAL`).
+    pub(super) fn commit_wal(&self, state: &mut State) -> Result<()> {
+        let (Some(header), Some(cursor)) = (state.wal_header, state.wal_cursor) else {
+            return Ok(());
+        };
+        let wal = self.file(state, FileKind::Wal)?;
+        let db = self.file(state, FileKind::Database).ok();
+        loop {
+            let cursor = state.wal_cursor.unwrap_or(cursor);
+            let reader = std::io::BufReader::new(&*wal);
+            let mut scanner = WalScanner::new(reader, &header, cursor).map_err(Error::Sqlite)?;
+            let Some(txn) = scanner.next_transaction().map_err(Error::Sqlite)? else {
+                return Ok(());
+            };
+            let commit = txn.commit_size_pages;
+            let pgnos: Vec<u32> = if state.pos.txid.0 == 0 {
+                (1..=commit).collect()
+            } else {
+                txn.frame_offsets
+                    .keys()
+                    .copied()
+                    .filter(|&p| p <= commit)
+                    .collect()
+            };
+            let fields = WalFields {
+                offset: txn.offset_bytes as i64,
+                size: txn.size_bytes as i64,
+                salt1: header.salt1,
+                salt2: header.salt2,
+            };
+            let source = PageSource::Wal {
+                wal: &wal,
+                frames: &txn.frame_offsets,
+                db: db.as_deref(),
+            };
+            self.write_ltx(state, source, commit, &pgnos, fields)?;
+            for (&pgno, &frame) in &txn.frame_offsets {
+                state.wal_frames.insert(pgno, frame);
+            }
+            state.wal_frames.retain(|&pgno, _| pgno <= commit);
+            state.wal_cursor = Some(txn.end);
+            state.wal_mode = true;
+            self.verify_if_strict(state)?;
+        }
+    }
+
+    /// Forgets the WAL after SQLite truncated or deleted it (all frames were checkpointed).
+    pub(super) fn reset_wal(&self, state: &mut State) {
+        // Anything committed but not yet captured must be captured before it disappears.
+        if let Err(e) = self.commit_wal(state) {
+            eprintln!(
+                "litefs: database {:?}: capture before WAL reset: {e}",
+                self.name
+            );
+        }
+        state.wal_header = None;
+        state.wal_cursor = None;
+        state.wal_frames.clear();
+    }
+}
