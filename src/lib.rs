@@ -19,4 +19,5 @@ pub mod fuzz;
 pub mod ltx;
 pub mod proto;
 pub mod sqlite;
+pub mod store;
 pub mod types;
