@@ -88,7 +88,9 @@ impl Mount {
                             }
                             Ok(None) => break,
                             Err(e) => {
-                                eprintln!("litefs: fuse channel: {e}");
+                                if !stopping.load(Ordering::Acquire) {
+                                    eprintln!("litefs: fuse channel: {e}");
+                                }
                                 break;
                             }
                         }

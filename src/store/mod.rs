@@ -1,10 +1,18 @@
-//! The store: every database under `data.dir/dbs/`, their recovery at startup, and the
-//! capture of transactions as LTX files. No FUSE or HTTP types live here (layer rules in
-//! `docs/ARCHITECTURE.md`).
+//! The store: every database under `data.dir/dbs/`, their recovery at startup, the capture
+//! of transactions as LTX files, and the daemon's record of SQLite's locks.
+//!
+//! No FUSE or HTTP types live here (see `docs/ARCHITECTURE.md` §3): the FUSE adapter turns a
+//! request into typed calls and maps the returned errors to errno values in one place.
+//!
+//! - [`db`]: one database: backing files, position, checksums, journal/WAL commit capture,
+//!   recovery.
+//! - [`lock`]: per-database lock words, per-owner guard sets, the CKPT rule and the internal
+//!   write lock LiteFS takes for itself (spec §3.8, §3.9, §3.16).
 
 pub mod checksums;
 pub mod db;
 pub mod error;
+pub mod lock;
 
 pub use db::{Db, DbOptions, FileKind, JournalMode};
 pub use error::{Error, Result};
