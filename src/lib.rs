@@ -9,11 +9,14 @@
 //! - [`ltx`]: the LTX v1 file format: header, checksums, LZ4 framing, encoder, decoder, compactor.
 //! - [`sqlite`]: readers for SQLite's database header, WAL and rollback journal.
 //! - [`proto`]: the replication stream frames of `POST /stream`.
+//! - [`config`]: the `litefs.yml` file: keys, defaults, env expansion, validation (pure but
+//!   for `Config::load`).
 //!
 //! Above them (arriving with later work): `store` (databases on disk), `fuse` (the mount),
 //! `http` (API and streaming) and [`cli`] (the `litefs` command).
 
 pub mod cli;
+pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ltx;
