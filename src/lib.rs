@@ -9,11 +9,15 @@
 //! - [`ltx`]: the LTX v1 file format: header, checksums, LZ4 framing, encoder, decoder, compactor.
 //! - [`sqlite`]: readers for SQLite's database header, WAL and rollback journal.
 //! - [`proto`]: the replication stream frames of `POST /stream`.
+//! - [`config`]: the `litefs.yml` file: keys, defaults, env expansion, validation (pure but
+//!   for `Config::load`).
 //!
-//! Above them (arriving with later work): `store` (databases on disk), `fuse` (the mount),
-//! `http` (API and streaming) and [`cli`] (the `litefs` command).
+//! Above them: [`config`] (`litefs.yml`), [`store`] (databases on disk, commit capture,
+//! recovery, locks), [`fuse`] (the mount) and [`cli`] (the `litefs` command). `http` (API and
+//! streaming) arrives with replication.
 
 pub mod cli;
+pub mod config;
 pub mod fuse;
 #[doc(hidden)]
 pub mod fuzz;
