@@ -12,7 +12,7 @@
 //! - [`config`]: the `litefs.yml` file: keys, defaults, env expansion, validation (pure but
 //!   for `Config::load`).
 //!
-//! Above them: [`config`] (`litefs.yml`), [`store`] (databases on disk, commit capture,
+//! Above them: [`store`] (databases on disk, commit capture,
 //! recovery, locks), [`fuse`] (the mount) and [`cli`] (the `litefs` command). `http` (API and
 //! streaming) arrives with replication.
 

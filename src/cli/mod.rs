@@ -5,6 +5,7 @@
 //! [`go_style_args`] turns single-dash long flags into clap's double-dash form.
 
 pub mod ltx;
+pub mod mount;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -110,8 +111,9 @@ pub fn run(args: Vec<String>) -> i32 {
                 return if e.use_stderr() { 2 } else { 0 };
             }
         },
-        "mount" | "export" | "import" | "run" => Err(anyhow::anyhow!(
-            "`litefs {command}` arrives with the single-node and replication issues; this build has the LTX tools only (`litefs ltx`)"
+        "mount" => return mount::run(go_style_args(rest())),
+        "export" | "import" | "run" => Err(anyhow::anyhow!(
+            "`litefs {command}` arrives with the replication issue; this build has `mount`, `ltx` and `version`"
         )),
         other => {
             eprintln!("litefs {other}: unknown command");

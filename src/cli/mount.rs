@@ -1,0 +1,281 @@
+//! `litefs mount` (spec §8.6, §8.7): load the config, open the store, mount, run the exec
+//! commands, and wait for the supervised command to exit or for SIGINT/SIGTERM.
+
+use crate::config::{Config, ExecConfig, LeaseType};
+use crate::fuse::Mount;
+use crate::store::{DbOptions, Store};
+use crate::types::NodeId;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+/// FUSE worker threads: one per core (2 on the machines we target) plus one, so a request
+/// blocked on an fsync does not stall readers.
+fn fuse_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "litefs mount", about = "Mount the LiteFS FUSE file system")]
+pub struct MountArgs {
+    /// Path to the config file (disables the search of ./litefs.yml, ~/litefs.yml, /etc/litefs.yml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Do not expand environment variables in the config file.
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
+    /// Log every FUSE operation.
+    #[arg(long = "fuse.debug")]
+    fuse_debug: bool,
+    /// Debug logging.
+    #[arg(long)]
+    debug: bool,
+    /// Trace logging to stdout.
+    #[arg(long)]
+    tracing: bool,
+    /// Do not unmount a stale mount at fuse.dir before mounting.
+    #[arg(long = "skip-unmount")]
+    skip_unmount: bool,
+    /// `-- CMD ARGS`: run this command instead of the config's `exec`.
+    #[arg(last = true)]
+    exec: Vec<String>,
+}
+
+/// What ended the wait in step 9.
+enum Event {
+    Signal(i32),
+    ChildExited(std::io::Result<std::process::ExitStatus>),
+}
+
+/// A random per-process node id (spec §2.2).
+fn random_node_id() -> NodeId {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is a valid writable buffer of the given length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // getrandom cannot fail for 8 bytes once the pool is ready; the time is a fallback.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos());
+        return NodeId(nanos as u64 | 1);
+    }
+    NodeId(u64::from_be_bytes(bytes))
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and every thread it starts) and returns a
+/// receiver that gets them, delivered by a dedicated `sigwait` thread.
+fn catch_signals(tx: mpsc::SyncSender<Event>) -> Result<()> {
+    // SAFETY: a zeroed sigset_t is a valid argument to sigemptyset, which initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; these calls only modify it and the thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("cannot block SIGINT/SIGTERM");
+        }
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+                if unsafe { libc::sigwait(&set, &mut sig) } == 0
+                    && tx.send(Event::Signal(sig)).is_err()
+                {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Builds a command from a shell-words command line, with the signal mask of a normal process.
+fn command(line: &str) -> Result<Command> {
+    let words =
+        shell_words::split(line).with_context(|| format!("cannot parse exec command {line:?}"))?;
+    let (program, args) = words
+        .split_first()
+        .ok_or_else(|| anyhow!("empty exec command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // sigemptyset/pthread_sigmask, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Runs every exec entry but the last synchronously; returns the last, started.
+fn run_exec(entries: &[ExecConfig], candidate: bool) -> Result<Option<Child>> {
+    let entries: Vec<&ExecConfig> = entries
+        .iter()
+        .filter(|e| candidate || !e.if_candidate)
+        .collect();
+    let Some((last, first)) = entries.split_last() else {
+        return Ok(None);
+    };
+    for entry in first {
+        eprintln!("litefs: running: {}", entry.cmd);
+        let status = command(&entry.cmd)?
+            .status()
+            .with_context(|| format!("cannot run {:?}", entry.cmd))?;
+        if !status.success() {
+            bail!("exec command {:?} failed: {status}", entry.cmd);
+        }
+    }
+    eprintln!("litefs: starting background subprocess: {}", last.cmd);
+    let child = command(&last.cmd)?
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", last.cmd))?;
+    Ok(Some(child))
+}
+
+fn load_config(args: &MountArgs) -> Result<(Config, PathBuf)> {
+    let (mut config, path) = Config::load(args.config.as_deref(), !args.no_expand_env)?;
+    if !args.exec.is_empty() {
+        // LiteFS joins the words with spaces and re-splits them, which breaks arguments that
+        // contain spaces; quoting them keeps the argv exactly as given (same result otherwise).
+        config.exec = vec![ExecConfig {
+            cmd: shell_words::join(&args.exec),
+            if_candidate: false,
+        }];
+    }
+    if args.fuse_debug {
+        config.fuse.debug = true;
+    }
+    Ok((config, path))
+}
+
+/// Runs `litefs mount`; returns the process exit code.
+pub fn run(argv: Vec<String>) -> i32 {
+    let args = match MountArgs::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let (config, path) = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            return 2;
+        }
+    };
+    eprintln!("{}", super::version_line());
+    eprintln!("litefs: config file read from {}", path.display());
+    let (tx, rx) = mpsc::sync_channel::<Event>(4);
+    if let Err(e) = catch_signals(tx.clone()) {
+        eprintln!("ERROR: {e:#}");
+        return 1;
+    }
+    let running = match start(&config, &args) {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            if config.exit_on_error {
+                return 1;
+            }
+            eprintln!("litefs: exit-on-error is off: waiting for a signal");
+            let _ = rx.recv();
+            return 1;
+        }
+    };
+    let (mount, child) = running;
+    let mut child_pid = None;
+    if let Some(mut child) = child {
+        child_pid = Some(child.id());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::ChildExited(child.wait()));
+        });
+    }
+    let code = loop {
+        match rx.recv() {
+            Ok(Event::Signal(sig)) => {
+                eprintln!("litefs: signal received ({sig}), litefs shutting down");
+                let Some(pid) = child_pid.take() else { break 0 };
+                // SAFETY: kill has no memory-safety preconditions; `pid` is our child.
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+                // Wait for the child to exit (its ChildExited event), then shut down.
+            }
+            Ok(Event::ChildExited(status)) => {
+                if child_pid.is_none() {
+                    break 0;
+                }
+                break match status {
+                    Ok(s) => {
+                        eprintln!("litefs: subprocess exited with {s}, litefs shutting down");
+                        s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+                    }
+                    Err(e) => {
+                        eprintln!("ERROR: cannot wait for exec process: {e}");
+                        1
+                    }
+                };
+            }
+            Err(_) => break 1,
+        }
+    };
+    if let Err(e) = mount.unmount() {
+        eprintln!("litefs: unmount: {e}");
+    }
+    eprintln!("litefs: unmounted {}", config.fuse.dir.display());
+    code
+}
+
+/// Steps 3–8 of §8.6 for a single node with a static lease.
+fn start(config: &Config, args: &MountArgs) -> Result<(Mount, Option<Child>)> {
+    match LeaseType::parse(&config.lease.kind) {
+        Some(LeaseType::Static) if config.lease.candidate => {}
+        Some(LeaseType::Static) => bail!(
+            "static replicas (lease.candidate: false) arrive with replication; this build runs a primary only"
+        ),
+        Some(LeaseType::Consul) => bail!("consul leasing is not built yet; use lease.type: static"),
+        None => bail!(
+            "invalid lease type, must be either 'consul' or 'static', got: '{}'",
+            config.lease.kind
+        ),
+    }
+    let options = DbOptions {
+        node_id: random_node_id(),
+        compress: config.data.compress,
+        strict_verify: config.strict_verify,
+    };
+    eprintln!("litefs: node id {}", options.node_id);
+    let store = Store::open(&config.data.dir, options)
+        .with_context(|| format!("cannot open store at {}", config.data.dir.display()))?;
+    if args.skip_unmount && crate::fuse::session::is_mounted(&config.fuse.dir) {
+        bail!(
+            "{} is already mounted (and -skip-unmount was given)",
+            config.fuse.dir.display()
+        );
+    }
+    let mount = Mount::new(
+        Arc::new(store),
+        &config.fuse.dir,
+        fuse_threads(),
+        config.fuse.allow_other,
+    )
+    .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
+    eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
+    eprintln!(
+        "litefs: primary lease acquired (static), advertising as {}",
+        config.lease.advertise_url
+    );
+    let child = run_exec(&config.exec, config.lease.candidate)?;
+    Ok((mount, child))
+}
