@@ -10,9 +10,10 @@ log() { printf '\n== %s\n' "$*"; }
 
 # Debian packages the tests use: `lz4` (reference LZ4 frames in tests/lz4_interop.rs) and
 # `sqlite3` (a second, independent SQLite client in the mount tests), `python3` (its sqlite3
-# module is the writer process of the crash tests).
+# module is the writer process of the crash tests), `e2fsprogs` (chattr, to make an LTX
+# directory refuse writes in the exit-99 test).
 missing=()
-for pkg in lz4 sqlite3 python3; do
+for pkg in lz4 sqlite3 python3 e2fsprogs; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -294,3 +294,62 @@ fn hot_journal_in_copied_data_dir_is_rolled_back() {
         "the copy must show the data from before the open transaction"
     );
 }
+
+/// Spec §3.7 step 8 (`TestSingleNode_ErrCommitWAL`): when a committed WAL transaction cannot
+/// be recorded, the daemon exits with code 99. Unlike LiteFS (which then drops the frames),
+/// the restart records the transaction from the WAL: SQLite wrote a valid commit frame.
+#[test]
+fn wal_capture_failure_exits_99_and_restart_keeps_the_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut daemon = Daemon::start(dir);
+    let conn = Connection::open(dir.join("mnt/db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let ltx_dir = dir.join("data/dbs/db/ltx");
+    // An immutable directory refuses new files even to root (ext4 `chattr +i`).
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&ltx_dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chattr {flag} {} failed", ltx_dir.display());
+    };
+    chattr("+i");
+    let result = conn.execute_batch("INSERT INTO t VALUES (2)");
+    let status = daemon.child.as_mut().unwrap().wait().unwrap();
+    chattr("-i");
+    assert!(
+        result.is_err(),
+        "the commit must not be reported as successful"
+    );
+    assert_eq!(
+        status.code(),
+        Some(99),
+        "litefs must exit with code 99, got {status}"
+    );
+    drop(conn);
+    daemon.kill();
+    let _daemon = Daemon::start(dir);
+    let conn = Connection::open(dir.join("mnt/db")).unwrap();
+    let rows: Vec<i64> = conn
+        .prepare("SELECT x FROM t ORDER BY x")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [1, 2],
+        "the transaction whose commit frame SQLite wrote is recovered from the WAL"
+    );
+    let last = check_chain(&ltx_dir);
+    assert_eq!(
+        last,
+        TxId(4),
+        "TXIDs: 1 WAL switch, 2 CREATE, 3 INSERT 1, 4 recovered INSERT 2"
+    );
+}

@@ -45,9 +45,14 @@ pub struct MountArgs {
     exec: Vec<String>,
 }
 
+/// Exit code after a committed transaction could not be recorded (as LiteFS).
+const FATAL_EXIT_CODE: i32 = 99;
+
 /// What ended the wait in step 9.
 enum Event {
     Signal(i32),
+    /// A committed transaction could not be recorded (exit code 99, spec §3.7).
+    Fatal,
     ChildExited(std::io::Result<std::process::ExitStatus>),
 }
 
@@ -182,7 +187,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         eprintln!("ERROR: {e:#}");
         return 1;
     }
-    let running = match start(&config, &args) {
+    let running = match start(&config, &args, tx.clone()) {
         Ok(running) => running,
         Err(e) => {
             eprintln!("ERROR: {e:#}");
@@ -212,6 +217,13 @@ pub fn run(argv: Vec<String>) -> i32 {
                 unsafe { libc::kill(pid as libc::pid_t, sig) };
                 // Wait for the child to exit (its ChildExited event), then shut down.
             }
+            Ok(Event::Fatal) => {
+                if let Some(pid) = child_pid.take() {
+                    // SAFETY: kill has no memory-safety preconditions; `pid` is our child.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                }
+                break FATAL_EXIT_CODE;
+            }
             Ok(Event::ChildExited(status)) => {
                 if child_pid.is_none() {
                     break 0;
@@ -238,7 +250,11 @@ pub fn run(argv: Vec<String>) -> i32 {
 }
 
 /// Steps 3–8 of §8.6 for a single node with a static lease.
-fn start(config: &Config, args: &MountArgs) -> Result<(Mount, Option<Child>)> {
+fn start(
+    config: &Config,
+    args: &MountArgs,
+    events: mpsc::SyncSender<Event>,
+) -> Result<(Mount, Option<Child>)> {
     match LeaseType::parse(&config.lease.kind) {
         Some(LeaseType::Static) if config.lease.candidate => {}
         Some(LeaseType::Static) => bail!(
@@ -258,6 +274,9 @@ fn start(config: &Config, args: &MountArgs) -> Result<(Mount, Option<Child>)> {
     eprintln!("litefs: node id {}", options.node_id);
     let store = Store::open(&config.data.dir, options)
         .with_context(|| format!("cannot open store at {}", config.data.dir.display()))?;
+    store.fatal_hook().set(Box::new(move |_| {
+        let _ = events.try_send(Event::Fatal);
+    }));
     if args.skip_unmount && crate::fuse::session::is_mounted(&config.fuse.dir) {
         bail!(
             "{} is already mounted (and -skip-unmount was given)",

@@ -14,7 +14,7 @@ pub mod db;
 pub mod error;
 pub mod lock;
 
-pub use db::{Db, DbOptions, FileKind, JournalMode};
+pub use db::{Db, DbOptions, FatalHook, FileKind, JournalMode};
 pub use error::{Error, Result};
 
 use error::IoContext;
@@ -42,6 +42,7 @@ pub struct Store {
     dbs_dir: PathBuf,
     options: DbOptions,
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
+    fatal: Arc<FatalHook>,
 }
 
 impl Store {
@@ -54,6 +55,7 @@ impl Store {
         if legacy_id.exists() {
             fs::remove_file(&legacy_id).io_context("remove", &legacy_id)?;
         }
+        let fatal = Arc::new(FatalHook::default());
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).io_context("read directory", &dbs_dir)? {
             let entry = entry.io_context("read directory", &dbs_dir)?;
@@ -64,7 +66,7 @@ impl Store {
             if !is_valid_db_name(&name) {
                 continue;
             }
-            let db = Db::open(&dbs_dir, &name, options)?;
+            let db = Db::open(&dbs_dir, &name, options, fatal.clone())?;
             dbs.insert(name, Arc::new(db));
         }
         Ok(Store {
@@ -72,7 +74,13 @@ impl Store {
             dbs_dir,
             options,
             dbs: RwLock::new(dbs),
+            fatal,
         })
+    }
+
+    /// Where every database reports errors the process must exit on (exit code 99).
+    pub fn fatal_hook(&self) -> &FatalHook {
+        &self.fatal
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -111,7 +119,12 @@ impl Store {
             Some(db) if db.page_count() > 0 => return Err(Error::Exists(name.to_string())),
             Some(db) => db.clone(),
             None => {
-                let db = Arc::new(Db::open(&self.dbs_dir, name, self.options)?);
+                let db = Arc::new(Db::open(
+                    &self.dbs_dir,
+                    name,
+                    self.options,
+                    self.fatal.clone(),
+                )?);
                 dbs.insert(name.to_string(), db.clone());
                 db
             }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The journal header SQLite zeroes to commit in PERSIST mode (spec §3.6).
@@ -95,8 +95,31 @@ pub(super) struct State {
     pub(super) wal_frames: BTreeMap<u32, u64>,
 }
 
+/// Where a database reports an error the process cannot continue after (a WAL commit that
+/// could not be captured: spec §3.7 step 8, exit code 99). Set once by the store's owner.
+#[derive(Default)]
+pub struct FatalHook(OnceLock<FatalHandler>);
+
+/// Called with the error's text; must not block (it runs on a FUSE worker).
+pub type FatalHandler = Box<dyn Fn(&str) + Send + Sync>;
+
+impl FatalHook {
+    /// Installs the handler; later calls are ignored.
+    pub fn set(&self, handler: FatalHandler) {
+        let _ = self.0.set(handler);
+    }
+
+    pub fn raise(&self, message: &str) {
+        eprintln!("litefs: FATAL: {message}");
+        if let Some(handler) = self.0.get() {
+            handler(message);
+        }
+    }
+}
+
 pub struct Db {
     pub(super) name: String,
+    pub(super) fatal: Arc<FatalHook>,
     pub(super) dir: PathBuf,
     pub(super) ltx_dir: PathBuf,
     pub(super) options: DbOptions,
@@ -120,7 +143,12 @@ impl Db {
     /// Opens (or creates) `dbs/<name>` and recovers it (spec §2.4): a hot journal is rolled
     /// back, page checksums are computed, and the newest LTX file is re-applied and must
     /// match the database's checksum.
-    pub fn open(dbs_dir: &Path, name: &str, options: DbOptions) -> Result<Db> {
+    pub fn open(
+        dbs_dir: &Path,
+        name: &str,
+        options: DbOptions,
+        fatal: Arc<FatalHook>,
+    ) -> Result<Db> {
         let dir = dbs_dir.join(name);
         let ltx_dir = dir.join("ltx");
         fs::create_dir_all(&ltx_dir).io_context("create directory", &ltx_dir)?;
@@ -129,6 +157,7 @@ impl Db {
             dir,
             ltx_dir,
             options,
+            fatal,
             state: Mutex::new(State::default()),
         };
         db.recover()?;
@@ -393,7 +422,37 @@ impl Db {
         f.sync_all().io_context("fsync", self.path(kind))
     }
 
-    fn drop_database(&self, _state: &mut State) -> Result<()> {
-        Err(self.invalid_write("dropping a database arrives with a later change".into()))
+    /// Spec §3.13: unlinking the database records a deletion (Commit 0, no pages) as LTX
+    /// file TXID+1, then removes the backing files. The database stays known (hidden from
+    /// listings) and its TXIDs continue if it is created again.
+    fn drop_database(&self, state: &mut State) -> Result<()> {
+        if state.pos.txid.0 > 0 && state.page_size != 0 {
+            let db_file = self.file(state, FileKind::Database)?;
+            self.write_ltx(
+                state,
+                commit::PageSource::Database(&db_file),
+                0,
+                &[],
+                commit::WalFields::default(),
+            )?;
+        }
+        for kind in FileKind::ALL {
+            state.files[kind.index()] = None;
+            let path = self.path(kind);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).io_context("remove", &path),
+            }
+        }
+        sync_dir(&self.dir)?;
+        state.page_count = 0;
+        state.wal_mode = false;
+        state.dirty.clear();
+        state.checksums.clear();
+        state.wal_header = None;
+        state.wal_cursor = None;
+        state.wal_frames.clear();
+        Ok(())
     }
 }

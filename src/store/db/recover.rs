@@ -188,6 +188,26 @@ impl Db {
         let file = File::open(path).io_context("open", path)?;
         let mut dec = ltx::Decoder::new(std::io::BufReader::new(file)).map_err(ltx_err)?;
         let h = *dec.header();
+        if h.commit == 0 {
+            // A deletion (spec §1.9): the database's files must not exist.
+            let (trailer, _) = dec.finish().map_err(ltx_err)?;
+            for kind in [FileKind::Database, FileKind::Journal, FileKind::Wal] {
+                match fs::remove_file(self.path(kind)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).io_context("remove", self.path(kind)),
+                }
+            }
+            state.checksums.clear();
+            state.page_count = 0;
+            state.page_size = h.page_size;
+            state.pos = Pos {
+                txid: h.max_txid,
+                post_apply_checksum: trailer.post_apply_checksum,
+            };
+            state.pos_timestamp_ms = h.timestamp_ms;
+            return Ok(());
+        }
         let db_path = self.path(FileKind::Database);
         let db_file = OpenOptions::new()
             .read(true)

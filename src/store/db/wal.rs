@@ -23,7 +23,7 @@ impl Db {
         if offset == 0 {
             // A new WAL generation (first write, or a restart after a full checkpoint): first
             // make sure nothing of the old one is left uncaptured.
-            self.commit_wal(state)?;
+            self.capture_or_die(state)?;
             if data.len() as u64 != WAL_HEADER_SIZE {
                 return Err(self.invalid_write(format!(
                     "wal header write must be 32 bytes, got {}",
@@ -52,7 +52,7 @@ impl Db {
         }
         self.write_at(state, FileKind::Wal, offset, data)?;
         if self.ends_in_commit_frame(state, offset + data.len() as u64)? {
-            self.commit_wal(state)?;
+            self.capture_or_die(state)?;
         }
         Ok(())
     }
@@ -74,6 +74,18 @@ impl Db {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
             Err(e) => Err(e).io_context("read", self.path(FileKind::Wal)),
         }
+    }
+
+    /// A committed WAL transaction we cannot record must stop the process: SQLite already
+    /// considers it committed, and only a restart (whose recovery derives the LTX file from the
+    /// WAL) brings the two back in line. LiteFS exits with code 99 here too.
+    fn capture_or_die(&self, state: &mut State) -> Result<()> {
+        self.commit_wal(state).inspect_err(|e| {
+            self.fatal.raise(&format!(
+                "database {:?}: cannot record a committed WAL transaction: {e}",
+                self.name
+            ));
+        })
     }
 
     /// Captures every committed transaction after the cursor (spec §3.7 `CommitWAL`).
