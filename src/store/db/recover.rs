@@ -44,8 +44,8 @@ impl Db {
             fs::remove_file(&shm).io_context("remove", &shm)?;
         }
         // Temp files are LTX files that never became durable: discard them.
-        let last = self.scan_ltx_dir()?;
-        let last_header = match &last {
+        let files = self.scan_ltx_dir()?;
+        let last_header = match files.last() {
             Some(path) => Some(self.read_ltx_header(path)?),
             None => None,
         };
@@ -59,9 +59,7 @@ impl Db {
         // 7. Page checksums from the file.
         self.init_checksums(&mut state)?;
         // 8. Re-apply the newest LTX file: it is the truth about the last commit.
-        if let Some(path) = last {
-            self.reapply_ltx(&mut state, &path)?;
-        }
+        self.reapply_ltx_suffix(&mut state, &files)?;
         // Ours: committed WAL transactions without an LTX file become LTX files.
         if let Some(r) = wal {
             self.derive_uncovered(&mut state, r)?;
@@ -69,9 +67,10 @@ impl Db {
         Ok(())
     }
 
-    /// Deletes `*.tmp` files and returns the LTX file with the highest MaxTXID.
-    fn scan_ltx_dir(&self) -> Result<Option<PathBuf>> {
-        let mut best: Option<(TxId, PathBuf)> = None;
+    /// Deletes `*.tmp` files (LTX files that never became durable) and returns the LTX files
+    /// sorted by MaxTXID.
+    fn scan_ltx_dir(&self) -> Result<Vec<PathBuf>> {
+        let mut files: Vec<(TxId, PathBuf)> = Vec::new();
         let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
         for entry in entries {
             let entry = entry.io_context("read directory", &self.ltx_dir)?;
@@ -81,13 +80,12 @@ impl Db {
                 fs::remove_file(entry.path()).io_context("remove", entry.path())?;
                 continue;
             }
-            if let Some((_, max)) = ltx::parse_filename(&name)
-                && best.as_ref().is_none_or(|(b, _)| max > *b)
-            {
-                best = Some((max, entry.path()));
+            if let Some((_, max)) = ltx::parse_filename(&name) {
+                files.push((max, entry.path()));
             }
         }
-        Ok(best.map(|(_, p)| p))
+        files.sort();
+        Ok(files.into_iter().map(|(_, p)| p).collect())
     }
 
     fn rollback_hot_journal(&self, state: &mut State) -> Result<()> {
@@ -180,7 +178,13 @@ impl Db {
         Ok(*dec.header())
     }
 
-    fn reapply_ltx(&self, state: &mut State, path: &Path) -> Result<()> {
+    /// Writes one LTX file's pages into the database file (or removes the files for a
+    /// deletion) and updates the checksum cache; returns the header and trailer.
+    fn apply_ltx_file(
+        &self,
+        state: &mut State,
+        path: &Path,
+    ) -> Result<(ltx::Header, ltx::Trailer)> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
@@ -188,6 +192,8 @@ impl Db {
         let file = File::open(path).io_context("open", path)?;
         let mut dec = ltx::Decoder::new(std::io::BufReader::new(file)).map_err(ltx_err)?;
         let h = *dec.header();
+        state.page_size = h.page_size;
+        state.page_count = h.commit;
         if h.commit == 0 {
             // A deletion (spec §1.9): the database's files must not exist.
             let (trailer, _) = dec.finish().map_err(ltx_err)?;
@@ -199,14 +205,7 @@ impl Db {
                 }
             }
             state.checksums.clear();
-            state.page_count = 0;
-            state.page_size = h.page_size;
-            state.pos = Pos {
-                txid: h.max_txid,
-                post_apply_checksum: trailer.post_apply_checksum,
-            };
-            state.pos_timestamp_ms = h.timestamp_ms;
-            return Ok(());
+            return Ok((h, trailer));
         }
         let db_path = self.path(FileKind::Database);
         let db_file = OpenOptions::new()
@@ -228,27 +227,62 @@ impl Db {
         db_file
             .set_len(u64::from(h.commit) * u64::from(h.page_size))
             .io_context("truncate", &db_path)?;
-        db_file.sync_all().io_context("fsync", &db_path)?;
         state.checksums.truncate(h.commit);
-        state.page_size = h.page_size;
-        state.page_count = h.commit;
-        let actual = state.checksums.value();
-        if actual != trailer.post_apply_checksum.0 {
-            return Err(Error::Corrupt {
-                db: self.name.clone(),
-                message: format!(
-                    "recover ltx: database checksum {actual:016x} on TXID {} does not match LTX post-apply checksum {} ({})",
-                    h.max_txid,
-                    trailer.post_apply_checksum,
-                    path.display()
-                ),
-            });
+        Ok((h, trailer))
+    }
+
+    /// Step 8, made robust: re-apply the newest LTX file and require the database checksum to
+    /// match its post-apply checksum. If it does not, the database file is older than the file
+    /// before it too (e.g. `synchronous=NORMAL` WAL frames lost with the machine while their
+    /// LTX files were durable), so re-apply a longer suffix of the chain — 2, 4, 8 … files, up
+    /// to all of them — which is correct whenever the suffix starts at or before the state the
+    /// database file holds.
+    fn reapply_ltx_suffix(&self, state: &mut State, files: &[PathBuf]) -> Result<()> {
+        let mut suffix_len = 1usize;
+        loop {
+            let start = files.len() - suffix_len.min(files.len());
+            let mut last = None;
+            for path in &files[start..] {
+                last = Some((self.apply_ltx_file(state, path)?, path));
+            }
+            let Some(((h, trailer), path)) = last else {
+                return Ok(());
+            };
+            let actual = state.checksums.value();
+            if actual == trailer.post_apply_checksum.0 {
+                if h.commit > 0 {
+                    let db_path = self.path(FileKind::Database);
+                    File::open(&db_path)
+                        .and_then(|f| f.sync_all())
+                        .io_context("fsync", &db_path)?;
+                }
+                state.pos = Pos {
+                    txid: h.max_txid,
+                    post_apply_checksum: trailer.post_apply_checksum,
+                };
+                state.pos_timestamp_ms = h.timestamp_ms;
+                if suffix_len > 1 {
+                    eprintln!(
+                        "litefs: database {:?}: recovered by re-applying the last {} LTX files",
+                        self.name,
+                        files.len() - start
+                    );
+                }
+                return Ok(());
+            }
+            if start == 0 {
+                return Err(Error::Corrupt {
+                    db: self.name.clone(),
+                    message: format!(
+                        "recover ltx: database checksum {actual:016x} on TXID {} does not match LTX post-apply checksum {} ({}), even after re-applying all {} LTX files",
+                        h.max_txid,
+                        trailer.post_apply_checksum,
+                        path.display(),
+                        files.len()
+                    ),
+                });
+            }
+            suffix_len *= 2;
         }
-        state.pos = Pos {
-            txid: h.max_txid,
-            post_apply_checksum: trailer.post_apply_checksum,
-        };
-        state.pos_timestamp_ms = h.timestamp_ms;
-        Ok(())
     }
 }
