@@ -1,146 +1,20 @@
-//! A real mount (root, /dev/fuse) with real SQLite in rollback-journal modes: every committed
+//! A real mount (root, /dev/fuse) with real SQLite in every journal mode: every committed
 //! write transaction becomes exactly one LTX file whose post-apply checksum equals the
-//! database file's checksum.
+//! database file's checksum. Mounts negotiate `FUSE_POSIX_LOCKS` (the default) except in
+//! `kernel_local_locks_wal_and_delete`.
 
-use litefs::fuse::Mount;
-use litefs::store::{DbOptions, Store};
-use litefs::types::{NodeId, Pos, TxId};
-use litefs::{ltx, sqlite};
+mod common;
+
+use common::{TestMount, assert_chain_contiguous, check_newest_ltx};
+use litefs::types::TxId;
 use rusqlite::Connection;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-struct TestMount {
-    mount: Option<Mount>,
-    store: Option<Arc<Store>>,
-    data: PathBuf,
-    mnt: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl TestMount {
-    fn new(compress: bool) -> TestMount {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let mnt = dir.path().join("mnt");
-        let mut t = TestMount {
-            mount: None,
-            store: None,
-            data,
-            mnt,
-            _dir: dir,
-        };
-        t.start(compress);
-        t
-    }
-
-    fn start(&mut self, compress: bool) {
-        let options = DbOptions {
-            node_id: NodeId(0xABCD),
-            compress,
-            strict_verify: true,
-        };
-        let store = Arc::new(Store::open(&self.data, options).unwrap());
-        self.mount = Some(Mount::new(store.clone(), &self.mnt, 2, false).unwrap());
-        self.store = Some(store);
-    }
-
-    fn stop(&mut self) {
-        if let Some(m) = self.mount.take() {
-            m.unmount().unwrap();
-        }
-        self.store = None;
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.mnt.join(name)
-    }
-
-    fn pos(&self, db: &str) -> Pos {
-        let text = std::fs::read_to_string(self.path(&format!("{db}-pos"))).unwrap();
-        assert_eq!(text.len(), 34, "-pos is 34 bytes: {text:?}");
-        Pos::parse(text.trim_end()).unwrap()
-    }
-
-    fn ltx_dir(&self, db: &str) -> PathBuf {
-        self.data.join("dbs").join(db).join("ltx")
-    }
-}
-
-impl Drop for TestMount {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The newest LTX file decodes, verifies, and its post-apply checksum is the file's.
-fn check_newest_ltx(t: &TestMount, db: &str, page_size: u32) -> ltx::Summary {
-    let pos = t.pos(db);
-    let name = ltx::format_filename(pos.txid, pos.txid);
-    let path = t.ltx_dir(db).join(&name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let summary = ltx::verify(bytes.as_slice()).unwrap();
-    assert_eq!(summary.trailer.post_apply_checksum, pos.post_apply_checksum);
-    let image = logical_image(
-        &t.data.join("dbs").join(db),
-        summary.header.commit,
-        page_size,
-    );
-    assert_eq!(
-        ltx::database_checksum(&image, page_size),
-        pos.post_apply_checksum.0,
-        "database checksum (file + committed WAL frames) differs from the position after TXID {}",
-        pos.txid
-    );
-    summary
-}
-
-/// The database as SQLite sees it: the file with the WAL's committed frames on top, read with
-/// the WAL reader (tested against real SQLite), not with the store's own bookkeeping.
-fn logical_image(dir: &Path, commit: u32, page_size: u32) -> Vec<u8> {
-    let mut image = std::fs::read(dir.join("database")).unwrap_or_default();
-    image.resize(commit as usize * page_size as usize, 0);
-    let Ok(wal) = std::fs::read(dir.join("wal")) else {
-        return image;
-    };
-    let mut cursor = std::io::Cursor::new(&wal);
-    if let Ok(Some(header)) = sqlite::WalHeader::read_from(&mut cursor) {
-        let (txns, _) = sqlite::committed_transactions(cursor, &header, header.start()).unwrap();
-        let (pages, _) = sqlite::checkpoint_plan(&txns);
-        for (pgno, frame) in pages {
-            if pgno <= commit {
-                let at = (pgno as usize - 1) * page_size as usize;
-                let from = frame as usize + 24;
-                image[at..at + page_size as usize]
-                    .copy_from_slice(&wal[from..from + page_size as usize]);
-            }
-        }
-    }
-    image
-}
-
-fn assert_chain_contiguous(dir: &Path, last: TxId) {
-    let mut txids: Vec<(u64, u64)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| ltx::parse_filename(e.unwrap().file_name().to_str().unwrap()))
-        .map(|(a, b)| (a.0, b.0))
-        .collect();
-    txids.sort();
-    let mut next = 1;
-    for (min, max) in &txids {
-        assert_eq!(*min, next, "LTX chain has a gap before {min}: {txids:?}");
-        next = max + 1;
-    }
-    assert_eq!(
-        next - 1,
-        last.0,
-        "chain ends at {} but position is {last}",
-        next - 1
-    );
-}
 
 fn run_mode(mode: &str, page_size: u32, compress: bool) {
-    let t = TestMount::new(compress);
+    run_mode_on(&TestMount::new(compress), mode, page_size);
+}
+
+fn run_mode_on(t: &TestMount, mode: &str, page_size: u32) {
+    let compress = t.compress;
     let conn = Connection::open(t.path("db")).unwrap();
     conn.execute_batch(&format!(
         "PRAGMA page_size={page_size}; PRAGMA journal_mode={mode}; PRAGMA busy_timeout=5000;"
@@ -152,7 +26,7 @@ fn run_mode(mode: &str, page_size: u32, compress: bool) {
     // In WAL mode the switch itself is a rollback-journal transaction (TXID 1), as in LiteFS.
     let first = if mode == "wal" { 2 } else { 1 };
     assert_eq!(txid, TxId(first), "{mode}: CREATE TABLE is TXID {first}");
-    check_newest_ltx(&t, "db", page_size);
+    check_newest_ltx(t, "db", page_size);
     let statements = [
         "INSERT INTO t(v) VALUES (randomblob(100))",
         "INSERT INTO t(v) SELECT randomblob(300) FROM t",
@@ -171,7 +45,7 @@ fn run_mode(mode: &str, page_size: u32, compress: bool) {
             "{mode} {page_size}: {sql:?} must advance the TXID by one"
         );
         txid = pos.txid;
-        let summary = check_newest_ltx(&t, "db", page_size);
+        let summary = check_newest_ltx(t, "db", page_size);
         assert_eq!(summary.header.is_compressed(), compress);
         let ok: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -255,7 +129,7 @@ fn wal_restart_and_checkpoints() {
     }
     let pos = t.pos("db");
     t.stop();
-    t.start(true);
+    t.start();
     assert_eq!(t.pos("db"), pos);
     let conn = Connection::open(t.path("db")).unwrap();
     let n: i64 = conn
@@ -277,7 +151,7 @@ fn restart_recovers_position_and_data() {
     }
     let pos = t.pos("db");
     t.stop();
-    t.start(true);
+    t.start();
     assert_eq!(t.pos("db"), pos, "position survives a restart");
     let conn = Connection::open(t.path("db")).unwrap();
     let n: i64 = conn
@@ -301,4 +175,12 @@ fn listing_shows_databases_and_positions() {
         .collect();
     names.sort();
     assert_eq!(names, [".lag", "db0", "db0-pos", "db1", "db1-pos"]);
+}
+
+/// The kernel-local locking mode (no `FUSE_POSIX_LOCKS`) still captures every transaction:
+/// commits are detected at the commit frame / journal invalidation, not at an unlock.
+#[test]
+fn kernel_local_locks_wal_and_delete() {
+    run_mode_on(&TestMount::with_locks(true, false), "wal", 4096);
+    run_mode_on(&TestMount::with_locks(false, false), "delete", 4096);
 }

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ExecConfig, LeaseType};
 use crate::fuse::Mount;
+use crate::fuse::session::MountOptions;
 use crate::store::{DbOptions, Store};
 use crate::types::NodeId;
 use anyhow::{Context, Result, anyhow, bail};
@@ -283,13 +284,13 @@ fn start(
             config.fuse.dir.display()
         );
     }
-    let mount = Mount::new(
-        Arc::new(store),
-        &config.fuse.dir,
-        fuse_threads(),
-        config.fuse.allow_other,
-    )
-    .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
+    let options = MountOptions {
+        threads: fuse_threads(),
+        allow_other: config.fuse.allow_other,
+        ..MountOptions::default()
+    };
+    let mount = Mount::new(Arc::new(store), &config.fuse.dir, options)
+        .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
     eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
     eprintln!(
         "litefs: primary lease acquired (static), advertising as {}",

@@ -1,7 +1,33 @@
-//! The one place store errors become errno values (spec §3.4).
+//! The one place store errors become errno values (spec §3.4, §3.9).
 
 use crate::store::Error;
+use crate::store::lock::LockError;
 use std::io;
+
+/// A lock request on a file whose locks are not arbitrated by LiteFS at all: `-journal` and
+/// `-wal` (spec §3.3 table: "not supported"). SQLite never locks these files.
+pub const LOCK_NOT_SUPPORTED: i32 = libc::ENOTSUP;
+/// A lock request on a node without lock support in this build: `-lock` (the HALT lock of
+/// spec §5 is not implemented yet), `-pos`, `.lag`, the root directory.
+pub const LOCK_NOT_IMPLEMENTED: i32 = libc::ENOSYS;
+/// A blocking `SETLKW` on the database or `-shm` file: LiteFS never blocks in a lock request
+/// (spec §3.9), and SQLite only uses non-blocking `F_SETLK`.
+pub const LOCK_WOULD_WAIT: i32 = libc::ENOSYS;
+/// A lock type that is none of `F_RDLCK`, `F_WRLCK`, `F_UNLCK` (the kernel never sends one).
+pub const LOCK_BAD_TYPE: i32 = libc::EINVAL;
+
+/// Maps a refused lock request to the errno `fcntl` returns. No logging: contention is normal.
+pub fn lock_errno(err: &LockError) -> io::Error {
+    let code = match err {
+        // SQLite maps EAGAIN from F_SETLK to SQLITE_BUSY.
+        LockError::WouldBlock { .. } => libc::EAGAIN,
+        // "No locks available": the owner cap of `LockTable` was reached.
+        LockError::TooManyOwners { .. } => libc::ENOLCK,
+        // Only the internal write lock times out; FUSE requests never wait.
+        LockError::Timeout { .. } => libc::EAGAIN,
+    };
+    io::Error::from_raw_os_error(code)
+}
 
 /// Maps a store error to the errno SQLite will see, and logs what a user needs to know:
 /// SQLite only reports "disk I/O error", so the reason must be in the daemon's log.

@@ -1,16 +1,22 @@
 //! The LiteFS file system behind FUSE: names, attributes and the per-file behaviour of spec
 //! §3.2–§3.3, translated into calls on the store. No replication or checksum logic here.
 
-use super::errno::{errno, to_io_error};
+use super::errno::{
+    LOCK_BAD_TYPE, LOCK_NOT_IMPLEMENTED, LOCK_NOT_SUPPORTED, LOCK_WOULD_WAIT, errno, lock_errno,
+    to_io_error,
+};
 use super::node::{
     DbNode, LAG_INODE, PRIMARY_INODE, ROOT_INODE, db_inode, parse_name, split_db_inode,
 };
+use super::session::MountOptions;
+use super::stats::{self, RequestStats};
+use crate::store::lock::{LockFile, LockKind, LockSet, LockType};
 use crate::store::{Db, FileKind, Store};
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
+    CreateIn, FsOptions, LK_FLOCK, OpenOptions, SetattrValid, stat64, statvfs64,
 };
 use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileSystem, ZeroCopyReader, ZeroCopyWriter,
+    Context, DirEntry, Entry, FileLock, FileSystem, ZeroCopyReader, ZeroCopyWriter,
 };
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -38,6 +44,34 @@ pub struct LitefsFs {
     names: RwLock<Names>,
     uid: u32,
     gid: u32,
+    /// Ask for `FUSE_POSIX_LOCKS` in INIT ([`MountOptions::posix_locks`]).
+    posix_locks: bool,
+    stats: Arc<RequestStats>,
+}
+
+/// The pid reported to `F_GETLK` for a conflicting lock. LiteFS does not know which process
+/// holds a lock and Go LiteFS sends −1; `fuse_file_lock.pid` is unsigned, and the kernel
+/// translates any pid it cannot find (0 and 0xFFFF_FFFF alike) to 0, so 0 is what callers see
+/// either way.
+const CONFLICT_PID: u32 = 0;
+
+/// `l_type` of a lock request as the kernel passes it in `fuse_file_lock.type`.
+fn lock_kind(lock_type: u32) -> Option<LockKind> {
+    match i32::try_from(lock_type).ok()? {
+        libc::F_RDLCK => Some(LockKind::Read),
+        libc::F_WRLCK => Some(LockKind::Write),
+        libc::F_UNLCK => Some(LockKind::Unlock),
+        _ => None,
+    }
+}
+
+fn lock_type_code(kind: LockKind) -> u32 {
+    let code = match kind {
+        LockKind::Read => libc::F_RDLCK,
+        LockKind::Write => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
+    };
+    code as u32
 }
 
 fn zeroed_stat() -> stat64 {
@@ -50,7 +84,7 @@ fn cstr_name(name: &CStr) -> io::Result<&str> {
 }
 
 impl LitefsFs {
-    pub fn new(store: Arc<Store>) -> LitefsFs {
+    pub fn new(store: Arc<Store>, options: &MountOptions) -> LitefsFs {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let fs = LitefsFs {
@@ -58,11 +92,87 @@ impl LitefsFs {
             names: RwLock::new(Names::default()),
             uid,
             gid,
+            posix_locks: options.posix_locks,
+            stats: Arc::new(RequestStats::default()),
         };
         for db in fs.store.dbs() {
             fs.index_of(db.name());
         }
         fs
+    }
+
+    /// The request counters the transport fills in (shared with [`super::Mount`]).
+    pub fn stats(&self) -> Arc<RequestStats> {
+        self.stats.clone()
+    }
+
+    /// The database and lock file a lock request on `inode` goes to, or the errno for files
+    /// whose locks LiteFS does not arbitrate (spec §3.3 "locks" column).
+    fn lock_target(&self, inode: u64) -> io::Result<(Arc<Db>, LockFile)> {
+        if split_db_inode(inode).is_none() {
+            // Root directory, `.lag`, `.primary`.
+            return Err(errno(LOCK_NOT_IMPLEMENTED));
+        }
+        match self.db_of_inode(inode)? {
+            (db, DbNode::File(FileKind::Database)) => Ok((db, LockFile::Db)),
+            (db, DbNode::File(FileKind::Shm)) => Ok((db, LockFile::Shm)),
+            (_, DbNode::File(FileKind::Journal | FileKind::Wal)) => Err(errno(LOCK_NOT_SUPPORTED)),
+            // `-lock` (HALT, spec §5: not implemented yet) and `-pos`.
+            (_, DbNode::Pos | DbNode::Lock) => Err(errno(LOCK_NOT_IMPLEMENTED)),
+        }
+    }
+
+    /// POSIX "close drops the process's locks on that file" (spec §3.3): the kernel does not
+    /// send an unlock once `FUSE_POSIX_LOCKS` is negotiated, only `FLUSH` with the owner.
+    /// On the `-shm` file, an owner still holding WAL_WRITE exclusively gets its WAL captured
+    /// first (spec §3.7).
+    fn drop_owner_locks(&self, inode: u64, owner: u64, op: &str) -> io::Result<()> {
+        if !self.posix_locks {
+            return Ok(());
+        }
+        let Ok((db, file)) = self.lock_target(inode) else {
+            return Ok(());
+        };
+        let locks = db.locks();
+        let must_capture = file == LockFile::Shm && locks.needs_wal_commit(owner, file.types());
+        if must_capture && let Err(e) = db.capture_wal() {
+            // Fail closed: keep WAL_WRITE so no checkpoint copies frames that have no LTX file
+            // (the CKPT rule refuses while it is held) and no writer appends after them.
+            // Restart recovery derives the missing LTX files from the WAL.
+            let others: LockSet = file
+                .types()
+                .iter()
+                .filter(|t| *t != LockType::Write)
+                .collect();
+            let _ = locks.set_lock(owner, others, LockKind::Unlock);
+            return Err(to_io_error(op, e));
+        }
+        locks.release_all(owner, file);
+        Ok(())
+    }
+
+    /// `SETLK` / `SETLKW` (spec §3.9).
+    fn set_lock(&self, inode: u64, owner: u64, lock: &FileLock, flags: u32) -> io::Result<()> {
+        if !self.posix_locks || flags & LK_FLOCK != 0 {
+            // We negotiate neither flag without asking for it, so the kernel keeps these.
+            return Err(errno(LOCK_NOT_IMPLEMENTED));
+        }
+        let (db, file) = self.lock_target(inode)?;
+        let kind = lock_kind(lock.lock_type).ok_or_else(|| errno(LOCK_BAD_TYPE))?;
+        if kind != LockKind::Unlock && stats::serving_setlkw() {
+            return Err(errno(LOCK_WOULD_WAIT));
+        }
+        let types = LockType::in_range(file, lock.start, lock.end);
+        let locks = db.locks();
+        if kind == LockKind::Unlock && locks.needs_wal_commit(owner, types) {
+            // On failure the lock stays held (SQLite sees SQLITE_IOERR_UNLOCK): releasing it
+            // would let a checkpoint copy frames that have no LTX file.
+            db.capture_wal()
+                .map_err(|e| to_io_error("capture WAL before WAL_WRITE unlock", e))?;
+        }
+        locks
+            .set_lock(owner, types, kind)
+            .map_err(|e| lock_errno(&e))
     }
 
     /// The stable index of a database name, assigned on first sight.
@@ -174,11 +284,20 @@ impl FileSystem for LitefsFs {
     type Inode = u64;
     type Handle = u64;
 
-    fn init(&self, _capable: FsOptions) -> io::Result<FsOptions> {
-        Ok(FsOptions::BIG_WRITES
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let mut want = FsOptions::BIG_WRITES
             | FsOptions::MAX_PAGES
             | FsOptions::PARALLEL_DIROPS
-            | FsOptions::ASYNC_READ)
+            | FsOptions::ASYNC_READ;
+        if self.posix_locks {
+            if !capable.contains(FsOptions::POSIX_LOCKS) {
+                // Without it the kernel keeps locks local and WAL_WRITE unlocks are invisible;
+                // commits are still captured at the commit frame, so serve rather than fail.
+                eprintln!("litefs: kernel does not offer FUSE_POSIX_LOCKS; locks stay local");
+            }
+            want |= FsOptions::POSIX_LOCKS;
+        }
+        Ok(want)
     }
 
     fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
@@ -353,8 +472,8 @@ impl FileSystem for LitefsFs {
         Ok(buf.len())
     }
 
-    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
-        Ok(())
+    fn flush(&self, _ctx: &Context, inode: u64, _handle: u64, lock_owner: u64) -> io::Result<()> {
+        self.drop_owner_locks(inode, lock_owner, "flush")
     }
 
     fn fsync(&self, _ctx: &Context, inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
@@ -367,14 +486,81 @@ impl FileSystem for LitefsFs {
     fn release(
         &self,
         _ctx: &Context,
-        _inode: u64,
+        inode: u64,
         _flags: u32,
         _handle: u64,
         _flush: bool,
         _flock_release: bool,
-        _lock_owner: Option<u64>,
+        lock_owner: Option<u64>,
     ) -> io::Result<()> {
+        // fuse-backend-rs passes an owner only with RELEASE_FLUSH or RELEASE_FLOCK_UNLOCK;
+        // the latter names the open file description, the owner of OFD locks on it.
+        if let Some(owner) = lock_owner {
+            self.stats.record_release_with_owner();
+            self.drop_owner_locks(inode, owner, "release")?;
+        }
         Ok(())
+    }
+
+    fn getlk(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<FileLock> {
+        if !self.posix_locks || flags & LK_FLOCK != 0 {
+            return Err(errno(LOCK_NOT_IMPLEMENTED));
+        }
+        let (db, file) = self.lock_target(inode)?;
+        let kind = lock_kind(lock.lock_type).ok_or_else(|| errno(LOCK_BAD_TYPE))?;
+        let types = LockType::in_range(file, lock.start, lock.end);
+        // The reply keeps the request's range: LiteFS does not track which bytes conflict.
+        let reply = match db.locks().get_lock(owner, types, kind) {
+            Some(conflict) => FileLock {
+                lock_type: lock_type_code(conflict.kind),
+                pid: CONFLICT_PID,
+                ..lock
+            },
+            None => FileLock {
+                lock_type: lock_type_code(LockKind::Unlock),
+                ..lock
+            },
+        };
+        Ok(reply)
+    }
+
+    fn setlk(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        // fuse-backend-rs 0.14 also routes SETLKW here; `set_lock` tells them apart.
+        self.set_lock(inode, owner, &lock, flags)
+    }
+
+    fn setlkw(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        // Not called by fuse-backend-rs 0.14 (see `setlk`); kept correct should it ever be.
+        let kind = lock_kind(lock.lock_type).ok_or_else(|| errno(LOCK_BAD_TYPE))?;
+        if kind == LockKind::Unlock {
+            return self.set_lock(inode, owner, &lock, flags);
+        }
+        self.lock_target(inode)?;
+        Err(errno(LOCK_WOULD_WAIT))
     }
 
     fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
@@ -487,5 +673,19 @@ impl FileSystem for LitefsFs {
         _flags: u32,
     ) -> io::Result<()> {
         Err(errno(libc::EIO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_types_round_trip_and_reject_unknown() {
+        for kind in [LockKind::Read, LockKind::Write, LockKind::Unlock] {
+            assert_eq!(lock_kind(lock_type_code(kind)), Some(kind));
+        }
+        assert_eq!(lock_kind(3), None);
+        assert_eq!(lock_kind(u32::MAX), None);
     }
 }

@@ -5,6 +5,8 @@ pub mod errno;
 pub mod fs;
 pub mod node;
 pub mod session;
+pub mod stats;
 
 pub use fs::LitefsFs;
-pub use session::Mount;
+pub use session::{Mount, MountOptions};
+pub use stats::{RequestCounts, RequestStats};

@@ -3,6 +3,7 @@
 //! A second transport (FUSE-over-io_uring) arrives later behind the same `LitefsFs`.
 
 use super::fs::LitefsFs;
+use super::stats::{Hook, RequestStats};
 use crate::store::Store;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::FuseSession;
@@ -12,9 +13,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+/// How to mount and serve the file system.
+#[derive(Clone, Copy, Debug)]
+pub struct MountOptions {
+    /// Worker threads reading requests from /dev/fuse.
+    pub threads: usize,
+    /// Let users other than the mounting one use the mount (`fuse.allow-other`).
+    pub allow_other: bool,
+    /// Negotiate `FUSE_POSIX_LOCKS`, so SQLite's fcntl locks on the database and `-shm` files
+    /// are decided by the daemon (spec §3.9), as LiteFS does. With `false` the kernel
+    /// arbitrates them locally: the daemon never sees them, and a read transaction costs no
+    /// lock round trips (ARCHITECTURE §7 measures both).
+    pub posix_locks: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            threads: 2,
+            allow_other: false,
+            posix_locks: true,
+        }
+    }
+}
+
 /// A mounted LiteFS file system. Dropping it unmounts (lazily) and joins the workers.
 pub struct Mount {
     session: Option<FuseSession>,
+    stats: Arc<RequestStats>,
     workers: Vec<JoinHandle<()>>,
     mountpoint: PathBuf,
     /// Set before unmounting, so workers do not report the channel closing as an error.
@@ -50,26 +76,24 @@ pub fn unmount_stale(path: &Path) -> io::Result<()> {
 }
 
 impl Mount {
-    /// Mounts `store` at `mountpoint` and serves it with `threads` workers.
-    pub fn new(
-        store: Arc<Store>,
-        mountpoint: &Path,
-        threads: usize,
-        allow_other: bool,
-    ) -> io::Result<Mount> {
+    /// Mounts `store` at `mountpoint` and serves it with `options.threads` workers.
+    pub fn new(store: Arc<Store>, mountpoint: &Path, options: MountOptions) -> io::Result<Mount> {
         std::fs::create_dir_all(mountpoint)?;
         unmount_stale(mountpoint)?;
         let mut session =
             FuseSession::new(mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
-        session.set_allow_other(allow_other);
+        session.set_allow_other(options.allow_other);
         session.mount().map_err(io::Error::other)?;
-        let server = Arc::new(Server::new(LitefsFs::new(store)));
+        let fs = LitefsFs::new(store, &options);
+        let stats = fs.stats();
+        let server = Arc::new(Server::new(fs));
         let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
-        for i in 0..threads.max(1) {
+        for i in 0..options.threads.max(1) {
             let mut channel = session.new_channel().map_err(io::Error::other)?;
             let server = server.clone();
             let stopping = stopping.clone();
+            let hook = Hook(stats.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("fuse-{i}"))
                 .spawn(move || {
@@ -77,7 +101,7 @@ impl Mount {
                         match channel.get_request() {
                             Ok(Some((reader, writer))) => {
                                 if let Err(e) =
-                                    server.handle_message(reader, writer.into(), None, None)
+                                    server.handle_message(reader, writer.into(), None, Some(&hook))
                                 {
                                     if let fuse_backend_rs::Error::EncodeMessage(_) = e {
                                         // The kernel closed the session.
@@ -100,6 +124,7 @@ impl Mount {
         }
         Ok(Mount {
             session: Some(session),
+            stats,
             workers,
             mountpoint: mountpoint.to_path_buf(),
             stopping,
@@ -108,6 +133,11 @@ impl Mount {
 
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Requests served so far, per opcode.
+    pub fn request_stats(&self) -> &RequestStats {
+        &self.stats
     }
 
     /// Unmounts and waits for the workers to stop.

@@ -1,7 +1,8 @@
 //! The daemon's record of SQLite's POSIX locks on one database (spec §3.8, §3.9, §3.16).
 //!
-//! The daemon negotiates `FUSE_POSIX_LOCKS`, so every `fcntl` lock SQLite takes on the database
-//! and `-shm` files arrives as a FUSE `SETLK`/`GETLK` and is decided here. Three layers:
+//! When the mount negotiates `FUSE_POSIX_LOCKS` (the default, as LiteFS), every `fcntl` lock
+//! SQLite takes on the database and `-shm` files arrives as a FUSE `SETLK`/`GETLK` and is
+//! decided here. Three layers:
 //!
 //! - [`LockType`] / [`LockSet`]: which lock bytes a byte range `[start, end]` covers.
 //! - [`RwWord`]: one `AtomicU64` per lock type per database holding the shared count, the

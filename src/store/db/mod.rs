@@ -10,6 +10,7 @@ use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{DbHeader, WalCursor, WalHeader};
 use crate::store::checksums::PageChecksums;
 use crate::store::error::{Error, IoContext, Result};
+use crate::store::lock::LockTable;
 use crate::types::{NodeId, Pos};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -124,6 +125,10 @@ pub struct Db {
     pub(super) ltx_dir: PathBuf,
     pub(super) options: DbOptions,
     state: Mutex<State>,
+    /// SQLite's fcntl locks on this database's files, as the FUSE layer reports them (spec
+    /// §3.9). Separate from `state`: lock requests never wait for a commit in progress,
+    /// except the WAL_WRITE unlock, which captures first ([`Db::capture_wal`]).
+    locks: LockTable,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -159,6 +164,7 @@ impl Db {
             options,
             fatal,
             state: Mutex::new(State::default()),
+            locks: LockTable::default(),
         };
         db.recover()?;
         Ok(db)
@@ -166,6 +172,19 @@ impl Db {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The lock table of this database (decisions live in `store::lock`).
+    pub fn locks(&self) -> &LockTable {
+        &self.locks
+    }
+
+    /// Captures every WAL transaction committed but not yet recorded as an LTX file. Called
+    /// before SQLite's WAL_WRITE lock is released (spec §3.7): a safety net, since commits are
+    /// normally captured at the write that completes their commit frame (see `wal.rs`).
+    pub fn capture_wal(&self) -> Result<()> {
+        let mut state = self.lock();
+        self.capture_or_die(&mut state)
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {

@@ -79,7 +79,7 @@ impl Db {
     /// A committed WAL transaction we cannot record must stop the process: SQLite already
     /// considers it committed, and only a restart (whose recovery derives the LTX file from the
     /// WAL) brings the two back in line. LiteFS exits with code 99 here too.
-    fn capture_or_die(&self, state: &mut State) -> Result<()> {
+    pub(super) fn capture_or_die(&self, state: &mut State) -> Result<()> {
         self.commit_wal(state).inspect_err(|e| {
             self.fatal.raise(&format!(
                 "database {:?}: cannot record a committed WAL transaction: {e}",

@@ -1,0 +1,202 @@
+//! Shared by the real-mount tests: a mounted store in a temporary directory (unmounted in
+//! `Drop`), and checks of the LTX chain against the database files.
+#![allow(dead_code)] // Each test crate uses a different subset.
+
+use litefs::fuse::{Mount, MountOptions, RequestCounts};
+use litefs::store::{DbOptions, Store};
+use litefs::types::{NodeId, Pos, TxId};
+use litefs::{ltx, sqlite};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct TestMount {
+    mount: Option<Mount>,
+    store: Option<Arc<Store>>,
+    pub data: PathBuf,
+    pub mnt: PathBuf,
+    pub compress: bool,
+    pub posix_locks: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl TestMount {
+    /// A mount with `FUSE_POSIX_LOCKS` (the default, as LiteFS).
+    pub fn new(compress: bool) -> TestMount {
+        TestMount::with_locks(compress, true)
+    }
+
+    /// A mount negotiating `FUSE_POSIX_LOCKS` only if `posix_locks`.
+    pub fn with_locks(compress: bool, posix_locks: bool) -> TestMount {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mnt = dir.path().join("mnt");
+        let mut t = TestMount {
+            mount: None,
+            store: None,
+            data,
+            mnt,
+            compress,
+            posix_locks,
+            _dir: dir,
+        };
+        t.start();
+        t
+    }
+
+    pub fn start(&mut self) {
+        let options = DbOptions {
+            node_id: NodeId(0xABCD),
+            compress: self.compress,
+            strict_verify: true,
+        };
+        let store = Arc::new(Store::open(&self.data, options).unwrap());
+        let mount_options = MountOptions {
+            threads: 2,
+            allow_other: false,
+            posix_locks: self.posix_locks,
+        };
+        self.mount = Some(Mount::new(store.clone(), &self.mnt, mount_options).unwrap());
+        self.store = Some(store);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(m) = self.mount.take() {
+            m.unmount().unwrap();
+        }
+        self.store = None;
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store.as_ref().expect("mounted")
+    }
+
+    pub fn mount(&self) -> &Mount {
+        self.mount.as_ref().expect("mounted")
+    }
+
+    /// FUSE requests served so far, per opcode.
+    pub fn requests(&self) -> RequestCounts {
+        self.mount().request_stats().snapshot()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    pub fn pos(&self, db: &str) -> Pos {
+        let text = std::fs::read_to_string(self.path(&format!("{db}-pos"))).unwrap();
+        assert_eq!(text.len(), 34, "-pos is 34 bytes: {text:?}");
+        Pos::parse(text.trim_end()).unwrap()
+    }
+
+    pub fn ltx_dir(&self, db: &str) -> PathBuf {
+        self.data.join("dbs").join(db).join("ltx")
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The newest LTX file decodes, verifies, and its post-apply checksum is the file's.
+pub fn check_newest_ltx(t: &TestMount, db: &str, page_size: u32) -> ltx::Summary {
+    let pos = t.pos(db);
+    let name = ltx::format_filename(pos.txid, pos.txid);
+    let path = t.ltx_dir(db).join(&name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let summary = ltx::verify(bytes.as_slice()).unwrap();
+    assert_eq!(summary.trailer.post_apply_checksum, pos.post_apply_checksum);
+    let image = logical_image(
+        &t.data.join("dbs").join(db),
+        summary.header.commit,
+        page_size,
+    );
+    assert_eq!(
+        ltx::database_checksum(&image, page_size),
+        pos.post_apply_checksum.0,
+        "database checksum (file + committed WAL frames) differs from the position after TXID {}",
+        pos.txid
+    );
+    summary
+}
+
+/// The database as SQLite sees it: the file with the WAL's committed frames on top, read with
+/// the WAL reader (tested against real SQLite), not with the store's own bookkeeping.
+pub fn logical_image(dir: &Path, commit: u32, page_size: u32) -> Vec<u8> {
+    let mut image = std::fs::read(dir.join("database")).unwrap_or_default();
+    image.resize(commit as usize * page_size as usize, 0);
+    let Ok(wal) = std::fs::read(dir.join("wal")) else {
+        return image;
+    };
+    let mut cursor = std::io::Cursor::new(&wal);
+    if let Ok(Some(header)) = sqlite::WalHeader::read_from(&mut cursor) {
+        let (txns, _) = sqlite::committed_transactions(cursor, &header, header.start()).unwrap();
+        let (pages, _) = sqlite::checkpoint_plan(&txns);
+        for (pgno, frame) in pages {
+            if pgno <= commit {
+                let at = (pgno as usize - 1) * page_size as usize;
+                let from = frame as usize + 24;
+                image[at..at + page_size as usize]
+                    .copy_from_slice(&wal[from..from + page_size as usize]);
+            }
+        }
+    }
+    image
+}
+
+/// LTX files `1-1`, `2-2`, … `last-last` with no gap.
+pub fn assert_chain_contiguous(dir: &Path, last: TxId) {
+    let mut txids: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| ltx::parse_filename(e.unwrap().file_name().to_str().unwrap()))
+        .map(|(a, b)| (a.0, b.0))
+        .collect();
+    txids.sort();
+    let mut next = 1;
+    for (min, max) in &txids {
+        assert_eq!(*min, next, "LTX chain has a gap before {min}: {txids:?}");
+        next = max + 1;
+    }
+    assert_eq!(
+        next - 1,
+        last.0,
+        "chain ends at {} but position is {last}",
+        next - 1
+    );
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("child not yet waited for")
+    }
+
+    /// Waits at most `limit` for the child to exit; kills it and panics after that.
+    pub fn wait_output(mut self, limit: std::time::Duration) -> std::process::Output {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(_status) = self.child().try_wait().unwrap() {
+                let child = self.0.take().unwrap();
+                return child.wait_with_output().unwrap();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child().kill();
+                panic!("child process did not finish within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
