@@ -70,39 +70,43 @@ fn run_mode_on(t: &TestMount, mode: &str, page_size: u32) {
     assert_chain_contiguous(&t.ltx_dir("db"), t.pos("db").txid);
 }
 
-#[test]
-fn delete_mode_4k_compressed() {
-    run_mode("delete", 4096, true);
+/// The matrix: journal mode × page size × compression, one test each.
+macro_rules! matrix {
+    ($($name:ident: $mode:literal, $page_size:literal, $compress:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run_mode($mode, $page_size, $compress);
+            }
+        )*
+    };
 }
 
-#[test]
-fn delete_mode_512_raw() {
-    run_mode("delete", 512, false);
-}
-
-#[test]
-fn truncate_mode_4k() {
-    run_mode("truncate", 4096, true);
-}
-
-#[test]
-fn persist_mode_64k() {
-    run_mode("persist", 65536, false);
-}
-
-#[test]
-fn wal_mode_4k_compressed() {
-    run_mode("wal", 4096, true);
-}
-
-#[test]
-fn wal_mode_512_raw() {
-    run_mode("wal", 512, false);
-}
-
-#[test]
-fn wal_mode_64k() {
-    run_mode("wal", 65536, true);
+matrix! {
+    delete_512_lz4: "delete", 512, true;
+    delete_512_raw: "delete", 512, false;
+    delete_4k_lz4: "delete", 4096, true;
+    delete_4k_raw: "delete", 4096, false;
+    delete_64k_lz4: "delete", 65536, true;
+    delete_64k_raw: "delete", 65536, false;
+    truncate_512_lz4: "truncate", 512, true;
+    truncate_512_raw: "truncate", 512, false;
+    truncate_4k_lz4: "truncate", 4096, true;
+    truncate_4k_raw: "truncate", 4096, false;
+    truncate_64k_lz4: "truncate", 65536, true;
+    truncate_64k_raw: "truncate", 65536, false;
+    persist_512_lz4: "persist", 512, true;
+    persist_512_raw: "persist", 512, false;
+    persist_4k_lz4: "persist", 4096, true;
+    persist_4k_raw: "persist", 4096, false;
+    persist_64k_lz4: "persist", 65536, true;
+    persist_64k_raw: "persist", 65536, false;
+    wal_512_lz4: "wal", 512, true;
+    wal_512_raw: "wal", 512, false;
+    wal_4k_lz4: "wal", 4096, true;
+    wal_4k_raw: "wal", 4096, false;
+    wal_64k_lz4: "wal", 65536, true;
+    wal_64k_raw: "wal", 65536, false;
 }
 
 #[test]

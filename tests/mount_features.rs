@@ -1,0 +1,222 @@
+//! Real-mount tests of behaviours beyond single transactions: journal-mode switches, WAL
+//! size limits, VACUUM of a large WAL database, dropping and recreating a database, and the
+//! `-pos` file.
+
+mod common;
+
+use common::{TestMount, assert_chain_contiguous, check_newest_ltx};
+use rusqlite::Connection;
+
+fn mode(conn: &Connection, mode: &str) -> String {
+    conn.query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+fn integrity(conn: &Connection) {
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[test]
+fn journal_mode_switches_both_ways() {
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    for (next, value) in [
+        ("wal", 2),
+        ("delete", 3),
+        ("wal", 4),
+        ("truncate", 5),
+        ("wal", 6),
+        ("persist", 7),
+    ] {
+        let before = t.pos("db").txid;
+        assert_eq!(mode(&conn, next), next, "switch to {next}");
+        conn.execute(&format!("INSERT INTO t VALUES ({value})"), [])
+            .unwrap();
+        let after = t.pos("db").txid;
+        assert!(
+            after.0 > before.0,
+            "{next}: the insert after the switch must be recorded"
+        );
+        check_newest_ltx(&t, "db", 4096);
+        integrity(&conn);
+    }
+    let sum: i64 = conn
+        .query_row("SELECT sum(x) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sum, 28);
+    drop(conn);
+    assert_chain_contiguous(&t.ltx_dir("db"), t.pos("db").txid);
+}
+
+#[test]
+fn wal_checkpoint_truncate_and_journal_size_limit() {
+    let t = TestMount::new(false);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch(
+        "PRAGMA journal_size_limit=8192; PRAGMA wal_autocheckpoint=10; CREATE TABLE t(x BLOB);",
+    )
+    .unwrap();
+    for _ in 0..50 {
+        conn.execute("INSERT INTO t VALUES (randomblob(3000))", [])
+            .unwrap();
+        check_newest_ltx(&t, "db", 4096);
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let wal_len = std::fs::metadata(t.path("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal_len, 0, "wal_checkpoint(TRUNCATE) empties the WAL");
+    conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+    check_newest_ltx(&t, "db", 4096);
+    integrity(&conn);
+    drop(conn);
+    assert_chain_contiguous(&t.ltx_dir("db"), t.pos("db").txid);
+}
+
+/// LiteFS panics on large WALs (its issue #445); a VACUUM of a 200 MB WAL-mode database is one
+/// transaction of ~50,000 pages and must be captured like any other.
+#[test]
+fn vacuum_of_a_200mb_wal_database() {
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch(
+        "PRAGMA wal_autocheckpoint=0; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)
+         INSERT INTO t(v) SELECT randomblob(1000) FROM n;
+         PRAGMA wal_checkpoint(TRUNCATE);
+         DELETE FROM t WHERE id % 2 = 0;",
+    )
+    .unwrap();
+    let size_before: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        size_before * 4096 > 200_000_000,
+        "database is {} bytes",
+        size_before * 4096
+    );
+    let txid = t.pos("db").txid;
+    conn.execute_batch("VACUUM;").unwrap();
+    assert_eq!(t.pos("db").txid.0, txid.0 + 1, "VACUUM is one transaction");
+    let summary = check_newest_ltx(&t, "db", 4096);
+    let size_after: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(i64::from(summary.header.commit), size_after);
+    assert!(
+        size_after < size_before,
+        "VACUUM shrank the database: {size_before} -> {size_after} pages"
+    );
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    integrity(&conn);
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 100_000);
+}
+
+#[test]
+fn drop_and_recreate_a_database() {
+    let mut t = TestMount::new(true);
+    {
+        let conn = Connection::open(t.path("db")).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let before = t.pos("db");
+    std::fs::remove_file(t.path("db")).unwrap();
+    let pos = t.pos("db");
+    assert_eq!(pos.txid.0, before.txid.0 + 1, "the drop is a transaction");
+    assert_eq!(
+        pos.post_apply_checksum.0,
+        litefs::types::CHECKSUM_FLAG,
+        "an empty database"
+    );
+    let names: Vec<String> = std::fs::read_dir(&t.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"db".to_string()),
+        "a dropped database is not listed: {names:?}"
+    );
+    assert!(
+        std::fs::metadata(t.path("db")).is_err(),
+        "a dropped database does not exist"
+    );
+    // TXIDs continue when it is created again, also across a restart.
+    {
+        let conn = Connection::open(t.path("db")).unwrap();
+        conn.execute_batch("CREATE TABLE u(y); INSERT INTO u VALUES (2);")
+            .unwrap();
+    }
+    assert!(t.pos("db").txid.0 > pos.txid.0);
+    let last = t.pos("db");
+    t.stop();
+    t.start();
+    assert_eq!(t.pos("db"), last);
+    let conn = Connection::open(t.path("db")).unwrap();
+    let y: i64 = conn.query_row("SELECT y FROM u", [], |r| r.get(0)).unwrap();
+    assert_eq!(y, 2);
+    assert!(
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .is_err(),
+        "the old table is gone"
+    );
+}
+
+#[test]
+fn pos_file_reads_and_mtime() {
+    let t = TestMount::new(false);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("CREATE TABLE t(x)").unwrap();
+    let text = std::fs::read_to_string(t.path("db-pos")).unwrap();
+    assert_eq!(text.len(), 34);
+    assert_eq!(&text[..16], "0000000000000001");
+    // Reads honour the offset.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(t.path("db-pos")).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(f.read_at(&mut buf, 14).unwrap(), 4);
+    assert_eq!(&buf[..], &text.as_bytes()[14..18]);
+    let mtime = std::fs::metadata(t.path("db-pos"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(mtime)
+        .unwrap_or_default();
+    assert!(
+        age < std::time::Duration::from_secs(60),
+        "mtime is the last commit time: {age:?} ago"
+    );
+}
+
+#[test]
+fn several_databases_in_one_mount() {
+    let t = TestMount::new(true);
+    for i in 0..5 {
+        let conn = Connection::open(t.path(&format!("db{i}"))).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode={}; CREATE TABLE t(x); INSERT INTO t VALUES ({i});",
+            if i % 2 == 0 { "wal" } else { "delete" }
+        ))
+        .unwrap();
+    }
+    for i in 0..5 {
+        let name = format!("db{i}");
+        check_newest_ltx(&t, &name, 4096);
+        let conn = Connection::open(t.path(&name)).unwrap();
+        let x: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, i);
+    }
+}
