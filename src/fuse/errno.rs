@@ -55,3 +55,64 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
 pub fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Upstream `TestToErrno`: not-exist → ENOENT, read-only replica → EACCES, others as is.
+    #[test]
+    fn store_errors_map_to_errno() {
+        let io = |kind| Error::Io {
+            op: "open",
+            path: "x".into(),
+            source: io::Error::from(kind),
+        };
+        let raw = |code| Error::Io {
+            op: "write",
+            path: "x".into(),
+            source: io::Error::from_raw_os_error(code),
+        };
+        let cases = [
+            (Error::NotFound("db".into()), libc::ENOENT),
+            (io(io::ErrorKind::NotFound), libc::ENOENT),
+            (Error::Exists("db".into()), libc::EEXIST),
+            (Error::ReadOnly, libc::EACCES),
+            (raw(libc::ENOSPC), libc::ENOSPC),
+            (raw(libc::EDQUOT), libc::EDQUOT),
+            (
+                Error::InvalidWrite {
+                    db: "db".into(),
+                    message: "x".into(),
+                },
+                libc::EIO,
+            ),
+            (
+                Error::Corrupt {
+                    db: "db".into(),
+                    message: "x".into(),
+                },
+                libc::EIO,
+            ),
+        ];
+        for (err, want) in cases {
+            let text = err.to_string();
+            assert_eq!(
+                to_io_error("test", err).raw_os_error(),
+                Some(want),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn lock_errors_map_to_errno() {
+        use crate::store::lock::LockType;
+        let busy = LockError::WouldBlock {
+            lock_type: LockType::ALL[0],
+        };
+        assert_eq!(lock_errno(&busy).raw_os_error(), Some(libc::EAGAIN));
+        let full = LockError::TooManyOwners { owners_max: 1 };
+        assert_eq!(lock_errno(&full).raw_os_error(), Some(libc::ENOLCK));
+    }
+}
