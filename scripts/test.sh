@@ -8,6 +8,24 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
+# Tests unmount in Drop and kill their children; this is the last resort when a test binary
+# itself was killed (e.g. by a timeout): lazily unmount every LiteFS mount under the temp
+# directory and stop every process running this checkout's litefs binary.
+cleanup() {
+  local target dir pid exe
+  target="$(pwd)/target"
+  dir="${TMPDIR:-/tmp}"
+  awk -v d="$dir/" '$1 == "litefs" && index($2, d) == 1 { print $2 }' /proc/mounts |
+    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+  for exe in /proc/[0-9]*/exe; do
+    pid="${exe#/proc/}"; pid="${pid%/exe}"
+    case "$(readlink "$exe" 2>/dev/null)" in
+      "$target"/*/litefs) kill -9 "$pid" 2>/dev/null || true ;;
+    esac
+  done
+}
+trap cleanup EXIT
+
 # Debian packages the tests use: `lz4` (reference LZ4 frames in tests/lz4_interop.rs) and
 # `sqlite3` (a second, independent SQLite client in the mount tests), `python3` (its sqlite3
 # module is the writer process of the crash tests), `e2fsprogs` (chattr, to make an LTX
