@@ -246,6 +246,20 @@ impl Db {
         Ok(f)
     }
 
+    /// Opens the database file for recovery, creating it if missing (a WAL-only or
+    /// LTX-only database); returns it with its path for error messages.
+    pub(super) fn open_database_rw(&self) -> Result<(File, PathBuf)> {
+        let path = self.path(FileKind::Database);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .io_context("open", &path)?;
+        Ok((file, path))
+    }
+
     /// Creates a backing file that must not exist yet (O_CREAT|O_EXCL, as LiteFS).
     pub fn create(&self, kind: FileKind) -> Result<()> {
         let mut state = self.lock();

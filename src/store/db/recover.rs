@@ -5,7 +5,7 @@ use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{self, DbHeader, JournalReader};
 use crate::store::error::{Error, IoContext, Result};
 use crate::types::{Pos, TxId};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -103,13 +103,7 @@ impl Db {
         };
         let mut reader =
             JournalReader::new(std::io::BufReader::new(journal), page_size).map_err(corrupt)?;
-        let db_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&db_path)
-            .io_context("open", &db_path)?;
+        let (db_file, _) = self.open_database_rw()?;
         let journal_page_size = reader.page_size_bytes();
         let size = sqlite::rollback(&mut reader, |pgno, page| {
             let offset = u64::from(pgno - 1) * page.len() as u64;
@@ -207,14 +201,7 @@ impl Db {
             state.checksums.clear();
             return Ok((h, trailer));
         }
-        let db_path = self.path(FileKind::Database);
-        let db_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&db_path)
-            .io_context("open", &db_path)?;
+        let (db_file, db_path) = self.open_database_rw()?;
         let mut page = vec![0u8; h.page_size as usize];
         while let Some(pgno) = dec.decode_page(&mut page).map_err(ltx_err)? {
             let offset = u64::from(pgno - 1) * u64::from(h.page_size);

@@ -5,7 +5,6 @@
 //! durable). We keep them: every committed transaction after the last LTX file becomes a new
 //! LTX file, then all frames are copied into the database file and the WAL is emptied.
 
-use super::commit::{PageSource, WalFields};
 use super::{Db, FileKind, State};
 use crate::ltx::Header;
 use crate::sqlite::{WalHeader, WalTxn, committed_transactions};
@@ -92,14 +91,7 @@ impl Db {
         for txn in txns {
             newest.extend(txn.frame_offsets.iter().map(|(&p, &o)| (p, o)));
         }
-        let db_path = self.path(FileKind::Database);
-        let db = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&db_path)
-            .io_context("open", &db_path)?;
+        let (db, db_path) = self.open_database_rw()?;
         let mut page = vec![0u8; state.page_size as usize];
         for (&pgno, &frame) in newest.iter().filter(|(p, _)| **p <= last.commit_size_pages) {
             wal.read_exact_at(&mut page, frame + 24)
@@ -120,42 +112,9 @@ impl Db {
     /// After the last LTX file is re-applied: record the remaining transactions as new LTX
     /// files, copy them into the database file, and empty the WAL.
     pub(super) fn derive_uncovered(&self, state: &mut State, r: WalRecovery) -> Result<()> {
-        let db_path = self.path(FileKind::Database);
-        let db = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&db_path)
-            .io_context("open", &db_path)?;
+        let (db, _) = self.open_database_rw()?;
         for txn in &r.uncovered {
-            let commit = txn.commit_size_pages;
-            let pgnos: Vec<u32> = if state.pos.txid.0 == 0 {
-                (1..=commit).collect()
-            } else {
-                txn.frame_offsets
-                    .keys()
-                    .copied()
-                    .filter(|&p| p <= commit)
-                    .collect()
-            };
-            let fields = WalFields {
-                offset: txn.offset_bytes as i64,
-                size: txn.size_bytes as i64,
-                salt1: r.header.salt1,
-                salt2: r.header.salt2,
-            };
-            let source = PageSource::Wal {
-                wal: &r.wal,
-                frames: &txn.frame_offsets,
-                db: Some(&db),
-            };
-            self.write_ltx(state, source, commit, &pgnos, fields)?;
-            state
-                .wal_frames
-                .extend(txn.frame_offsets.iter().map(|(&p, &o)| (p, o)));
-            state.wal_frames.retain(|&p, _| p <= commit);
-            self.verify_if_strict(state)?;
+            self.record_wal_txn(state, &r.wal, &r.header, txn, Some(&db))?;
             eprintln!(
                 "litefs: database {:?}: recovered TXID {} from committed WAL frames at offset {}",
                 self.name, state.pos.txid, txn.offset_bytes

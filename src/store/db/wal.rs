@@ -11,8 +11,9 @@
 
 use super::commit::{PageSource, WalFields};
 use super::{Db, FileKind, State};
-use crate::sqlite::{WalHeader, WalScanner};
+use crate::sqlite::{WalHeader, WalScanner, WalTxn};
 use crate::store::error::{Error, IoContext, Result};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 const WAL_HEADER_SIZE: u64 = 32;
@@ -102,36 +103,50 @@ impl Db {
             let Some(txn) = scanner.next_transaction().map_err(Error::Sqlite)? else {
                 return Ok(());
             };
-            let commit = txn.commit_size_pages;
-            let pgnos: Vec<u32> = if state.pos.txid.0 == 0 {
-                (1..=commit).collect()
-            } else {
-                txn.frame_offsets
-                    .keys()
-                    .copied()
-                    .filter(|&p| p <= commit)
-                    .collect()
-            };
-            let fields = WalFields {
-                offset: txn.offset_bytes as i64,
-                size: txn.size_bytes as i64,
-                salt1: header.salt1,
-                salt2: header.salt2,
-            };
-            let source = PageSource::Wal {
-                wal: &wal,
-                frames: &txn.frame_offsets,
-                db: db.as_deref(),
-            };
-            self.write_ltx(state, source, commit, &pgnos, fields)?;
-            for (&pgno, &frame) in &txn.frame_offsets {
-                state.wal_frames.insert(pgno, frame);
-            }
-            state.wal_frames.retain(|&pgno, _| pgno <= commit);
+            self.record_wal_txn(state, &wal, &header, &txn, db.as_deref())?;
             state.wal_cursor = Some(txn.end);
             state.wal_mode = true;
-            self.verify_if_strict(state)?;
         }
+    }
+
+    /// Records one committed WAL transaction as LTX file TXID+1 (TXID 1 is a snapshot of every
+    /// page) and remembers where its pages live in the WAL. Shared by live capture and by
+    /// startup recovery.
+    pub(super) fn record_wal_txn(
+        &self,
+        state: &mut State,
+        wal: &File,
+        header: &WalHeader,
+        txn: &WalTxn,
+        db: Option<&File>,
+    ) -> Result<()> {
+        let commit = txn.commit_size_pages;
+        let pgnos: Vec<u32> = if state.pos.txid.0 == 0 {
+            (1..=commit).collect()
+        } else {
+            txn.frame_offsets
+                .keys()
+                .copied()
+                .filter(|&p| p <= commit)
+                .collect()
+        };
+        let fields = WalFields {
+            offset: txn.offset_bytes as i64,
+            size: txn.size_bytes as i64,
+            salt1: header.salt1,
+            salt2: header.salt2,
+        };
+        let source = PageSource::Wal {
+            wal,
+            frames: &txn.frame_offsets,
+            db,
+        };
+        self.write_ltx(state, source, commit, &pgnos, fields)?;
+        state
+            .wal_frames
+            .extend(txn.frame_offsets.iter().map(|(&p, &o)| (p, o)));
+        state.wal_frames.retain(|&p, _| p <= commit);
+        self.verify_if_strict(state)
     }
 
     /// Forgets the WAL after SQLite truncated or deleted it (all frames were checkpointed).
