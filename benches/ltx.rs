@@ -18,17 +18,7 @@ static CRC_NO_TABLE: Crc<u64, NoTable> = Crc::<u64, NoTable>::new(&CRC_64_GO_ISO
 static CRC_TABLE_1: Crc<u64, Table<1>> = Crc::<u64, Table<1>>::new(&CRC_64_GO_ISO);
 static CRC_TABLE_16: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 
-/// xorshift64*: deterministic data without a `rand` dependency, so runs compare.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use litefs::testkit::XorShift64 as Rng;
 
 /// A SQLite-table-leaf-like page: the first half is rows with a repeated layout and a counter
 /// (compresses well), the second half is random payload bytes (does not compress at all), so
@@ -44,7 +34,7 @@ fn page(rng: &mut Rng, pgno: u32) -> Vec<u8> {
     }
     data.truncate(PAGE_SIZE_BYTES / 2);
     while data.len() < PAGE_SIZE_BYTES {
-        data.extend_from_slice(&rng.next().to_le_bytes());
+        data.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     data
 }
@@ -84,7 +74,7 @@ fn bench_crc64(c: &mut Criterion) {
     configure(&mut group);
     let mut rng = Rng(1);
     for len_bytes in [4096usize, 1 << 20] {
-        let data: Vec<u8> = (0..len_bytes).map(|_| rng.next() as u8).collect();
+        let data: Vec<u8> = (0..len_bytes).map(|_| rng.next_u64() as u8).collect();
         let want = CRC_TABLE_16.checksum(&data);
         assert_eq!(checksum::crc64(&data), want);
         group.throughput(Throughput::Bytes(len_bytes as u64));

@@ -25,4 +25,6 @@ pub mod ltx;
 pub mod proto;
 pub mod sqlite;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod types;

@@ -4,7 +4,11 @@
 //! LTX file, and the LTX chain must be contiguous. The writer is a separate process (Python's
 //! sqlite3 module, real SQLite): a dying FUSE mount can SIGBUS a process that maps `-shm`.
 
+mod common;
+
+use common::ltx_chain_end;
 use litefs::ltx;
+use litefs::testkit::XorShift64;
 use litefs::types::{Pos, TxId};
 use rusqlite::Connection;
 use std::io::{BufRead, BufReader};
@@ -83,17 +87,6 @@ impl Drop for Daemon {
     }
 }
 
-/// xorshift64*: reproducible "random" kill moments; the seed is printed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
 fn writer(db: &Path, mode: &str, next_id: i64) -> Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/writer.py");
     // Debian's interpreter starts in ~40 ms; a pyenv shim takes ~300 ms.
@@ -111,27 +104,11 @@ fn writer(db: &Path, mode: &str, next_id: i64) -> Child {
         .expect("python3 with the sqlite3 module is required")
 }
 
-/// The newest LTX file's range end, and a check that the chain 1..=N has no gap.
-fn check_chain(ltx_dir: &Path) -> TxId {
-    let mut ranges: Vec<(u64, u64)> = std::fs::read_dir(ltx_dir)
-        .unwrap()
-        .filter_map(|e| ltx::parse_filename(e.unwrap().file_name().to_str().unwrap()))
-        .map(|(a, b)| (a.0, b.0))
-        .collect();
-    ranges.sort();
-    let mut next = 1;
-    for (min, max) in &ranges {
-        assert_eq!(*min, next, "LTX chain has a gap before {min}: {ranges:?}");
-        next = max + 1;
-    }
-    TxId(next - 1)
-}
-
 /// Checks the restarted database; returns its largest row id (transactions can be durable
 /// without SQLite having told the writer, e.g. captured just before the kill).
 fn verify_after_restart(dir: &Path, acked_max: i64, iteration: u32, seed: u64) -> i64 {
     let db_dir = dir.join("data/dbs/db");
-    let last = check_chain(&db_dir.join("ltx"));
+    let last = ltx_chain_end(&db_dir.join("ltx"));
     let pos_text = std::fs::read_to_string(dir.join("mnt/db-pos")).unwrap();
     let pos = Pos::parse(pos_text.trim_end()).unwrap();
     let ctx = format!("iteration {iteration}, seed {seed}, acked id {acked_max}, position {pos}");
@@ -177,7 +154,7 @@ fn crash_loop(mode: &str) {
         .as_nanos() as u64
         | 1;
     eprintln!("crash test {mode}: seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = XorShift64(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut daemon = Daemon::start(dir);
@@ -200,7 +177,7 @@ fn crash_loop(mode: &str) {
         });
         // Kill at a random moment after the writer is under way (its first commit).
         let _ = first_rx.recv_timeout(Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        std::thread::sleep(Duration::from_millis(rng.below(300) as u64));
         daemon.kill();
         let _ = w.kill();
         let _ = w.wait();
@@ -346,7 +323,7 @@ fn wal_capture_failure_exits_99_and_restart_keeps_the_transaction() {
         [1, 2],
         "the transaction whose commit frame SQLite wrote is recovered from the WAL"
     );
-    let last = check_chain(&ltx_dir);
+    let last = ltx_chain_end(&ltx_dir);
     assert_eq!(
         last,
         TxId(4),

@@ -289,25 +289,7 @@ mod tests {
         assert_eq!(hasher.finalize(), 0xb90956c775a41001);
     }
 
-    /// xorshift64*: deterministic test data without a `rand` dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::testkit::XorShift64 as Rng;
 
     #[test]
     fn matches_crc_crate_on_random_inputs_and_splits() {
@@ -352,7 +334,7 @@ mod tests {
         let mut rng = Rng(7);
         for len in (64..600).chain(4090..4110) {
             let data = rng.bytes(len);
-            let state = rng.next();
+            let state = rng.next_u64();
             // SAFETY: `is_supported` returned true above.
             let got = unsafe { clmul::update(state, &data) };
             assert_eq!(got, update_table(state, &data), "len {len}");

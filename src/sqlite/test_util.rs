@@ -197,18 +197,4 @@ pub fn apply_rollback(
     db.truncate(size_pages as usize * page_size);
 }
 
-/// A tiny deterministic generator (xorshift64*) for "random bytes" tests.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next_u64() as u8).collect()
-    }
-}
+pub use crate::testkit::XorShift64 as Rng;

@@ -276,21 +276,7 @@ fn same_owner_from_two_threads_never_loses_a_hold() {
     assert_all_free(&t);
 }
 
-/// xorshift64*: deterministic per seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::testkit::XorShift64 as Rng;
 
 /// Who holds what, counted independently of the words: updated after an acquisition and before
 /// a release, so whenever a thread has just acquired, the counts are exact for that type.

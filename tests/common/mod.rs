@@ -148,23 +148,24 @@ pub fn logical_image(dir: &Path, commit: u32, page_size: u32) -> Vec<u8> {
 
 /// LTX files `1-1`, `2-2`, … `last-last` with no gap.
 pub fn assert_chain_contiguous(dir: &Path, last: TxId) {
-    let mut txids: Vec<(u64, u64)> = std::fs::read_dir(dir)
+    let end = ltx_chain_end(dir);
+    assert_eq!(end, last, "chain ends at {end} but position is {last}");
+}
+
+/// Checks that the LTX files in `dir` cover TXIDs 1..=N without a gap; returns N.
+pub fn ltx_chain_end(dir: &Path) -> TxId {
+    let mut ranges: Vec<(u64, u64)> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| ltx::parse_filename(e.unwrap().file_name().to_str().unwrap()))
         .map(|(a, b)| (a.0, b.0))
         .collect();
-    txids.sort();
+    ranges.sort();
     let mut next = 1;
-    for (min, max) in &txids {
-        assert_eq!(*min, next, "LTX chain has a gap before {min}: {txids:?}");
+    for (min, max) in &ranges {
+        assert_eq!(*min, next, "LTX chain has a gap before {min}: {ranges:?}");
         next = max + 1;
     }
-    assert_eq!(
-        next - 1,
-        last.0,
-        "chain ends at {} but position is {last}",
-        next - 1
-    );
+    TxId(next - 1)
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
