@@ -318,3 +318,79 @@ fn lag() {
         "mtime is now on a primary: {skew:?}"
     );
 }
+
+/// Reopened without write access (a replica, spec §3.5): writes fail as with LiteFS —
+/// SQLITE_READONLY in rollback modes, an I/O error in WAL mode — and nothing changes.
+#[test]
+fn read_only() {
+    for mode in MODES {
+        let mut t = TestMount::new(true);
+        {
+            let conn = open(&t, mode);
+            conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+                .unwrap();
+        }
+        t.stop();
+        t.start();
+        t.store().set_writable(false);
+        let pos = t.pos("db");
+        let files = std::fs::read_dir(t.ltx_dir("db")).unwrap().count();
+        let conn = Connection::open(t.path("db")).unwrap();
+        let err = conn.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+        let code = err.sqlite_error_code();
+        if mode == "wal" {
+            assert_eq!(
+                code,
+                Some(rusqlite::ErrorCode::SystemIoFailure),
+                "{mode}: {err}"
+            );
+        } else {
+            assert_eq!(code, Some(rusqlite::ErrorCode::ReadOnly), "{mode}: {err}");
+        }
+        assert_eq!(t.pos("db"), pos, "{mode}: position unchanged");
+        assert_eq!(
+            std::fs::read_dir(t.ltx_dir("db")).unwrap().count(),
+            files,
+            "{mode}: no new LTX file"
+        );
+        let mode_bits = std::fs::metadata(t.path("db")).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode_bits) & 0o777,
+            0o444,
+            "{mode}"
+        );
+        drop(conn);
+        t.store().set_writable(true);
+        let conn = open(&t, mode);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "{mode}: the failed write left nothing behind");
+        integrity(&conn);
+    }
+}
+
+#[test]
+fn halt_lock_err_invalid_offset() {
+    let t = TestMount::new(false);
+    let conn = open(&t, "delete");
+    conn.execute_batch("CREATE TABLE t(x)").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.path("db-lock"))
+        .unwrap();
+    // SAFETY: all-zero is a valid flock; the fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = 123;
+    fl.l_len = 1;
+    // SAFETY: `f` is open and `fl` a valid flock for the call's duration.
+    let rc = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_OFD_SETLKW, &fl) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EINVAL)
+    );
+}

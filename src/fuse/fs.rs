@@ -10,7 +10,7 @@ use super::node::{
 };
 use super::session::MountOptions;
 use super::stats::{self, RequestStats};
-use crate::store::lock::{LockFile, LockKind, LockSet, LockType};
+use crate::store::lock::{HALT_BYTE, LockFile, LockKind, LockSet, LockType};
 use crate::store::{Db, FileKind, Store};
 use fuse_backend_rs::abi::fuse_abi::{
     CreateIn, FsOptions, LK_FLOCK, OpenOptions, SetattrValid, stat64, statvfs64,
@@ -106,6 +106,15 @@ impl LitefsFs {
         self.stats.clone()
     }
 
+    /// Spec §3.3: on a replica the root is `0555` and databases `0444` (write bits dropped).
+    fn writable_mode(&self, mode: u32) -> u32 {
+        if self.store.is_writable() {
+            mode
+        } else {
+            mode & 0o555
+        }
+    }
+
     /// The database and lock file a lock request on `inode` goes to, or the errno for files
     /// whose locks LiteFS does not arbitrate (spec §3.3 "locks" column).
     fn lock_target(&self, inode: u64) -> io::Result<(Arc<Db>, LockFile)> {
@@ -120,6 +129,18 @@ impl LitefsFs {
             // `-lock` (HALT, spec §5: not implemented yet) and `-pos`.
             (_, DbNode::Pos | DbNode::Lock) => Err(errno(LOCK_NOT_IMPLEMENTED)),
         }
+    }
+
+    /// [`Self::lock_target`] for a request with a range: `-lock` has one lock, HALT on byte
+    /// 72 (spec §5); any other range there is `EINVAL`, as upstream
+    /// `TestFileSystem_HaltLock/ErrInvalidOffset`.
+    fn lock_target_for(&self, inode: u64, lock: &FileLock) -> io::Result<(Arc<Db>, LockFile)> {
+        if let Some((_, DbNode::Lock)) = split_db_inode(inode)
+            && (lock.start, lock.end) != (HALT_BYTE, HALT_BYTE)
+        {
+            return Err(errno(libc::EINVAL));
+        }
+        self.lock_target(inode)
     }
 
     /// POSIX "close drops the process's locks on that file" (spec §3.3): the kernel does not
@@ -157,7 +178,7 @@ impl LitefsFs {
             // We negotiate neither flag without asking for it, so the kernel keeps these.
             return Err(errno(LOCK_NOT_IMPLEMENTED));
         }
-        let (db, file) = self.lock_target(inode)?;
+        let (db, file) = self.lock_target_for(inode, lock)?;
         let kind = lock_kind(lock.lock_type).ok_or_else(|| errno(LOCK_BAD_TYPE))?;
         if kind != LockKind::Unlock && stats::serving_setlkw() {
             return Err(errno(LOCK_WOULD_WAIT));
@@ -229,7 +250,7 @@ impl LitefsFs {
 
     fn attr(&self, inode: u64) -> io::Result<stat64> {
         match inode {
-            ROOT_INODE => Ok(self.stat(inode, libc::S_IFDIR | 0o777, 0, 0)),
+            ROOT_INODE => Ok(self.stat(inode, libc::S_IFDIR | self.writable_mode(0o777), 0, 0)),
             LAG_INODE => Ok(self.stat(inode, libc::S_IFREG | 0o444, 11, now_ms())),
             PRIMARY_INODE => Err(errno(libc::ENOENT)),
             _ => {
@@ -238,7 +259,12 @@ impl LitefsFs {
                     DbNode::File(kind) => {
                         let md = db.metadata(kind).map_err(|e| to_io_error("getattr", e))?;
                         let mtime_ms = md.mtime() * 1000 + md.mtime_nsec() / 1_000_000;
-                        Ok(self.stat(inode, libc::S_IFREG | 0o666, md.len(), mtime_ms))
+                        let mode = if kind == FileKind::Database {
+                            self.writable_mode(0o666)
+                        } else {
+                            0o666
+                        };
+                        Ok(self.stat(inode, libc::S_IFREG | mode, md.len(), mtime_ms))
                     }
                     DbNode::Pos => {
                         Ok(self.stat(inode, libc::S_IFREG | 0o666, 34, db.pos_timestamp_ms()))
@@ -514,7 +540,7 @@ impl FileSystem for LitefsFs {
         if !self.posix_locks || flags & LK_FLOCK != 0 {
             return Err(errno(LOCK_NOT_IMPLEMENTED));
         }
-        let (db, file) = self.lock_target(inode)?;
+        let (db, file) = self.lock_target_for(inode, &lock)?;
         let kind = lock_kind(lock.lock_type).ok_or_else(|| errno(LOCK_BAD_TYPE))?;
         let types = LockType::in_range(file, lock.start, lock.end);
         // The reply keeps the request's range: LiteFS does not track which bytes conflict.

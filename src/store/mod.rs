@@ -21,6 +21,7 @@ use error::IoContext;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Database names are single path components: no `/`, not `.` or `..`, not empty, and not
@@ -43,6 +44,7 @@ pub struct Store {
     options: DbOptions,
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
     fatal: Arc<FatalHook>,
+    writable: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -56,6 +58,7 @@ impl Store {
             fs::remove_file(&legacy_id).io_context("remove", &legacy_id)?;
         }
         let fatal = Arc::new(FatalHook::default());
+        let writable = Arc::new(AtomicBool::new(true));
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).io_context("read directory", &dbs_dir)? {
             let entry = entry.io_context("read directory", &dbs_dir)?;
@@ -66,7 +69,7 @@ impl Store {
             if !is_valid_db_name(&name) {
                 continue;
             }
-            let db = Db::open(&dbs_dir, &name, options, fatal.clone())?;
+            let db = Db::open(&dbs_dir, &name, options, fatal.clone(), writable.clone())?;
             dbs.insert(name, Arc::new(db));
         }
         Ok(Store {
@@ -75,12 +78,23 @@ impl Store {
             options,
             dbs: RwLock::new(dbs),
             fatal,
+            writable,
         })
     }
 
     /// Where every database reports errors the process must exit on (exit code 99).
     pub fn fatal_hook(&self) -> &FatalHook {
         &self.fatal
+    }
+
+    /// Whether this node may change its databases (the primary, spec §3.5). A replica's
+    /// applications get SQLITE_READONLY (rollback modes) or an I/O error (WAL mode).
+    pub fn set_writable(&self, writable: bool) {
+        self.writable.store(writable, Ordering::Release);
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -124,6 +138,7 @@ impl Store {
                     name,
                     self.options,
                     self.fatal.clone(),
+                    self.writable.clone(),
                 )?);
                 dbs.insert(name.to_string(), db.clone());
                 db

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -121,6 +122,8 @@ impl FatalHook {
 pub struct Db {
     pub(super) name: String,
     pub(super) fatal: Arc<FatalHook>,
+    /// Shared by the store's databases: false on a replica (spec §3.5 `Writeable()`).
+    writable: Arc<AtomicBool>,
     pub(super) dir: PathBuf,
     pub(super) ltx_dir: PathBuf,
     pub(super) options: DbOptions,
@@ -153,6 +156,7 @@ impl Db {
         name: &str,
         options: DbOptions,
         fatal: Arc<FatalHook>,
+        writable: Arc<AtomicBool>,
     ) -> Result<Db> {
         let dir = dbs_dir.join(name);
         let ltx_dir = dir.join("ltx");
@@ -163,6 +167,7 @@ impl Db {
             ltx_dir,
             options,
             fatal,
+            writable,
             state: Mutex::new(State::default()),
             locks: LockTable::default(),
         };
@@ -246,6 +251,19 @@ impl Db {
         Ok(f)
     }
 
+    /// Spec §3.5: only a writable node (the primary) changes a database. SQLite must see
+    /// `EACCES` for the journal and the WAL (it reports SQLITE_READONLY for a journal it may
+    /// not create) and `EIO` for the database file itself, as with LiteFS.
+    fn check_writable(&self, kind: FileKind) -> Result<()> {
+        if self.writable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match kind {
+            FileKind::Database => Err(self.invalid_write("read only replica".into())),
+            _ => Err(Error::ReadOnly),
+        }
+    }
+
     /// Opens the database file for recovery, creating it if missing (a WAL-only or
     /// LTX-only database); returns it with its path for error messages.
     pub(super) fn open_database_rw(&self) -> Result<(File, PathBuf)> {
@@ -262,6 +280,9 @@ impl Db {
 
     /// Creates a backing file that must not exist yet (O_CREAT|O_EXCL, as LiteFS).
     pub fn create(&self, kind: FileKind) -> Result<()> {
+        if kind == FileKind::Journal {
+            self.check_writable(kind)?;
+        }
         let mut state = self.lock();
         let path = self.path(kind);
         let f = OpenOptions::new()
@@ -305,6 +326,9 @@ impl Db {
     pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
+        }
+        if kind != FileKind::Shm {
+            self.check_writable(kind)?;
         }
         let mut state = self.lock();
         match kind {
@@ -394,6 +418,9 @@ impl Db {
 
     /// Truncation through FUSE setattr (spec §3.3, §3.6).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        if kind == FileKind::Journal || kind == FileKind::Database {
+            self.check_writable(kind)?;
+        }
         let mut state = self.lock();
         match kind {
             FileKind::Journal if size == 0 => {
@@ -431,6 +458,9 @@ impl Db {
 
     /// Unlink through FUSE: the journal commits (DELETE mode), WAL and SHM are deleted.
     pub fn unlink(&self, kind: FileKind) -> Result<()> {
+        if kind == FileKind::Journal || kind == FileKind::Database {
+            self.check_writable(kind)?;
+        }
         let mut state = self.lock();
         match kind {
             FileKind::Journal => self.commit_journal(&mut state, JournalMode::Delete),
