@@ -9,12 +9,14 @@
 //! - [`lock`]: per-database lock words, per-owner guard sets, the CKPT rule and the internal
 //!   write lock LiteFS takes for itself (spec §3.8, §3.9, §3.16).
 
+pub mod changes;
 pub mod checksums;
 pub mod db;
 pub mod error;
 pub mod lock;
 
-pub use db::{Db, DbOptions, FatalHook, FileKind, JournalMode};
+pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
+pub use db::{Db, DbOptions, FatalHook, FileKind, JournalMode, SNAPSHOT_LOCK_TIMEOUT_MS};
 pub use error::{Error, Result};
 
 use error::IoContext;
@@ -43,6 +45,7 @@ pub struct Store {
     options: DbOptions,
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
     fatal: Arc<FatalHook>,
+    changes: Arc<Changes>,
 }
 
 impl Store {
@@ -56,6 +59,7 @@ impl Store {
             fs::remove_file(&legacy_id).io_context("remove", &legacy_id)?;
         }
         let fatal = Arc::new(FatalHook::default());
+        let changes = Arc::new(Changes::default());
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).io_context("read directory", &dbs_dir)? {
             let entry = entry.io_context("read directory", &dbs_dir)?;
@@ -66,7 +70,7 @@ impl Store {
             if !is_valid_db_name(&name) {
                 continue;
             }
-            let db = Db::open(&dbs_dir, &name, options, fatal.clone())?;
+            let db = Db::open(&dbs_dir, &name, options, fatal.clone(), changes.clone())?;
             dbs.insert(name, Arc::new(db));
         }
         Ok(Store {
@@ -75,12 +79,29 @@ impl Store {
             options,
             dbs: RwLock::new(dbs),
             fatal,
+            changes,
         })
     }
 
     /// Where every database reports errors the process must exit on (exit code 99).
     pub fn fatal_hook(&self) -> &FatalHook {
         &self.fatal
+    }
+
+    /// Subscribes to "database changed" notifications, published after every commit's
+    /// position update (see [`Changes`]). Subscribe before reading positions so no change
+    /// between the read and the first wait is missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
+    }
+
+    /// Connected change subscribers (`litefs_subscriber_count`).
+    pub fn subscriber_count(&self) -> usize {
+        self.changes.subscriber_count()
+    }
+
+    pub fn node_id(&self) -> crate::types::NodeId {
+        self.options.node_id
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -124,6 +145,7 @@ impl Store {
                     name,
                     self.options,
                     self.fatal.clone(),
+                    self.changes.clone(),
                 )?);
                 dbs.insert(name.to_string(), db.clone());
                 db

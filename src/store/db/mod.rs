@@ -8,6 +8,7 @@
 
 use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{DbHeader, WalCursor, WalHeader};
+use crate::store::changes::Changes;
 use crate::store::checksums::PageChecksums;
 use crate::store::error::{Error, IoContext, Result};
 use crate::store::lock::LockTable;
@@ -27,7 +28,10 @@ mod commit;
 mod journal;
 mod recover;
 mod recover_wal;
+mod snapshot;
 mod wal;
+
+pub use snapshot::SNAPSHOT_LOCK_TIMEOUT_MS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -121,6 +125,8 @@ impl FatalHook {
 pub struct Db {
     pub(super) name: String,
     pub(super) fatal: Arc<FatalHook>,
+    /// Where `write_ltx` announces each new position.
+    pub(super) changes: Arc<Changes>,
     pub(super) dir: PathBuf,
     pub(super) ltx_dir: PathBuf,
     pub(super) options: DbOptions,
@@ -153,6 +159,7 @@ impl Db {
         name: &str,
         options: DbOptions,
         fatal: Arc<FatalHook>,
+        changes: Arc<Changes>,
     ) -> Result<Db> {
         let dir = dbs_dir.join(name);
         let ltx_dir = dir.join("ltx");
@@ -163,6 +170,7 @@ impl Db {
             ltx_dir,
             options,
             fatal,
+            changes,
             state: Mutex::new(State::default()),
             locks: LockTable::default(),
         };
