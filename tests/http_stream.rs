@@ -233,6 +233,16 @@ fn fresh_replica_gets_a_snapshot_per_db_then_ready_then_heartbeats() {
             .frame_count("a.db", litefs::http::FrameKind::Snapshot)
             == 1
     );
+    // Shutdown ends the stream cleanly: End, then EOF at a frame boundary.
+    server.shutdown();
+    loop {
+        match next_frame(&mut c) {
+            Frame::Heartbeat { .. } => continue,
+            Frame::End => break,
+            other => panic!("expected End, got {other:?}"),
+        }
+    }
+    assert_eq!(Frame::read_from(&mut c).unwrap(), None);
     drop((a, b));
 }
 
