@@ -13,14 +13,15 @@
 //!   for `Config::load`).
 //!
 //! Above them: [`store`] (databases on disk, commit capture,
-//! recovery, locks), [`fuse`] (the mount) and [`cli`] (the `litefs` command). `http` (API and
-//! streaming) arrives with replication.
+//! recovery, locks), [`fuse`] (the mount), [`http`] (the node API and the primary side of
+//! `/stream`) and [`cli`] (the `litefs` command).
 
 pub mod cli;
 pub mod config;
 pub mod fuse;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod http;
 pub mod ltx;
 pub mod proto;
 pub mod sqlite;

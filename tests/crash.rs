@@ -40,7 +40,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\ndata:\n  dir: {}\nstrict-verify: true\nlease:\n  type: static\n  advertise-url: http://127.0.0.1:20202\n",
+                "fuse:\n  dir: {}\ndata:\n  dir: {}\nstrict-verify: true\nhttp:\n  addr: 127.0.0.1:0\nlease:\n  type: static\n  advertise-url: http://127.0.0.1:20202\n",
                 mnt.display(),
                 data.display()
             ),

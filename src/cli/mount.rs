@@ -4,6 +4,7 @@
 use crate::config::{Config, ExecConfig, LeaseType};
 use crate::fuse::Mount;
 use crate::fuse::session::MountOptions;
+use crate::http::{Server, ServerOptions};
 use crate::store::{DbOptions, Store};
 use crate::types::NodeId;
 use anyhow::{Context, Result, anyhow, bail};
@@ -200,7 +201,7 @@ pub fn run(argv: Vec<String>) -> i32 {
             return 1;
         }
     };
-    let (mount, child) = running;
+    let (mount, server, child) = running;
     let mut child_pid = None;
     if let Some(mut child) = child {
         child_pid = Some(child.id());
@@ -243,6 +244,8 @@ pub fn run(argv: Vec<String>) -> i32 {
             Err(_) => break 1,
         }
     };
+    // Spec §8.6 step 10: the HTTP server (replica streams get their End frame) before FUSE.
+    server.shutdown();
     if let Err(e) = mount.unmount() {
         eprintln!("litefs: unmount: {e}");
     }
@@ -255,7 +258,7 @@ fn start(
     config: &Config,
     args: &MountArgs,
     events: mpsc::SyncSender<Event>,
-) -> Result<(Mount, Option<Child>)> {
+) -> Result<(Mount, Server, Option<Child>)> {
     match LeaseType::parse(&config.lease.kind) {
         Some(LeaseType::Static) if config.lease.candidate => {}
         Some(LeaseType::Static) => bail!(
@@ -289,13 +292,38 @@ fn start(
         allow_other: config.fuse.allow_other,
         ..MountOptions::default()
     };
-    let mount = Mount::new(Arc::new(store), &config.fuse.dir, options)
+    let store = Arc::new(store);
+    let mount = Mount::new(store.clone(), &config.fuse.dir, options)
         .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
     eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
+    let server = Server::start(
+        store,
+        ServerOptions {
+            addr: config.http.addr.clone(),
+            cluster_id: None,
+            candidate: config.lease.candidate,
+            hostname: config.lease.hostname.clone(),
+        },
+    );
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = mount.unmount();
+            return Err(e).context("cannot start http server");
+        }
+    };
+    eprintln!("litefs: http server listening on: {}", server.addr());
     eprintln!(
         "litefs: primary lease acquired (static), advertising as {}",
         config.lease.advertise_url
     );
-    let child = run_exec(&config.exec, config.lease.candidate)?;
-    Ok((mount, child))
+    let child = match run_exec(&config.exec, config.lease.candidate) {
+        Ok(child) => child,
+        Err(e) => {
+            server.shutdown();
+            let _ = mount.unmount();
+            return Err(e);
+        }
+    };
+    Ok((mount, server, child))
 }

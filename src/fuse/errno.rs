@@ -41,6 +41,8 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
             io::ErrorKind::AlreadyExists => libc::EEXIST,
             _ => source.raw_os_error().unwrap_or(libc::EIO),
         },
+        // Internal lock timeouts never happen on a FUSE request's path today.
+        Error::Lock { .. } => libc::EBUSY,
         Error::InvalidWrite { .. }
         | Error::Ltx { .. }
         | Error::Corrupt { .. }

@@ -29,6 +29,12 @@ pub enum Error {
     /// A write SQLite would never issue; the text names the rule (spec §3.5).
     #[error("database {db:?}: {message}")]
     InvalidWrite { db: String, message: String },
+    #[error("database {db:?}: {source}")]
+    Lock {
+        db: String,
+        #[source]
+        source: crate::store::lock::LockError,
+    },
     #[error("database {db:?}: {message}")]
     Corrupt { db: String, message: String },
 }

@@ -9,12 +9,14 @@
 //! - [`lock`]: per-database lock words, per-owner guard sets, the CKPT rule and the internal
 //!   write lock LiteFS takes for itself (spec §3.8, §3.9, §3.16).
 
+pub mod changes;
 pub mod checksums;
 pub mod db;
 pub mod error;
 pub mod lock;
 
-pub use db::{Db, DbOptions, FatalHook, FileKind, JournalMode};
+pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
+pub use db::{Db, DbOptions, FatalHook, FileKind, JournalMode, SNAPSHOT_LOCK_TIMEOUT_MS};
 pub use error::{Error, Result};
 
 use error::IoContext;
@@ -45,6 +47,7 @@ pub struct Store {
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
     fatal: Arc<FatalHook>,
     writable: Arc<AtomicBool>,
+    changes: Arc<Changes>,
 }
 
 impl Store {
@@ -59,6 +62,7 @@ impl Store {
         }
         let fatal = Arc::new(FatalHook::default());
         let writable = Arc::new(AtomicBool::new(true));
+        let changes = Arc::new(Changes::default());
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).io_context("read directory", &dbs_dir)? {
             let entry = entry.io_context("read directory", &dbs_dir)?;
@@ -69,7 +73,14 @@ impl Store {
             if !is_valid_db_name(&name) {
                 continue;
             }
-            let db = Db::open(&dbs_dir, &name, options, fatal.clone(), writable.clone())?;
+            let db = Db::open(
+                &dbs_dir,
+                &name,
+                options,
+                fatal.clone(),
+                writable.clone(),
+                changes.clone(),
+            )?;
             dbs.insert(name, Arc::new(db));
         }
         Ok(Store {
@@ -79,6 +90,7 @@ impl Store {
             dbs: RwLock::new(dbs),
             fatal,
             writable,
+            changes,
         })
     }
 
@@ -95,6 +107,22 @@ impl Store {
 
     pub fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Acquire)
+    }
+
+    /// Subscribes to "database changed" notifications, published after every commit's
+    /// position update (see [`Changes`]). Subscribe before reading positions so no change
+    /// between the read and the first wait is missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
+    }
+
+    /// Connected change subscribers (`litefs_subscriber_count`).
+    pub fn subscriber_count(&self) -> usize {
+        self.changes.subscriber_count()
+    }
+
+    pub fn node_id(&self) -> crate::types::NodeId {
+        self.options.node_id
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -139,6 +167,7 @@ impl Store {
                     self.options,
                     self.fatal.clone(),
                     self.writable.clone(),
+                    self.changes.clone(),
                 )?);
                 dbs.insert(name.to_string(), db.clone());
                 db

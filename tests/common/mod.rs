@@ -70,6 +70,10 @@ impl TestMount {
         self.store.as_ref().expect("mounted")
     }
 
+    pub fn store_arc(&self) -> Arc<Store> {
+        self.store.clone().expect("mounted")
+    }
+
     pub fn mount(&self) -> &Mount {
         self.mount.as_ref().expect("mounted")
     }

@@ -174,6 +174,9 @@ impl Db {
             post_apply_checksum: post_apply,
         };
         state.pos_timestamp_ms = header.timestamp_ms;
+        // Subscribers wake and read the position through the state mutex we still hold, so
+        // they see this commit's WAL bookkeeping too (updated by the caller before unlocking).
+        self.changes.publish(&self.name);
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{DbHeader, WalCursor, WalHeader};
+use crate::store::changes::Changes;
 use crate::store::checksums::PageChecksums;
 use crate::store::error::{Error, IoContext, Result};
 use crate::store::lock::LockTable;
@@ -28,7 +29,10 @@ mod commit;
 mod journal;
 mod recover;
 mod recover_wal;
+mod snapshot;
 mod wal;
+
+pub use snapshot::SNAPSHOT_LOCK_TIMEOUT_MS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -124,6 +128,8 @@ pub struct Db {
     pub(super) fatal: Arc<FatalHook>,
     /// Shared by the store's databases: false on a replica (spec §3.5 `Writeable()`).
     writable: Arc<AtomicBool>,
+    /// Where `write_ltx` announces each new position.
+    pub(super) changes: Arc<Changes>,
     pub(super) dir: PathBuf,
     pub(super) ltx_dir: PathBuf,
     pub(super) options: DbOptions,
@@ -157,6 +163,7 @@ impl Db {
         options: DbOptions,
         fatal: Arc<FatalHook>,
         writable: Arc<AtomicBool>,
+        changes: Arc<Changes>,
     ) -> Result<Db> {
         let dir = dbs_dir.join(name);
         let ltx_dir = dir.join("ltx");
@@ -168,6 +175,7 @@ impl Db {
             options,
             fatal,
             writable,
+            changes,
             state: Mutex::new(State::default()),
             locks: LockTable::default(),
         };

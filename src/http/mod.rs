@@ -1,0 +1,176 @@
+//! The node HTTP API (spec §4): one plain-TCP listener serving HTTP/1.1 and h2c with prior
+//! knowledge (Go LiteFS clients always speak h2c), on a small dedicated tokio runtime
+//! (`docs/ARCHITECTURE.md` §2): one thread runs hyper; file reads and snapshots run on the
+//! runtime's blocking pool and reach the network through bounded channels.
+//!
+//! Built: `GET /info`, `POST /stream` (primary side), `GET /metrics`, `GET /debug/vars`. The
+//! other LiteFS routes answer `501 Not Implemented`.
+
+mod body;
+pub mod metrics;
+mod routes;
+mod stream;
+
+pub use metrics::{FrameKind, Metrics};
+
+use crate::store::Store;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long shutdown waits for stream handlers to send their End frame.
+const SHUTDOWN_GRACE_MS: u64 = 1000;
+
+/// What the API reports about this node beyond the store.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// `http.addr`: `:PORT` (all interfaces), `HOST:PORT`, `IP:PORT`; port 0 picks a free one.
+    pub addr: String,
+    /// `Litefs-Cluster-Id` and `/info`'s `clusterID`; `None` until cluster ids are built.
+    pub cluster_id: Option<String>,
+    pub candidate: bool,
+    /// This node's lease hostname (`/info` `primary.hostname` while primary).
+    pub hostname: String,
+}
+
+/// Shared by every request handler.
+struct App {
+    store: Arc<Store>,
+    options: ServerOptions,
+    metrics: Arc<Metrics>,
+    /// Becomes `true` at shutdown; stream handlers then send End and finish.
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running API server; stops when dropped.
+pub struct Server {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Binds `addr` as LiteFS does: `:PORT` means every interface (IPv6 and IPv4 when the host
+/// has IPv6, else IPv4 only).
+fn bind(addr: &str) -> io::Result<StdTcpListener> {
+    let listener = if let Some(port) = addr.strip_prefix(':') {
+        StdTcpListener::bind(format!("[::]:{port}"))
+            .or_else(|_| StdTcpListener::bind(format!("0.0.0.0:{port}")))?
+    } else {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        StdTcpListener::bind(&addrs[..])?
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl Server {
+    /// Binds `options.addr` and serves on a new thread.
+    pub fn start(store: Arc<Store>, options: ServerOptions) -> io::Result<Server> {
+        let listener = bind(&options.addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {:?}: {e}", options.addr),
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("litefs-http-blocking")
+            .build()?;
+        let listener = {
+            let _enter = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
+        let app = Arc::new(App {
+            store,
+            options,
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx,
+        });
+        let thread = std::thread::Builder::new()
+            .name("litefs-http".into())
+            .spawn(move || {
+                runtime.block_on(serve(listener, app));
+                runtime.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
+            })?;
+        Ok(Server {
+            addr,
+            metrics,
+            shutdown: shutdown_tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (with the real port when `:0` was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Stops accepting, lets stream handlers send End, and joins the server thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    // Frames are small and latency matters more than packet count.
+                    let _ = socket.set_nodelay(true);
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let app = app.clone();
+                            async move { Ok::<_, std::convert::Infallible>(routes::handle(app, req).await) }
+                        });
+                        // `auto` reads the first bytes: the HTTP/2 preface means h2c with prior
+                        // knowledge, anything else HTTP/1.1.
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+                    });
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    eprintln!("litefs: http accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    while app.metrics.streams_active() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the connections write the End frames just queued.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}

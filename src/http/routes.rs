@@ -1,0 +1,212 @@
+//! Routing and the small endpoints (spec §4.1–§4.3): common headers, Go-style errors,
+//! `/info`, `/metrics`, `/debug/vars`, and 501 for routes not built yet.
+
+use super::App;
+use super::metrics::escape_label;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::fmt::Write as _;
+use std::io;
+use std::sync::Arc;
+
+pub type Body = BoxBody<Bytes, io::Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Go's `http.Error`: plain text, the message and a newline.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let mut resp = Response::new(full(format!("{message}\n")));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// The routes LiteFS has that this build does not serve yet.
+const NOT_BUILT: [(&str, &[Method]); 7] = [
+    ("/halt", &[Method::POST, Method::DELETE]),
+    ("/tx", &[Method::POST]),
+    ("/handoff", &[Method::POST]),
+    ("/promote", &[Method::POST]),
+    ("/export", &[Method::GET]),
+    ("/import", &[Method::POST]),
+    ("/events", &[Method::GET]),
+];
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    // `/debug/*` and `/metrics` are not LiteFS API routes and carry no node headers.
+    let api_route = !(path.starts_with("/debug/") || path == "/metrics");
+    let mut resp = route(&app, &path, req).await;
+    if api_route {
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&app.store.node_id().to_string()) {
+            headers.insert("litefs-id", v);
+        }
+        if let Some(id) = &app.options.cluster_id
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            headers.insert("litefs-cluster-id", v);
+        }
+    }
+    resp
+}
+
+async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let allowed: &[Method] = match path {
+        "/info" | "/metrics" | "/debug/vars" => &[Method::GET],
+        "/stream" => &[Method::POST],
+        _ => match NOT_BUILT.iter().find(|(p, _)| *p == path) {
+            Some((_, methods)) => methods,
+            None => return error(StatusCode::NOT_FOUND, "404 page not found"),
+        },
+    };
+    if !allowed.contains(&method) {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    match path {
+        "/info" => info(app),
+        "/metrics" => metrics(app),
+        "/debug/vars" => debug_vars(app),
+        "/stream" => super::stream::handle(app.clone(), req).await,
+        _ => error(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("{method} {path} is not implemented yet in litefs-rs"),
+        ),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct NodeInfo<'a> {
+    #[serde(rename = "clusterID", skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<&'a str>,
+    #[serde(rename = "isPrimary")]
+    is_primary: bool,
+    candidate: bool,
+    path: String,
+    primary: PrimaryInfo<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct PrimaryInfo<'a> {
+    hostname: &'a str,
+}
+
+/// `GET /info`: pretty JSON with a 2-space indent and a newline, as Go's encoder writes it.
+/// This build is always the (static) primary.
+fn info(app: &App) -> Response<Body> {
+    let info = NodeInfo {
+        cluster_id: app.options.cluster_id.as_deref(),
+        is_primary: true,
+        candidate: app.options.candidate,
+        path: app.store.data_dir().display().to_string(),
+        primary: PrimaryInfo {
+            hostname: &app.options.hostname,
+        },
+    };
+    match serde_json::to_string_pretty(&info) {
+        Ok(mut text) => {
+            text.push('\n');
+            with_type("application/json", text)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `GET /metrics`: the LiteFS series we have (spec §8.4) in the Prometheus text format.
+fn metrics(app: &App) -> Response<Body> {
+    let dbs = app.store.dbs();
+    let mut out = String::with_capacity(1024);
+    let gauge = |out: &mut String, name: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    gauge(
+        &mut out,
+        "litefs_db_count",
+        "Number of managed databases.",
+        dbs.len().to_string(),
+    );
+    gauge(
+        &mut out,
+        "litefs_is_primary",
+        "1 if this node is primary.",
+        "1".into(),
+    );
+    gauge(
+        &mut out,
+        "litefs_subscriber_count",
+        "Connected change subscribers.",
+        app.store.subscriber_count().to_string(),
+    );
+    let _ = writeln!(out, "# HELP litefs_db_txid Current transaction id.");
+    let _ = writeln!(out, "# TYPE litefs_db_txid gauge");
+    for db in &dbs {
+        let name = escape_label(db.name());
+        let _ = writeln!(out, "litefs_db_txid{{db=\"{name}\"}} {}", db.pos().txid.0);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP litefs_db_page_count Pages in the database (Commit)."
+    );
+    let _ = writeln!(out, "# TYPE litefs_db_page_count gauge");
+    for db in &dbs {
+        let name = escape_label(db.name());
+        let _ = writeln!(
+            out,
+            "litefs_db_page_count{{db=\"{name}\"}} {}",
+            db.page_count()
+        );
+    }
+    app.metrics.render(&mut out);
+    with_type("text/plain; version=0.0.4; charset=utf-8", out)
+}
+
+/// `GET /debug/vars`: expvar's `store` variable (spec §4.3) plus page size and count; lock
+/// states are not reported yet.
+fn debug_vars(app: &App) -> Response<Body> {
+    let mut dbs = serde_json::Map::new();
+    for db in app.store.dbs() {
+        let pos = db.pos();
+        dbs.insert(
+            db.name().to_string(),
+            serde_json::json!({
+                "name": db.name(),
+                "txid": pos.txid.to_string(),
+                "checksum": pos.post_apply_checksum.to_string(),
+                "pageSize": db.page_size(),
+                "pageCount": db.page_count(),
+            }),
+        );
+    }
+    let vars = serde_json::json!({
+        "store": {
+            "isPrimary": true,
+            "candidate": app.options.candidate,
+            "dbs": dbs,
+        }
+    });
+    with_type("application/json; charset=utf-8", format!("{vars}\n"))
+}

@@ -1,0 +1,325 @@
+//! `POST /stream`, the primary side (spec §4.4 "Server (primary) algorithm").
+//!
+//! One tokio task per replica runs the loop (dirty set → catch up → Ready/Heartbeat → wait);
+//! catching up one database runs on the blocking pool, which reads LTX files and writes
+//! snapshots into the body channel through a [`ChannelWriter`]. No lock is held across an
+//! `.await`: the blocking work owns its `Arc<Db>` and the task only exchanges positions.
+
+use super::App;
+use super::body::{Block, ChannelBody, ChannelWriter, STREAM_QUEUE_DEPTH_MAX};
+use super::metrics::FrameKind;
+use super::routes::{Body, error};
+use crate::ltx;
+use crate::proto::{self, Frame, PosMap};
+use crate::types::{Pos, TxId};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode, Version};
+use std::collections::BTreeSet;
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+
+/// Heartbeat period while nothing changes (spec §4.4, §11).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
+
+/// Largest position-map body accepted: the codec's own limit is 1e6 entries; 64 MiB covers
+/// that many short names and stops a hostile body from filling memory.
+const POS_MAP_BODY_BYTES_MAX: usize = 64 << 20;
+
+/// Node id from `Litefs-Id`, parsed leniently as LiteFS does (any hex; missing or bad → 0).
+fn peer_node_id(req: &Request<Incoming>) -> u64 {
+    req.headers()
+        .get("litefs-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .unwrap_or(0)
+}
+
+/// Decodes `%XX` escapes and `+` in a query value (Go's `url.Query`).
+fn query_unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `filter` query parameter: comma-separated database names; `None` when absent/empty.
+fn parse_filter(query: Option<&str>) -> Option<BTreeSet<String>> {
+    let value = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("filter="))
+        .map(query_unescape)?;
+    let names: BTreeSet<String> = value
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    if req.version() != Version::HTTP_2 {
+        return error(StatusCode::UPGRADE_REQUIRED, "Upgrade to HTTP/2 required");
+    }
+    if peer_node_id(&req) == app.store.node_id().0 {
+        return error(StatusCode::BAD_REQUEST, "cannot connect to self");
+    }
+    // Before reading positions, so a commit between the read and the first wait is seen.
+    let changes = app.store.subscribe();
+    let filter = parse_filter(req.uri().query());
+    let body = match Limited::new(req.into_body(), POS_MAP_BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("read position map: {e}")),
+    };
+    let pos_map = match proto::read_pos_map(&mut body.as_ref()) {
+        Ok(map) => map,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE_DEPTH_MAX);
+    app.metrics.stream_started();
+    tokio::spawn(run(app, pos_map, filter, changes, tx));
+    // Returning the response sends status and headers now, before any frame.
+    Response::new(ChannelBody::new(rx).boxed())
+}
+
+fn frame_bytes(frame: &Frame) -> Bytes {
+    let mut buf = Vec::with_capacity(32);
+    // Only names and lease ids over their limits fail, and these frames carry neither.
+    let _ = frame.write_to(&mut buf);
+    Bytes::from(buf)
+}
+
+/// Every database the replica or we know of: the dirty set of a full pass.
+fn all_names(app: &App, pos_map: &PosMap) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = pos_map.keys().cloned().collect();
+    names.extend(app.store.dbs().iter().map(|db| db.name().to_string()));
+    names
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn run(
+    app: Arc<App>,
+    mut pos_map: PosMap,
+    filter: Option<BTreeSet<String>>,
+    mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
+    tx: mpsc::Sender<Block>,
+) {
+    let mut shutdown = app.shutdown.clone();
+    let mut dirty = all_names(&app, &pos_map);
+    let mut ready_sent = false;
+    loop {
+        if let Some(filter) = &filter {
+            dirty.retain(|name| filter.contains(name));
+        }
+        let was_empty = dirty.is_empty();
+        for name in std::mem::take(&mut dirty) {
+            let client = pos_map.get(&name).copied().unwrap_or_default();
+            let (app2, tx2, name2) = (app.clone(), tx.clone(), name.clone());
+            let done =
+                tokio::task::spawn_blocking(move || stream_db(&app2, &name2, client, tx2)).await;
+            match done {
+                Ok(Ok(Some(pos))) => {
+                    pos_map.insert(name, pos);
+                }
+                Ok(Ok(None)) => {
+                    pos_map.remove(&name);
+                }
+                Ok(Err(e)) => return fail(&app, &tx, &name, e).await,
+                Err(e) => return fail(&app, &tx, &name, io::Error::other(e.to_string())).await,
+            }
+        }
+        let mut frames = Vec::new();
+        if !ready_sent {
+            frames.push((Frame::Ready, FrameKind::Ready));
+            ready_sent = true;
+        }
+        if frames.len() == 1 || was_empty {
+            let timestamp_ms = now_ms();
+            frames.push((Frame::Heartbeat { timestamp_ms }, FrameKind::Heartbeat));
+        }
+        for (frame, kind) in frames {
+            let bytes = frame_bytes(&frame);
+            let len_bytes = bytes.len() as u64;
+            if tx.send(Ok(bytes)).await.is_err() {
+                return app.metrics.stream_ended();
+            }
+            app.metrics.add_sent_bytes(len_bytes);
+            app.metrics.add_frame("", kind);
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tx.closed() => return app.metrics.stream_ended(),
+            changed = changes.recv() => match changed {
+                Ok(name) => {
+                    dirty.insert(name.to_string());
+                    // Drain what else is queued: one pass serves a burst of commits.
+                    loop {
+                        match changes.try_recv() {
+                            Ok(name) => { dirty.insert(name.to_string()); }
+                            Err(TryRecvError::Lagged(_)) => dirty = all_names(&app, &pos_map),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // Notifications were dropped while we were busy: assume everything changed.
+                Err(RecvError::Lagged(_)) => dirty = all_names(&app, &pos_map),
+                Err(RecvError::Closed) => break,
+            },
+            // The ticker restarts after every wake (spec §4.4 step 5e).
+            _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)) => {}
+        }
+    }
+    if tx.send(Ok(frame_bytes(&Frame::End))).await.is_ok() {
+        app.metrics.add_frame("", FrameKind::End);
+    }
+    app.metrics.stream_ended();
+}
+
+/// Ends a stream after an error. Status 200 is already sent, so instead of LiteFS's error text
+/// in the body (which the replica reads as a bad frame type) the HTTP/2 stream is reset: the
+/// replica sees a transport error and reconnects either way.
+async fn fail(app: &App, tx: &mpsc::Sender<Block>, name: &str, e: io::Error) {
+    if e.kind() != io::ErrorKind::BrokenPipe {
+        eprintln!("litefs: stream: database {name:?}: {e}");
+        let _ = tx.send(Err(e)).await;
+    }
+    app.metrics.stream_ended();
+}
+
+/// Catches the replica up on one database (spec §4.4 step 6); returns the replica's new
+/// position, or `None` when we do not have the database (a DropDB frame was sent).
+fn stream_db(
+    app: &App,
+    name: &str,
+    mut client: Pos,
+    tx: mpsc::Sender<Block>,
+) -> io::Result<Option<Pos>> {
+    let mut w = ChannelWriter::new(tx, app.metrics.clone());
+    let Some(db) = app.store.db(name) else {
+        Frame::DropDb {
+            name: name.to_string(),
+        }
+        .write_to(&mut w)
+        .map_err(io::Error::other)?;
+        w.flush()?;
+        app.metrics.add_frame(name, FrameKind::DropDb);
+        return Ok(None);
+    };
+    loop {
+        let local = db.pos();
+        if client.txid > local.txid
+            || (client.txid == local.txid
+                && client.post_apply_checksum != local.post_apply_checksum)
+        {
+            // A diverged old primary, or the same TXID with other contents: start over.
+            client = Pos::default();
+        }
+        if client.txid >= local.txid {
+            return Ok(Some(client));
+        }
+        let txid = TxId(client.txid.0 + 1);
+        // TXID 1 is always a snapshot (avoids the write-forwarding own-NodeID edge case).
+        let next = if txid.0 == 1 {
+            None
+        } else {
+            incremental_file(&db, txid, client)?
+        };
+        let header = Frame::Ltx {
+            name: name.to_string(),
+        };
+        client = match next {
+            Some((mut file, summary)) => {
+                header.write_to(&mut w).map_err(io::Error::other)?;
+                proto::copy_chunked(&mut file, &mut w)?;
+                // No backup client yet, so no backup HWM: we send our current TXID, which is
+                // what a replica's HWM means when the primary itself is the only copy.
+                let hwm = Frame::Hwm {
+                    txid: db.pos().txid,
+                    name: name.to_string(),
+                };
+                hwm.write_to(&mut w).map_err(io::Error::other)?;
+                w.flush()?;
+                app.metrics.add_frame(name, FrameKind::Ltx);
+                app.metrics.add_frame(name, FrameKind::Hwm);
+                Pos {
+                    txid: summary.header.max_txid,
+                    post_apply_checksum: summary.trailer.post_apply_checksum,
+                }
+            }
+            None => {
+                // Spool first: the snapshot read lock is held for the encode only, not for as
+                // long as the replica takes to download.
+                let (mut file, pos) = db.write_snapshot_spooled().map_err(io::Error::other)?;
+                header.write_to(&mut w).map_err(io::Error::other)?;
+                proto::copy_chunked(&mut file, &mut w)?;
+                w.flush()?;
+                app.metrics.add_frame(name, FrameKind::Snapshot);
+                pos
+            }
+        };
+    }
+}
+
+/// The single-TXID file for `txid`, fully verified and rewound, if it exists and follows the
+/// replica's checksum; `None` means "send a snapshot instead".
+fn incremental_file(
+    db: &crate::store::Db,
+    txid: TxId,
+    client: Pos,
+) -> io::Result<Option<(std::fs::File, ltx::Summary)>> {
+    let Some(mut file) = db.open_ltx(txid).map_err(io::Error::other)? else {
+        return Ok(None);
+    };
+    let summary = ltx::verify(BufReader::new(&file))
+        .map_err(|e| io::Error::other(format!("verify {}: {e}", db.ltx_path(txid).display())))?;
+    if summary.header.pre_apply_checksum != client.post_apply_checksum {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(Some((file, summary)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_is_split_and_unescaped() {
+        assert_eq!(parse_filter(None), None);
+        assert_eq!(parse_filter(Some("filter=")), None);
+        let f = parse_filter(Some("x=1&filter=a.db%2Cb.db,c+d")).unwrap();
+        let want: BTreeSet<String> = ["a.db", "b.db", "c d"].map(String::from).into();
+        assert_eq!(f, want);
+        assert_eq!(query_unescape("%zz%4"), "%zz%4");
+        assert_eq!(query_unescape("é%C3%A9"), "éé");
+    }
+}
