@@ -27,19 +27,25 @@ fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-log "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+# The workspace is the root package and perf/ (litefs-perf); fuzz/ is a workspace of its own.
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
 else
-  cargo test --no-fail-fast
+  cargo test --workspace --no-fail-fast
 fi
 # nextest does not run doc tests.
-cargo test --doc
+cargo test --workspace --doc
 
 log "benches compile"
 cargo bench --no-run >/dev/null
+
+# Only built here (debug, sharing the test build): a run takes minutes and mounts; see
+# perf/README.md.
+log "perf harness builds"
+cargo build -p litefs-perf
 
 log "all tests passed"
