@@ -33,3 +33,47 @@ cleanup() {
   rm -rf "$run_tmp" 2>/dev/null || true
 }
 trap cleanup EXIT
+
+# Debian packages the tests use: `lz4` (reference LZ4 frames in tests/lz4_interop.rs) and
+# `sqlite3` (a second, independent SQLite client in the mount tests), `python3` (its sqlite3
+# module is the writer process of the crash tests), `e2fsprogs` (chattr, to make an LTX
+# directory refuse writes in the exit-99 test).
+missing=()
+for pkg in lz4 sqlite3 python3 e2fsprogs; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: need root to apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+# The workspace is the root package and perf/ (litefs-perf); fuzz/ is a workspace of its own.
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+# nextest does not run doc tests.
+cargo test --workspace --doc
+
+log "benches compile"
+cargo bench --no-run >/dev/null
+
+# Only built here (debug, sharing the test build): a run takes minutes and mounts; see
+# perf/README.md.
+log "perf harness builds"
+cargo build -p litefs-perf
+
+log "all tests passed"

@@ -1,0 +1,315 @@
+//! litefs-perf: runs the workloads of `shared/perf/BASELINES.md` against a raw directory and
+//! against a fresh in-process litefs mount, side by side in one run, and prints ops/s for
+//! both and their ratio. Absolute numbers drift between runs and machines; the ratio measured
+//! in one run is the number to compare with the goals.
+
+mod report;
+mod target;
+mod workloads;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use report::{Samples, WorkloadResult};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use target::{Target, TargetKind};
+use workloads::{Sample, Workload};
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Comma-separated workloads to run (default: all). Lag and stream are listed but need
+    /// replication.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<Workload>,
+    /// Multiplies every operation and row count (0.1 for a quick run).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Runs per workload and target; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Print one JSON document on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Where both the raw directory and the mount's data directory are created (the same file
+    /// system for both, so only the mount differs).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    dir: PathBuf,
+    /// FUSE worker threads of the mount (default: one per core).
+    #[arg(long)]
+    fuse_threads: Option<usize>,
+    /// Journal mode of the read workloads' database. BASELINES.md leaves it at SQLite's
+    /// default (delete); `wal` shows the cost of -shm and WAL lookups through the mount.
+    #[arg(long, default_value = "delete")]
+    reads_journal_mode: String,
+}
+
+#[derive(Serialize)]
+struct Document {
+    started_utc: String,
+    command: String,
+    sqlite_version: &'static str,
+    kernel: String,
+    cpus: usize,
+    scale: f64,
+    runs: usize,
+    fuse_threads: usize,
+    reads_journal_mode: String,
+    results: Vec<WorkloadResult>,
+}
+
+/// What one target is asked to do in one step: a write workload, or both read workloads on
+/// one populated database (populating 100 MB costs more than the lookups, so the read
+/// workloads share it; cold drops the kernel caches itself).
+enum Step {
+    Write(Workload),
+    Reads { cold: bool, warm: bool },
+}
+
+fn plan(workloads: &[Workload]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let has = |w| workloads.contains(&w);
+    for &w in workloads {
+        match w {
+            Workload::ReadsWarm | Workload::ReadsCold => {
+                if !steps.iter().any(|s| matches!(s, Step::Reads { .. })) {
+                    steps.push(Step::Reads {
+                        cold: has(Workload::ReadsCold),
+                        warm: has(Workload::ReadsWarm),
+                    });
+                }
+            }
+            w if w.needs_replication() => {}
+            w => steps.push(Step::Write(w)),
+        }
+    }
+    steps
+}
+
+type AllSamples = HashMap<(Workload, TargetKind), Samples>;
+
+fn record(all: &mut AllSamples, w: Workload, kind: TargetKind, run: usize, result: Result<Sample>) {
+    let samples = all.entry((w, kind)).or_default();
+    match result {
+        Ok(sample) => {
+            let sample = Sample { run, ..sample };
+            eprintln!(
+                "  {:<11} {:<6} {:>12.0} {} ({} ops in {:.2} s)",
+                w.name(),
+                kind.name(),
+                sample.ops_per_sec(),
+                w.unit(),
+                sample.ops,
+                sample.elapsed.as_secs_f64()
+            );
+            samples.ok.push(sample);
+        }
+        Err(e) => {
+            eprintln!("  {:<11} {:<6} FAILED: {e:#}", w.name(), kind.name());
+            samples.errors.push(format!("{e:#}"));
+        }
+    }
+}
+
+/// Says so when a failure was caused by someone unmounting the mount under us, not by the
+/// daemon.
+fn explain<T>(target: &Target, result: Result<T>) -> Result<T> {
+    result.map_err(|e| {
+        if target.mount_lost() {
+            e.context("the mount disappeared during the run (unmounted by another process)")
+        } else {
+            e
+        }
+    })
+}
+
+/// Runs one step on one fresh target and records a sample (or error) per workload.
+fn run_step(
+    step: &Step,
+    kind: TargetKind,
+    run: usize,
+    args: &Args,
+    threads: usize,
+    all: &mut AllSamples,
+) {
+    let workloads: Vec<Workload> = match *step {
+        Step::Write(w) => vec![w],
+        Step::Reads { cold, warm } => [(cold, Workload::ReadsCold), (warm, Workload::ReadsWarm)]
+            .into_iter()
+            .filter_map(|(on, w)| on.then_some(w))
+            .collect(),
+    };
+    let target = match Target::new(kind, &args.dir, threads) {
+        Ok(t) => t,
+        Err(e) => {
+            for &w in &workloads {
+                record(
+                    all,
+                    w,
+                    kind,
+                    run,
+                    Err(anyhow::anyhow!("set up target: {e:#}")),
+                );
+            }
+            return;
+        }
+    };
+    match *step {
+        Step::Write(w) => {
+            let result = explain(&target, workloads::run_write(w, &target, args.scale));
+            record(all, w, kind, run, result);
+        }
+        Step::Reads { .. } => {
+            let populated =
+                workloads::populate_reads(&target, args.scale, &args.reads_journal_mode);
+            match explain(&target, populated) {
+                Err(e) => {
+                    let message = format!("populate the read table: {e:#}");
+                    for &w in &workloads {
+                        record(all, w, kind, run, Err(anyhow::anyhow!("{message}")));
+                    }
+                }
+                Ok(()) => {
+                    for &w in &workloads {
+                        let result = explain(
+                            &target,
+                            match w {
+                                Workload::ReadsCold => {
+                                    workloads::run_reads_cold(&target, args.scale)
+                                }
+                                _ => workloads::run_reads_warm(&target, args.scale),
+                            },
+                        );
+                        record(all, w, kind, run, result);
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = target.close() {
+        eprintln!("  {} FAILED to close: {e:#}", kind.name());
+        for &w in &workloads {
+            all.entry((w, kind))
+                .or_default()
+                .errors
+                .push(format!("close: {e:#}"));
+        }
+    }
+}
+
+fn check_environment(args: &Args) -> Result<()> {
+    if !(args.scale > 0.0 && args.scale.is_finite()) {
+        bail!("--scale must be a positive number, not {}", args.scale);
+    }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if !args.dir.is_dir() {
+        bail!("--dir {} is not a directory", args.dir.display());
+    }
+    // Without these every litefs sample fails with the reason; say it once up front.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("litefs-perf: not root: mounting and dropping caches will fail");
+    }
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("litefs-perf: /dev/fuse is missing: the litefs target will fail");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    check_environment(&args)?;
+    if args.workloads.is_empty() {
+        args.workloads = Workload::ALL.to_vec();
+    }
+    let mut seen = Vec::new();
+    args.workloads.retain(|w| {
+        let first = !seen.contains(w);
+        seen.push(*w);
+        first
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.fuse_threads.unwrap_or(cpus);
+    let started_utc = utc_now();
+    let steps = plan(&args.workloads);
+    let mut all = AllSamples::new();
+    for run in 1..=args.runs {
+        eprintln!("run {run}/{}", args.runs);
+        for step in &steps {
+            // Raw then litefs for each step, so both see the same machine state.
+            for kind in [TargetKind::Raw, TargetKind::Litefs] {
+                run_step(step, kind, run, &args, threads, &mut all);
+            }
+        }
+    }
+    let results: Vec<WorkloadResult> = args
+        .workloads
+        .iter()
+        .map(|&w| {
+            if w.needs_replication() {
+                return WorkloadResult::not_available(w);
+            }
+            let empty = Samples::default();
+            let get = |k| all.get(&(w, k)).unwrap_or(&empty);
+            WorkloadResult::new(w, get(TargetKind::Raw), get(TargetKind::Litefs))
+        })
+        .collect();
+    let document = Document {
+        started_utc,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        sqlite_version: rusqlite::version(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        cpus,
+        scale: args.scale,
+        runs: args.runs,
+        fuse_threads: threads,
+        reads_journal_mode: args.reads_journal_mode.clone(),
+        results,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "litefs-perf {} | SQLite {} | kernel {} | {} CPUs | scale {} | runs {} (median) | \
+             {} FUSE threads | reads journal_mode={}",
+            document.started_utc,
+            document.sqlite_version,
+            document.kernel,
+            cpus,
+            args.scale,
+            args.runs,
+            threads,
+            args.reads_journal_mode
+        );
+        report::print_table(&document.results);
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` without a date crate (civil-from-days, H. Hinnant).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
