@@ -34,13 +34,18 @@ fn lazy_unmount(path: &Path) {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, true)
+    }
+
+    /// `posix_locks`: the `fuse.posix-locks` setting (daemon-decided or kernel-local locks).
+    fn start_with(dir: &Path, posix_locks: bool) -> Daemon {
         let mnt = dir.join("mnt");
         let data = dir.join("data");
         let config = dir.join("litefs.yml");
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\ndata:\n  dir: {}\nstrict-verify: true\nhttp:\n  addr: 127.0.0.1:0\nlease:\n  type: static\n  advertise-url: http://127.0.0.1:20202\n",
+                "fuse:\n  dir: {}\n  posix-locks: {posix_locks}\ndata:\n  dir: {}\nstrict-verify: true\nhttp:\n  addr: 127.0.0.1:0\nlease:\n  type: static\n  advertise-url: http://127.0.0.1:20202\n",
                 mnt.display(),
                 data.display()
             ),
@@ -147,17 +152,17 @@ fn verify_after_restart(dir: &Path, acked_max: i64, iteration: u32, seed: u64) -
         .unwrap_or(0)
 }
 
-fn crash_loop(mode: &str) {
+fn crash_loop(mode: &str, posix_locks: bool) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
         | 1;
-    eprintln!("crash test {mode}: seed {seed}");
+    eprintln!("crash test {mode} (posix-locks {posix_locks}): seed {seed}");
     let mut rng = XorShift64(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut daemon = Daemon::start(dir);
+    let mut daemon = Daemon::start_with(dir, posix_locks);
     let mut acked_max: i64 = 0;
     let mut stored_max: i64 = 0;
     let mut unacked_durable = 0u32;
@@ -184,7 +189,7 @@ fn crash_loop(mode: &str) {
         if let Some(max) = reader.join().unwrap() {
             acked_max = acked_max.max(max);
         }
-        daemon = Daemon::start(dir);
+        daemon = Daemon::start_with(dir, posix_locks);
         if dir.join("data/dbs/db").exists() {
             stored_max = verify_after_restart(dir, acked_max, iteration, seed);
             if stored_max > acked_max {
@@ -204,12 +209,13 @@ fn crash_loop(mode: &str) {
 
 #[test]
 fn kill_nine_during_wal_writes() {
-    crash_loop("wal");
+    crash_loop("wal", true);
 }
 
 #[test]
 fn kill_nine_during_delete_mode_writes() {
-    crash_loop("delete");
+    // Kernel-local locks here, so both lock settings survive kill -9.
+    crash_loop("delete", false);
 }
 
 /// A large uncommitted transaction spills into the database file (cache_size=2); a copy of

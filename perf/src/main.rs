@@ -43,6 +43,10 @@ struct Args {
     /// default (delete); `wal` shows the cost of -shm and WAL lookups through the mount.
     #[arg(long, default_value = "delete")]
     reads_journal_mode: String,
+    /// Negotiate FUSE_POSIX_LOCKS (SQLite's locks decided by the daemon, as LiteFS), or keep
+    /// them in the kernel (`--posix-locks false`; docs/ARCHITECTURE.md §7).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    posix_locks: bool,
 }
 
 #[derive(Serialize)]
@@ -140,7 +144,7 @@ fn run_step(
             .filter_map(|(on, w)| on.then_some(w))
             .collect(),
     };
-    let target = match Target::new(kind, &args.dir, threads) {
+    let target = match Target::new(kind, &args.dir, threads, args.posix_locks) {
         Ok(t) => t,
         Err(e) => {
             for &w in &workloads {

@@ -55,7 +55,12 @@ pub struct Snapshot {
 
 impl Target {
     /// A fresh target under `base_dir`. `fuse_threads` is the mount's worker count.
-    pub fn new(kind: TargetKind, base_dir: &Path, fuse_threads: usize) -> Result<Target> {
+    pub fn new(
+        kind: TargetKind,
+        base_dir: &Path,
+        fuse_threads: usize,
+        posix_locks: bool,
+    ) -> Result<Target> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("litefs-perf-{}-", kind.name()))
             .tempdir_in(base_dir)
@@ -78,6 +83,7 @@ impl Target {
                 );
                 let mount_options = MountOptions {
                     threads: fuse_threads,
+                    posix_locks,
                     ..MountOptions::default()
                 };
                 let mount = Mount::new(store.clone(), &mountpoint, mount_options)

@@ -288,9 +288,9 @@ fn start(
         );
     }
     let options = MountOptions {
+        posix_locks: config.fuse.posix_locks,
         threads: fuse_threads(),
         allow_other: config.fuse.allow_other,
-        ..MountOptions::default()
     };
     let store = Arc::new(store);
     let mount = Mount::new(store.clone(), &config.fuse.dir, options)

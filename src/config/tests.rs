@@ -35,6 +35,7 @@ fuse:
   dir: /mnt/litefs
   allow-other: true
   debug: true
+  posix-locks: false
 http:
   addr: 127.0.0.1:30303
   snapshot-timeout: 2m
@@ -110,6 +111,7 @@ fn every_key_parses() {
             dir: "/mnt/litefs".into(),
             allow_other: true,
             debug: true,
+            posix_locks: false,
         },
         http: HttpConfig {
             addr: "127.0.0.1:30303".into(),

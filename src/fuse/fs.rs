@@ -29,6 +29,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const ENTRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// File attributes are not cached: sizes change with every commit (as LiteFS).
 const ATTR_TIMEOUT: Duration = Duration::ZERO;
+/// How long the kernel may cache a backing file's attributes, or the absence of a name, when
+/// this node is the primary: then every change to those files arrives through this kernel
+/// (writes, truncates, creates, unlinks), which keeps its cached size and dentries right, so
+/// SQLite's per-transaction `fstat` and hot-journal `access` cost no request. Virtual files
+/// (`-pos`, `.lag`) and every file on a replica (the daemon changes them behind the kernel's
+/// back) keep `ATTR_TIMEOUT`, and failed lookups are not cached there.
+const PRIMARY_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest read or write we accept in one request (the kernel never sends more than 1 MiB).
 const IO_SIZE_MAX_BYTES: u32 = 4 << 20;
 
@@ -281,8 +288,34 @@ impl LitefsFs {
             generation: 0,
             attr: self.attr(inode)?,
             attr_flags: 0,
-            attr_timeout: ATTR_TIMEOUT,
+            attr_timeout: self.attr_timeout(inode),
             entry_timeout: ENTRY_TIMEOUT,
+        })
+    }
+
+    /// See [`PRIMARY_CACHE_TIMEOUT`].
+    fn attr_timeout(&self, inode: u64) -> Duration {
+        match split_db_inode(inode) {
+            Some((_, DbNode::File(_))) if self.store.is_writable() => PRIMARY_CACHE_TIMEOUT,
+            _ if inode == ROOT_INODE => ENTRY_TIMEOUT,
+            _ => ATTR_TIMEOUT,
+        }
+    }
+
+    /// A failed lookup: on the primary the kernel may remember that the name does not exist
+    /// (inode 0 is a negative entry); it learns of a later create because the create passes
+    /// through it.
+    fn not_found(&self) -> io::Result<Entry> {
+        if !self.store.is_writable() {
+            return Err(errno(libc::ENOENT));
+        }
+        Ok(Entry {
+            inode: 0,
+            generation: 0,
+            attr: zeroed_stat(),
+            attr_flags: 0,
+            attr_timeout: Duration::ZERO,
+            entry_timeout: PRIMARY_CACHE_TIMEOUT,
         })
     }
 
@@ -339,9 +372,12 @@ impl FileSystem for LitefsFs {
         }
         let (db_name, node) = parse_name(name);
         if self.store.db(db_name).is_none() {
-            return Err(errno(libc::ENOENT));
+            return self.not_found();
         }
-        self.entry(db_inode(self.index_of(db_name), node))
+        match self.entry(db_inode(self.index_of(db_name), node)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.not_found(),
+            other => other,
+        }
     }
 
     fn getattr(
@@ -350,12 +386,7 @@ impl FileSystem for LitefsFs {
         inode: u64,
         _handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
-        let timeout = if inode == ROOT_INODE {
-            ENTRY_TIMEOUT
-        } else {
-            ATTR_TIMEOUT
-        };
-        Ok((self.attr(inode)?, timeout))
+        Ok((self.attr(inode)?, self.attr_timeout(inode)))
     }
 
     fn setattr(
@@ -376,7 +407,7 @@ impl FileSystem for LitefsFs {
         }
         // Mode, owner and times are not stored (every file shows the daemon's owner, as
         // LiteFS); SQLite's fchown of a new journal as root must still succeed.
-        Ok((self.attr(inode)?, ATTR_TIMEOUT))
+        Ok((self.attr(inode)?, self.attr_timeout(inode)))
     }
 
     fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
