@@ -19,8 +19,16 @@ export TMPDIR="$run_tmp"
 cleanup() {
   local target pid exe
   target="$(pwd)/target"
+  # A test process blocked on a dead in-process FUSE server cannot even be killed: abort
+  # the connection first (fusectl), then detach the mount.
+  [ -d /sys/fs/fuse/connections ] && ! mountpoint -q /sys/fs/fuse/connections &&
+    mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null || true
   awk -v d="$run_tmp/" '$1 == "litefs" && index($2, d) == 1 { print $2 }' /proc/mounts |
-    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+    while read -r mnt; do
+      dev="$(awk -v m="$mnt" '$5 == m { print $3 }' /proc/self/mountinfo)"
+      echo 1 > "/sys/fs/fuse/connections/${dev#*:}/abort" 2>/dev/null || true
+      umount -l "$mnt" 2>/dev/null || true
+    done
   for exe in /proc/[0-9]*/exe; do
     pid="${exe#/proc/}"; pid="${pid%/exe}"
     case "$(readlink "$exe" 2>/dev/null)" in
