@@ -20,11 +20,11 @@ cleanup() {
   local target pid exe
   target="$(pwd)/target"
   # A test process blocked on a dead in-process FUSE server cannot even be killed: abort
-  # the connection first (fusectl), then detach the mount.
-  [ -d /sys/fs/fuse/connections ] && ! mountpoint -q /sys/fs/fuse/connections &&
-    mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null || true
+  # the connection first (fusectl, mounted only if needed), then detach the mount.
   awk -v d="$run_tmp/" '$1 == "litefs" && index($2, d) == 1 { print $2 }' /proc/mounts |
     while read -r mnt; do
+      mountpoint -q /sys/fs/fuse/connections ||
+        mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null || true
       dev="$(awk -v m="$mnt" '$5 == m { print $3 }' /proc/self/mountinfo)"
       echo 1 > "/sys/fs/fuse/connections/${dev#*:}/abort" 2>/dev/null || true
       umount -l "$mnt" 2>/dev/null || true
