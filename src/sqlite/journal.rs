@@ -312,13 +312,7 @@ impl<R: Read + Seek> JournalReader<R> {
             segment.next_record_offset_bytes =
                 offset_bytes.saturating_add(self.record.len() as u64);
             let index = segment.index;
-            self.reader
-                .seek(SeekFrom::Start(offset_bytes))
-                .map_err(|source| Error::Io {
-                    file: "journal",
-                    source,
-                })?;
-            let len = read_full(&mut self.reader, &mut self.record, "journal")?;
+            let len = read_at(&mut self.reader, offset_bytes, &mut self.record)?;
             if len < self.record.len() {
                 self.end = Some(JournalEnd::ShortRead);
                 return Ok(None);
@@ -385,18 +379,27 @@ impl<R: Read + Seek> JournalReader<R> {
             return Ok(None);
         }
         let mut buf = [0u8; JOURNAL_HEADER_SIZE_BYTES as usize];
-        self.reader
-            .seek(SeekFrom::Start(offset_bytes))
-            .map_err(|source| Error::Io {
-                file: "journal",
-                source,
-            })?;
-        let len = read_full(&mut self.reader, &mut buf, "journal")?;
+        let len = read_at(&mut self.reader, offset_bytes, &mut buf)?;
         Ok(JournalHeader::parse(
             buf.get(..len).unwrap_or(&[]),
             offset_bytes,
         ))
     }
+}
+
+/// Reads as much of `buf` as the journal holds at `offset_bytes` (short at end of file).
+fn read_at(
+    reader: &mut (impl Read + Seek),
+    offset_bytes: u64,
+    buf: &mut [u8],
+) -> Result<usize, Error> {
+    reader
+        .seek(SeekFrom::Start(offset_bytes))
+        .map_err(|source| Error::Io {
+            file: "journal",
+            source,
+        })?;
+    read_full(reader, buf, "journal")
 }
 
 /// Plays a journal back through `write_page(pgno, page)` and returns the size in pages to
