@@ -24,6 +24,7 @@ pub mod fuzz;
 pub mod http;
 pub mod ltx;
 pub mod proto;
+pub mod replica;
 pub mod sqlite;
 pub mod store;
 #[doc(hidden)]

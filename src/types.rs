@@ -20,6 +20,30 @@ pub struct Checksum(pub u64);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeId(pub u64);
 
+/// Fills `buf` from the kernel's random pool (`getrandom(2)`), falling back to the clock if
+/// the pool is not ready (ids must be unique, not secret).
+pub fn random_bytes(buf: &mut [u8]) {
+    // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos());
+        for (b, x) in buf.iter_mut().zip(nanos.to_le_bytes().iter().cycle()) {
+            *b ^= x;
+        }
+    }
+}
+
+impl NodeId {
+    /// A random per-process node id (spec §2.2); never 0.
+    pub fn random() -> NodeId {
+        let mut bytes = [0u8; 8];
+        random_bytes(&mut bytes);
+        NodeId(u64::from_be_bytes(bytes).max(1))
+    }
+}
+
 /// A replication position: the last applied transaction and the database checksum after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Pos {

@@ -26,7 +26,6 @@ fn start_server(t: &TestMount) -> Server {
         t.store_arc(),
         ServerOptions {
             addr: "127.0.0.1:0".into(),
-            cluster_id: None,
             candidate: true,
             hostname: "node-a".into(),
         },

@@ -5,7 +5,8 @@ use crate::config::{Config, ExecConfig, LeaseType};
 use crate::fuse::Mount;
 use crate::fuse::session::MountOptions;
 use crate::http::{Server, ServerOptions};
-use crate::store::{DbOptions, Store};
+use crate::replica::{Replica, ReplicaOptions};
+use crate::store::{DbOptions, PrimaryInfo, Store};
 use crate::types::NodeId;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 /// FUSE worker threads: one per core (2 on the machines we target) plus one, so a request
 /// blocked on an fsync does not stall readers.
@@ -51,26 +53,12 @@ pub struct MountArgs {
 const FATAL_EXIT_CODE: i32 = 99;
 
 /// What ended the wait in step 9.
+#[derive(Debug)]
 enum Event {
     Signal(i32),
     /// A committed transaction could not be recorded (exit code 99, spec §3.7).
     Fatal,
     ChildExited(std::io::Result<std::process::ExitStatus>),
-}
-
-/// A random per-process node id (spec §2.2).
-fn random_node_id() -> NodeId {
-    let mut bytes = [0u8; 8];
-    // SAFETY: `bytes` is a valid writable buffer of the given length.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        // getrandom cannot fail for 8 bytes once the pool is ready; the time is a fallback.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos());
-        return NodeId(nanos as u64 | 1);
-    }
-    NodeId(u64::from_be_bytes(bytes))
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and every thread it starts) and returns a
@@ -189,7 +177,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         eprintln!("ERROR: {e:#}");
         return 1;
     }
-    let running = match start(&config, &args, tx.clone()) {
+    let running = match start(&config, &args, tx.clone(), &rx) {
         Ok(running) => running,
         Err(e) => {
             eprintln!("ERROR: {e:#}");
@@ -201,7 +189,12 @@ pub fn run(argv: Vec<String>) -> i32 {
             return 1;
         }
     };
-    let (mount, server, child) = running;
+    let Running {
+        mount,
+        server,
+        replica,
+        child,
+    } = running;
     let mut child_pid = None;
     if let Some(mut child) = child {
         child_pid = Some(child.id());
@@ -245,6 +238,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         }
     };
     // Spec §8.6 step 10: the HTTP server (replica streams get their End frame) before FUSE.
+    drop(replica);
     server.shutdown();
     if let Err(e) = mount.unmount() {
         eprintln!("litefs: unmount: {e}");
@@ -258,12 +252,10 @@ fn start(
     config: &Config,
     args: &MountArgs,
     events: mpsc::SyncSender<Event>,
-) -> Result<(Mount, Server, Option<Child>)> {
+    received: &mpsc::Receiver<Event>,
+) -> Result<Running> {
     match LeaseType::parse(&config.lease.kind) {
-        Some(LeaseType::Static) if config.lease.candidate => {}
-        Some(LeaseType::Static) => bail!(
-            "static replicas (lease.candidate: false) arrive with replication; this build runs a primary only"
-        ),
+        Some(LeaseType::Static) => {}
         Some(LeaseType::Consul) => bail!("consul leasing is not built yet; use lease.type: static"),
         None => bail!(
             "invalid lease type, must be either 'consul' or 'static', got: '{}'",
@@ -271,7 +263,7 @@ fn start(
         ),
     }
     let options = DbOptions {
-        node_id: random_node_id(),
+        node_id: NodeId::random(),
         compress: config.data.compress,
         strict_verify: config.strict_verify,
     };
@@ -293,14 +285,24 @@ fn start(
         allow_other: config.fuse.allow_other,
     };
     let store = Arc::new(store);
+    if config.lease.candidate {
+        // Spec §7.3: the static primary owns the cluster id; replicas adopt it.
+        if store.role().cluster_id().is_none() {
+            let id = crate::store::role::generate_cluster_id();
+            store.role().set_cluster_id(&id)?;
+            eprintln!("litefs: cluster id set: {id}");
+        }
+        store.become_primary();
+    } else {
+        store.become_replica();
+    }
     let mount = Mount::new(store.clone(), &config.fuse.dir, options)
         .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
     eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
     let server = Server::start(
-        store,
+        store.clone(),
         ServerOptions {
             addr: config.http.addr.clone(),
-            cluster_id: None,
             candidate: config.lease.candidate,
             hostname: config.lease.hostname.clone(),
         },
@@ -313,10 +315,51 @@ fn start(
         }
     };
     eprintln!("litefs: http server listening on: {}", server.addr());
-    eprintln!(
-        "litefs: primary lease acquired (static), advertising as {}",
-        config.lease.advertise_url
-    );
+    let replica = if config.lease.candidate {
+        eprintln!(
+            "litefs: primary lease acquired (static), advertising as {}",
+            config.lease.advertise_url
+        );
+        None
+    } else {
+        let replica = Replica::start(
+            store.clone(),
+            ReplicaOptions {
+                primary: PrimaryInfo {
+                    hostname: config.lease.hostname.clone(),
+                    advertise_url: config.lease.advertise_url.clone(),
+                },
+                reconnect_delay: config.lease.reconnect_delay,
+                databases: config.lease.databases.clone(),
+            },
+        );
+        let replica = match replica {
+            Ok(r) => r,
+            Err(e) => {
+                server.shutdown();
+                let _ = mount.unmount();
+                return Err(e).context("cannot start replication");
+            }
+        };
+        eprintln!(
+            "litefs: replica: following the primary at {}",
+            config.lease.advertise_url
+        );
+        if !config.skip_sync {
+            // Spec §8.6 step 6: exec starts once the primary's Ready frame arrived.
+            eprintln!("litefs: waiting to connect to cluster");
+            while !store.role().wait_ready(Duration::from_millis(100)) {
+                if let Ok(event) = received.try_recv() {
+                    drop(replica);
+                    server.shutdown();
+                    let _ = mount.unmount();
+                    bail!("stopped ({event:?}) before the replica finished its initial sync");
+                }
+            }
+            eprintln!("litefs: connected to cluster, ready");
+        }
+        Some(replica)
+    };
     let child = match run_exec(&config.exec, config.lease.candidate) {
         Ok(child) => child,
         Err(e) => {
@@ -325,5 +368,18 @@ fn start(
             return Err(e);
         }
     };
-    Ok((mount, server, child))
+    Ok(Running {
+        mount,
+        server,
+        replica,
+        child,
+    })
+}
+
+/// What `start` leaves running.
+struct Running {
+    mount: Mount,
+    server: Server,
+    replica: Option<Replica>,
+    child: Option<Child>,
 }

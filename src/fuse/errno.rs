@@ -46,6 +46,7 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
         Error::InvalidWrite { .. }
         | Error::Ltx { .. }
         | Error::Corrupt { .. }
+        | Error::PositionMismatch { .. }
         | Error::Sqlite(_) => libc::EIO,
     };
     if errno != libc::ENOENT && errno != libc::EEXIST {

@@ -8,6 +8,7 @@ use super::errno::{
 use super::node::{
     DbNode, LAG_INODE, PRIMARY_INODE, ROOT_INODE, db_inode, parse_name, split_db_inode,
 };
+use super::notify::SharedNames;
 use super::session::MountOptions;
 use super::stats::{self, RequestStats};
 use crate::store::lock::{HALT_BYTE, LockFile, LockKind, LockSet, LockType};
@@ -18,11 +19,10 @@ use fuse_backend_rs::abi::fuse_abi::{
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, ZeroCopyReader, ZeroCopyWriter,
 };
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may cache a name (bazil's default, as LiteFS).
@@ -39,16 +39,9 @@ const PRIMARY_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest read or write we accept in one request (the kernel never sends more than 1 MiB).
 const IO_SIZE_MAX_BYTES: u32 = 4 << 20;
 
-/// Database names by index, so inodes can be derived from names and back.
-#[derive(Default)]
-struct Names {
-    by_index: Vec<String>,
-    by_name: HashMap<String, u32>,
-}
-
 pub struct LitefsFs {
     store: Arc<Store>,
-    names: RwLock<Names>,
+    names: SharedNames,
     uid: u32,
     gid: u32,
     /// Ask for `FUSE_POSIX_LOCKS` in INIT ([`MountOptions::posix_locks`]).
@@ -96,7 +89,7 @@ impl LitefsFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let fs = LitefsFs {
             store,
-            names: RwLock::new(Names::default()),
+            names: SharedNames::default(),
             uid,
             gid,
             posix_locks: options.posix_locks,
@@ -106,6 +99,11 @@ impl LitefsFs {
             fs.index_of(db.name());
         }
         fs
+    }
+
+    /// The name table, for the [`super::notify::Notifier`] of this mount.
+    pub fn names(&self) -> SharedNames {
+        self.names.clone()
     }
 
     /// The request counters the transport fills in (shared with [`super::Mount`]).
@@ -258,8 +256,21 @@ impl LitefsFs {
     fn attr(&self, inode: u64) -> io::Result<stat64> {
         match inode {
             ROOT_INODE => Ok(self.stat(inode, libc::S_IFDIR | self.writable_mode(0o777), 0, 0)),
-            LAG_INODE => Ok(self.stat(inode, libc::S_IFREG | 0o444, 11, now_ms())),
-            PRIMARY_INODE => Err(errno(libc::ENOENT)),
+            LAG_INODE => {
+                // mtime: now on the primary, the epoch before initial replication, else the
+                // primary's last timestamp (spec §3.3).
+                let mtime_ms = match self.store.role().primary_timestamp_ms() {
+                    0 => now_ms(),
+                    t => t.max(0),
+                };
+                Ok(self.stat(inode, libc::S_IFREG | 0o444, 11, mtime_ms))
+            }
+            PRIMARY_INODE => {
+                let info = self.store.role().primary_info();
+                let info = info.ok_or_else(|| errno(libc::ENOENT))?;
+                let size = info.hostname.len() as u64 + 1;
+                Ok(self.stat(inode, libc::S_IFREG | 0o444, size, now_ms()))
+            }
             _ => {
                 let (db, node) = self.db_of_inode(inode)?;
                 match node {
@@ -322,8 +333,12 @@ impl LitefsFs {
     /// The bytes of a virtual file.
     fn virtual_content(&self, inode: u64) -> io::Result<Vec<u8>> {
         match inode {
-            // Lag in milliseconds; a primary is never behind (spec §8.5).
-            LAG_INODE => Ok(format!("{:+010}\n", 0).into_bytes()),
+            // Lag in milliseconds, MaxInt32 before initial replication (spec §8.5).
+            LAG_INODE => Ok(format!("{:+010}\n", self.store.role().lag_file_ms()).into_bytes()),
+            PRIMARY_INODE => match self.store.role().primary_info() {
+                Some(info) => Ok(format!("{}\n", info.hostname).into_bytes()),
+                None => Err(errno(libc::ENOENT)),
+            },
             _ => match self.db_of_inode(inode)? {
                 (db, DbNode::Pos) => Ok(db.pos_text().into_bytes()),
                 (_, DbNode::Lock) => Ok(Vec::new()),
@@ -368,7 +383,10 @@ impl FileSystem for LitefsFs {
             return self.entry(LAG_INODE);
         }
         if name == ".primary" {
-            return Err(errno(libc::ENOENT));
+            if self.store.role().primary_info().is_none() {
+                return Err(errno(libc::ENOENT));
+            }
+            return self.entry(PRIMARY_INODE);
         }
         let (db_name, node) = parse_name(name);
         if self.store.db(db_name).is_none() {
@@ -430,7 +448,7 @@ impl FileSystem for LitefsFs {
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         match inode {
-            LAG_INODE => Ok((Some(0), OpenOptions::DIRECT_IO, None)),
+            LAG_INODE | PRIMARY_INODE => Ok((Some(0), OpenOptions::DIRECT_IO, None)),
             ROOT_INODE => Err(errno(libc::EISDIR)),
             _ => match self.db_of_inode(inode)? {
                 (db, DbNode::File(kind)) => {
@@ -658,6 +676,9 @@ impl FileSystem for LitefsFs {
         }
         // Spec §3.2 order: `.lag`, then per database sorted by name.
         let mut names: Vec<(u64, String)> = vec![(LAG_INODE, ".lag".into())];
+        if self.store.role().primary_info().is_some() {
+            names.push((PRIMARY_INODE, ".primary".into()));
+        }
         for db in self.store.dbs() {
             let index = self.index_of(db.name());
             if db.page_count() > 0 || db.exists(FileKind::Database) {

@@ -3,6 +3,7 @@
 //! A second transport (FUSE-over-io_uring) arrives later behind the same `LitefsFs`.
 
 use super::fs::LitefsFs;
+use super::notify::Notifier;
 use super::stats::{Hook, RequestStats};
 use crate::store::Store;
 use fuse_backend_rs::api::server::Server;
@@ -39,6 +40,7 @@ impl Default for MountOptions {
 
 /// A mounted LiteFS file system. Dropping it unmounts (lazily) and joins the workers.
 pub struct Mount {
+    store: Arc<Store>,
     session: Option<FuseSession>,
     stats: Arc<RequestStats>,
     workers: Vec<JoinHandle<()>>,
@@ -84,8 +86,13 @@ impl Mount {
             FuseSession::new(mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
         session.set_allow_other(options.allow_other);
         session.mount().map_err(io::Error::other)?;
-        let fs = LitefsFs::new(store, &options);
+        let fs = LitefsFs::new(store.clone(), &options);
         let stats = fs.stats();
+        let dev = session.clone_fuse_file().map_err(io::Error::other)?;
+        let notifier = Notifier::new(dev, fs.names());
+        store
+            .invalidate_hook()
+            .set(Box::new(move |inv| notifier.send(inv)));
         let server = Arc::new(Server::new(fs));
         let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -123,6 +130,7 @@ impl Mount {
             workers.push(worker);
         }
         Ok(Mount {
+            store,
             session: Some(session),
             stats,
             workers,
@@ -150,6 +158,7 @@ impl Mount {
             return Ok(());
         };
         self.stopping.store(true, Ordering::Release);
+        self.store.invalidate_hook().clear();
         let result = session.umount().map_err(io::Error::other);
         let _ = session.wake();
         for w in self.workers.drain(..) {

@@ -7,6 +7,7 @@
 //! other LiteFS routes answer `501 Not Implemented`.
 
 mod body;
+pub mod client;
 pub mod metrics;
 mod routes;
 mod stream;
@@ -32,8 +33,6 @@ const SHUTDOWN_GRACE_MS: u64 = 1000;
 pub struct ServerOptions {
     /// `http.addr`: `:PORT` (all interfaces), `HOST:PORT`, `IP:PORT`; port 0 picks a free one.
     pub addr: String,
-    /// `Litefs-Cluster-Id` and `/info`'s `clusterID`; `None` until cluster ids are built.
-    pub cluster_id: Option<String>,
     pub candidate: bool,
     /// This node's lease hostname (`/info` `primary.hostname` while primary).
     pub hostname: String,

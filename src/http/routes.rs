@@ -63,8 +63,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         if let Ok(v) = HeaderValue::from_str(&app.store.node_id().to_string()) {
             headers.insert("litefs-id", v);
         }
-        if let Some(id) = &app.options.cluster_id
-            && let Ok(v) = HeaderValue::from_str(id)
+        if let Some(id) = app.store.role().cluster_id()
+            && let Ok(v) = HeaderValue::from_str(&id)
         {
             headers.insert("litefs-cluster-id", v);
         }
@@ -114,15 +114,26 @@ struct PrimaryInfo<'a> {
 }
 
 /// `GET /info`: pretty JSON with a 2-space indent and a newline, as Go's encoder writes it.
-/// This build is always the (static) primary.
+/// `primary.hostname` is ours while primary, else the primary's we follow, else empty.
 fn info(app: &App) -> Response<Body> {
+    let cluster_id = app.store.role().cluster_id();
+    let is_primary = app.store.is_writable();
+    let primary_hostname = if is_primary {
+        app.options.hostname.clone()
+    } else {
+        app.store
+            .role()
+            .primary_info()
+            .map(|p| p.hostname)
+            .unwrap_or_default()
+    };
     let info = NodeInfo {
-        cluster_id: app.options.cluster_id.as_deref(),
-        is_primary: true,
+        cluster_id: cluster_id.as_deref(),
+        is_primary,
         candidate: app.options.candidate,
         path: app.store.data_dir().display().to_string(),
         primary: PrimaryInfo {
-            hostname: &app.options.hostname,
+            hostname: &primary_hostname,
         },
     };
     match serde_json::to_string_pretty(&info) {
@@ -203,7 +214,7 @@ fn debug_vars(app: &App) -> Response<Body> {
     }
     let vars = serde_json::json!({
         "store": {
-            "isPrimary": true,
+            "isPrimary": app.store.is_writable(),
             "candidate": app.options.candidate,
             "dbs": dbs,
         }

@@ -85,6 +85,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if peer_node_id(&req) == app.store.node_id().0 {
         return error(StatusCode::BAD_REQUEST, "cannot connect to self");
     }
+    if !app.store.is_writable() {
+        // Replicas do not serve streams (spec §4.2: 503 when not primary).
+        return error(StatusCode::SERVICE_UNAVAILABLE, "node is not the primary");
+    }
     // Before reading positions, so a commit between the read and the first wait is seen.
     let changes = app.store.subscribe();
     let filter = parse_filter(req.uri().query());

@@ -18,6 +18,7 @@
 
 pub mod db_header;
 pub mod journal;
+pub mod shm;
 pub mod wal;
 
 #[cfg(test)]

@@ -35,6 +35,14 @@ pub enum Error {
         #[source]
         source: crate::store::lock::LockError,
     },
+    /// A received LTX file does not continue this database's position (spec §4.4); the
+    /// stream reconnects and the primary decides between the next file and a snapshot.
+    #[error("position mismatch on db {db:?}: {local} <> {remote}")]
+    PositionMismatch {
+        db: String,
+        local: crate::types::Pos,
+        remote: crate::types::Pos,
+    },
     #[error("database {db:?}: {message}")]
     Corrupt { db: String, message: String },
 }

@@ -14,10 +14,17 @@ pub mod checksums;
 pub mod db;
 pub mod error;
 pub mod lock;
+pub mod role;
+pub mod shared;
 
 pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
-pub use db::{Db, DbOptions, FatalHook, FileKind, JournalMode, SNAPSHOT_LOCK_TIMEOUT_MS};
+pub use db::{
+    APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, FileKind, JournalMode, Received, SNAPSHOT_LOCK_TIMEOUT_MS,
+};
 pub use error::{Error, Result};
+pub use role::PrimaryInfo;
+use shared::Shared;
+pub use shared::{FatalHandler, FatalHook, InvalidateHandler, InvalidateHook, Invalidation};
 
 use error::IoContext;
 use std::collections::BTreeMap;
@@ -45,9 +52,8 @@ pub struct Store {
     dbs_dir: PathBuf,
     options: DbOptions,
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
-    fatal: Arc<FatalHook>,
-    writable: Arc<AtomicBool>,
-    changes: Arc<Changes>,
+    shared: Arc<Shared>,
+    role: role::Role,
 }
 
 impl Store {
@@ -60,9 +66,12 @@ impl Store {
         if legacy_id.exists() {
             fs::remove_file(&legacy_id).io_context("remove", &legacy_id)?;
         }
-        let fatal = Arc::new(FatalHook::default());
-        let writable = Arc::new(AtomicBool::new(true));
-        let changes = Arc::new(Changes::default());
+        let role = role::Role::open(data_dir)?;
+        role.set_primary_timestamp_ms(0);
+        let shared = Arc::new(Shared {
+            writable: AtomicBool::new(true),
+            ..Shared::default()
+        });
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).io_context("read directory", &dbs_dir)? {
             let entry = entry.io_context("read directory", &dbs_dir)?;
@@ -73,14 +82,7 @@ impl Store {
             if !is_valid_db_name(&name) {
                 continue;
             }
-            let db = Db::open(
-                &dbs_dir,
-                &name,
-                options,
-                fatal.clone(),
-                writable.clone(),
-                changes.clone(),
-            )?;
+            let db = Db::open(&dbs_dir, &name, options, shared.clone())?;
             dbs.insert(name, Arc::new(db));
         }
         Ok(Store {
@@ -88,37 +90,84 @@ impl Store {
             dbs_dir,
             options,
             dbs: RwLock::new(dbs),
-            fatal,
-            writable,
-            changes,
+            shared,
+            role,
         })
     }
 
     /// Where every database reports errors the process must exit on (exit code 99).
     pub fn fatal_hook(&self) -> &FatalHook {
-        &self.fatal
+        &self.shared.fatal
+    }
+
+    /// Cluster id, primary, readiness and lag (spec §7.1, §8.5).
+    pub fn role(&self) -> &role::Role {
+        &self.role
+    }
+
+    /// Where databases send kernel cache invalidations (set by the mount).
+    pub fn invalidate_hook(&self) -> &InvalidateHook {
+        &self.shared.invalidate
     }
 
     /// Whether this node may change its databases (the primary, spec §3.5). A replica's
-    /// applications get SQLITE_READONLY (rollback modes) or an I/O error (WAL mode).
+    /// applications get SQLITE_READONLY (rollback modes) or an I/O error (WAL mode). A store
+    /// opens writable: a lone store is its own primary.
     pub fn set_writable(&self, writable: bool) {
-        self.writable.store(writable, Ordering::Release);
+        self.shared.writable.store(writable, Ordering::Release);
+    }
+
+    /// This node is the primary (spec §7.5): writable, ready, never behind.
+    pub fn become_primary(&self) {
+        self.set_writable(true);
+        self.role.set_primary_info(None);
+        self.role.set_primary_timestamp_ms(0);
+        self.role.mark_ready();
+    }
+
+    /// This node follows a primary: read-only, behind until the stream says otherwise.
+    pub fn become_replica(&self) {
+        self.set_writable(false);
+        self.role.clear_primary_timestamp();
+    }
+
+    /// The database `name`, known to the store from now on (spec §4.4: a replica creates the
+    /// entry for a database it first hears of on the stream). No file is created.
+    pub fn open_db(&self, name: &str) -> Result<Arc<Db>> {
+        if !is_valid_db_name(name) {
+            return Err(Error::InvalidWrite {
+                db: name.to_string(),
+                message: "invalid database name".into(),
+            });
+        }
+        let mut dbs = self.dbs.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = dbs.get(name) {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(Db::open(
+            &self.dbs_dir,
+            name,
+            self.options,
+            self.shared.clone(),
+        )?);
+        dbs.insert(name.to_string(), db.clone());
+        Ok(db)
     }
 
     pub fn is_writable(&self) -> bool {
-        self.writable.load(Ordering::Acquire)
+        self.shared.writable.load(Ordering::Acquire)
     }
 
     /// Subscribes to "database changed" notifications, published after every commit's
     /// position update (see [`Changes`]). Subscribe before reading positions so no change
     /// between the read and the first wait is missed.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
-        self.changes.subscribe()
+        self.shared.changes.subscribe()
     }
 
     /// Connected change subscribers (`litefs_subscriber_count`).
     pub fn subscriber_count(&self) -> usize {
-        self.changes.subscriber_count()
+        self.shared.changes.subscriber_count()
     }
 
     pub fn node_id(&self) -> crate::types::NodeId {
@@ -150,29 +199,10 @@ impl Store {
     /// Creates a database and its `database` file (spec §3.3 create): an existing database
     /// with pages is `Exists`; an empty or dropped one is reused.
     pub fn create_db(&self, name: &str) -> Result<Arc<Db>> {
-        if !is_valid_db_name(name) {
-            return Err(Error::InvalidWrite {
-                db: name.to_string(),
-                message: "invalid database name".into(),
-            });
+        let db = self.open_db(name)?;
+        if db.page_count() > 0 {
+            return Err(Error::Exists(name.to_string()));
         }
-        let mut dbs = self.dbs.write().unwrap_or_else(|p| p.into_inner());
-        let db = match dbs.get(name) {
-            Some(db) if db.page_count() > 0 => return Err(Error::Exists(name.to_string())),
-            Some(db) => db.clone(),
-            None => {
-                let db = Arc::new(Db::open(
-                    &self.dbs_dir,
-                    name,
-                    self.options,
-                    self.fatal.clone(),
-                    self.writable.clone(),
-                    self.changes.clone(),
-                )?);
-                dbs.insert(name.to_string(), db.clone());
-                db
-            }
-        };
         db.create(FileKind::Database)?;
         Ok(db)
     }

@@ -176,7 +176,7 @@ impl Db {
         state.pos_timestamp_ms = header.timestamp_ms;
         // Subscribers wake and read the position through the state mutex we still hold, so
         // they see this commit's WAL bookkeeping too (updated by the caller before unlocking).
-        self.changes.publish(&self.name);
+        self.shared.changes.publish(&self.name);
         Ok(())
     }
 

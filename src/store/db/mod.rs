@@ -8,23 +8,24 @@
 
 use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{DbHeader, WalCursor, WalHeader};
-use crate::store::changes::Changes;
 use crate::store::checksums::PageChecksums;
 use crate::store::error::{Error, IoContext, Result};
 use crate::store::lock::LockTable;
+use crate::store::shared::Shared;
 use crate::types::{NodeId, Pos};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The journal header SQLite zeroes to commit in PERSIST mode (spec §3.6).
 pub(super) const JOURNAL_HEADER_SIZE: usize = 28;
 
 /// The backing files of a database, as named in `dbs/<name>/`.
+mod apply;
 mod commit;
 mod journal;
 mod recover;
@@ -32,6 +33,7 @@ mod recover_wal;
 mod snapshot;
 mod wal;
 
+pub use apply::{APPLY_LOCK_TIMEOUT_MS, Received};
 pub use snapshot::SNAPSHOT_LOCK_TIMEOUT_MS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,35 +103,10 @@ pub(super) struct State {
     pub(super) wal_frames: BTreeMap<u32, u64>,
 }
 
-/// Where a database reports an error the process cannot continue after (a WAL commit that
-/// could not be captured: spec §3.7 step 8, exit code 99). Set once by the store's owner.
-#[derive(Default)]
-pub struct FatalHook(OnceLock<FatalHandler>);
-
-/// Called with the error's text; must not block (it runs on a FUSE worker).
-pub type FatalHandler = Box<dyn Fn(&str) + Send + Sync>;
-
-impl FatalHook {
-    /// Installs the handler; later calls are ignored.
-    pub fn set(&self, handler: FatalHandler) {
-        let _ = self.0.set(handler);
-    }
-
-    pub fn raise(&self, message: &str) {
-        eprintln!("litefs: FATAL: {message}");
-        if let Some(handler) = self.0.get() {
-            handler(message);
-        }
-    }
-}
-
 pub struct Db {
     pub(super) name: String,
-    pub(super) fatal: Arc<FatalHook>,
-    /// Shared by the store's databases: false on a replica (spec §3.5 `Writeable()`).
-    writable: Arc<AtomicBool>,
-    /// Where `write_ltx` announces each new position.
-    pub(super) changes: Arc<Changes>,
+    /// Fatal-error and invalidation hooks, writability and the change feed of the store.
+    pub(super) shared: Arc<Shared>,
     pub(super) dir: PathBuf,
     pub(super) ltx_dir: PathBuf,
     pub(super) options: DbOptions,
@@ -138,6 +115,9 @@ pub struct Db {
     /// §3.9). Separate from `state`: lock requests never wait for a commit in progress,
     /// except the WAL_WRITE unlock, which captures first ([`Db::capture_wal`]).
     locks: LockTable,
+    /// Set while an apply rewrites `-shm` and until the kernel's copy is invalidated: FUSE
+    /// writes to `-shm` are then acknowledged and dropped (spec §3.10).
+    shm_discard: AtomicBool,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -157,13 +137,11 @@ impl Db {
     /// Opens (or creates) `dbs/<name>` and recovers it (spec §2.4): a hot journal is rolled
     /// back, page checksums are computed, and the newest LTX file is re-applied and must
     /// match the database's checksum.
-    pub fn open(
+    pub(crate) fn open(
         dbs_dir: &Path,
         name: &str,
         options: DbOptions,
-        fatal: Arc<FatalHook>,
-        writable: Arc<AtomicBool>,
-        changes: Arc<Changes>,
+        shared: Arc<Shared>,
     ) -> Result<Db> {
         let dir = dbs_dir.join(name);
         let ltx_dir = dir.join("ltx");
@@ -173,11 +151,10 @@ impl Db {
             dir,
             ltx_dir,
             options,
-            fatal,
-            writable,
-            changes,
+            shared,
             state: Mutex::new(State::default()),
             locks: LockTable::default(),
+            shm_discard: AtomicBool::new(false),
         };
         db.recover()?;
         Ok(db)
@@ -263,7 +240,7 @@ impl Db {
     /// `EACCES` for the journal and the WAL (it reports SQLITE_READONLY for a journal it may
     /// not create) and `EIO` for the database file itself, as with LiteFS.
     fn check_writable(&self, kind: FileKind) -> Result<()> {
-        if self.writable.load(Ordering::Acquire) {
+        if self.shared.writable.load(Ordering::Acquire) {
             return Ok(());
         }
         match kind {
@@ -337,6 +314,8 @@ impl Db {
         }
         if kind != FileKind::Shm {
             self.check_writable(kind)?;
+        } else if self.shm_discard.load(Ordering::Acquire) {
+            return Ok(());
         }
         let mut state = self.lock();
         match kind {

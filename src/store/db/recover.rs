@@ -173,12 +173,13 @@ impl Db {
     }
 
     /// Writes one LTX file's pages into the database file (or removes the files for a
-    /// deletion) and updates the checksum cache; returns the header and trailer.
-    fn apply_ltx_file(
+    /// deletion) and updates the checksum cache and the mode (page 1 says WAL: spec §3.11
+    /// step 2); returns the header, the trailer and the pages written.
+    pub(super) fn apply_ltx_file(
         &self,
         state: &mut State,
         path: &Path,
-    ) -> Result<(ltx::Header, ltx::Trailer)> {
+    ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
@@ -199,23 +200,29 @@ impl Db {
                 }
             }
             state.checksums.clear();
-            return Ok((h, trailer));
+            return Ok((h, trailer, Vec::new()));
         }
         let (db_file, db_path) = self.open_database_rw()?;
         let mut page = vec![0u8; h.page_size as usize];
+        let mut pgnos = Vec::new();
         while let Some(pgno) = dec.decode_page(&mut page).map_err(ltx_err)? {
             let offset = u64::from(pgno - 1) * u64::from(h.page_size);
             db_file
                 .write_all_at(&page, offset)
                 .io_context("write", &db_path)?;
             state.checksums.set(pgno, &page);
+            if pgno == 1 && DbHeader::parse(&page).is_ok_and(|d| d.is_some_and(|d| d.is_wal())) {
+                // Only ever upgraded here, as LiteFS: a deletion resets it.
+                state.wal_mode = true;
+            }
+            pgnos.push(pgno);
         }
         let (trailer, _) = dec.finish().map_err(ltx_err)?;
         db_file
             .set_len(u64::from(h.commit) * u64::from(h.page_size))
             .io_context("truncate", &db_path)?;
         state.checksums.truncate(h.commit);
-        Ok((h, trailer))
+        Ok((h, trailer, pgnos))
     }
 
     /// Step 8, made robust: re-apply the newest LTX file and require the database checksum to
@@ -230,7 +237,8 @@ impl Db {
             let start = files.len() - suffix_len.min(files.len());
             let mut last = None;
             for path in &files[start..] {
-                last = Some((self.apply_ltx_file(state, path)?, path));
+                let (h, trailer, _) = self.apply_ltx_file(state, path)?;
+                last = Some(((h, trailer), path));
             }
             let Some(((h, trailer), path)) = last else {
                 return Ok(());

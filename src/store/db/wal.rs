@@ -82,7 +82,7 @@ impl Db {
     /// WAL) brings the two back in line. LiteFS exits with code 99 here too.
     pub(super) fn capture_or_die(&self, state: &mut State) -> Result<()> {
         self.commit_wal(state).inspect_err(|e| {
-            self.fatal.raise(&format!(
+            self.shared.fatal.raise(&format!(
                 "database {:?}: cannot record a committed WAL transaction: {e}",
                 self.name
             ));

@@ -1,0 +1,225 @@
+//! A replica following its primary (spec §4.4 "Client (replica) algorithm", §7.3 static
+//! lease): connect with the position map, apply every LTX file as it arrives, mark the node
+//! ready at the primary's Ready frame, track its clock for `.lag`, and reconnect after a
+//! delay whenever the stream ends.
+//!
+//! One thread per replica runs the loop; applying is synchronous (it waits for the internal
+//! write lock, writes files, sends kernel invalidations) and happens the moment a file's last
+//! byte arrives — there is no polling interval anywhere on the path.
+
+use crate::http::client::{self, BaseUrl};
+use crate::proto::{ChunkedReader, Frame, PosMap, write_pos_map};
+use crate::store::{PrimaryInfo, Received, Store};
+use hyper::{Method, StatusCode};
+use std::io::{self, BufReader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Bytes of an error response body worth reporting.
+const ERROR_BODY_LEN_MAX: u64 = 4096;
+
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// The primary's hostname and API URL (`lease.hostname`, `lease.advertise-url`).
+    pub primary: PrimaryInfo,
+    /// `lease.reconnect-delay`.
+    pub reconnect_delay: Duration,
+    /// `lease.databases`: only these are replicated (empty: all).
+    pub databases: Vec<String>,
+}
+
+/// Why one connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Proto(#[from] crate::proto::Error),
+    #[error("{0}")]
+    Store(#[from] crate::store::Error),
+    #[error("invalid response: code={code}: {body}")]
+    Status { code: u16, body: String },
+    #[error("cannot stream from primary with a different cluster id: {local} <> {remote}")]
+    ClusterIdMismatch { local: String, remote: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Stops the loop when dropped (and waits for it, bounded by the reconnect delay or the
+/// stream's idle timeout).
+pub struct Replica {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    changed: Condvar,
+    flag: AtomicBool,
+}
+
+impl Stop {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Sleeps `d` unless stopped first; returns whether stopped.
+    fn sleep(&self, d: Duration) -> bool {
+        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (stopped, _) = self
+            .changed
+            .wait_timeout_while(stopped, d, |s| !*s)
+            .unwrap_or_else(|p| p.into_inner());
+        *stopped
+    }
+}
+
+impl Replica {
+    /// Starts following `options.primary` on a new thread.
+    pub fn start(store: Arc<Store>, options: ReplicaOptions) -> io::Result<Replica> {
+        let base = BaseUrl::parse(&options.primary.advertise_url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        store.become_replica();
+        let stop = Arc::new(Stop::default());
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("litefs-replica".into())
+                .spawn(move || run(&store, &options, &base, &stop))?
+        };
+        Ok(Replica {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop.set();
+        // The thread may be blocked reading a stream; it notices the flag at the next
+        // heartbeat (≤ 1 s) or idle timeout. Do not hold shutdown hostage to it.
+        if let Some(t) = self.thread.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
+    while !stop.is_set() {
+        store.role().set_primary_info(Some(options.primary.clone()));
+        match follow(store, options, base, stop) {
+            Ok(()) => {}
+            Err(e) => eprintln!(
+                "litefs: replica: stream from {}: {e}; reconnecting in {:?}",
+                options.primary.advertise_url, options.reconnect_delay
+            ),
+        }
+        store.role().set_primary_info(None);
+        store.role().clear_primary_timestamp();
+        if stop.sleep(options.reconnect_delay) {
+            break;
+        }
+    }
+}
+
+/// One connection: returns `Ok` at a clean end (End frame or EOF at a frame boundary).
+fn follow(
+    store: &Store,
+    options: &ReplicaOptions,
+    base: &BaseUrl,
+    stop: &Stop,
+) -> Result<(), StreamError> {
+    let mut pos_map = PosMap::new();
+    for db in store.dbs() {
+        pos_map.insert(db.name().to_string(), db.pos());
+    }
+    let mut body = Vec::new();
+    write_pos_map(&mut body, &pos_map)?;
+    let mut path = "/stream".to_string();
+    if !options.databases.is_empty() {
+        path.push_str("?filter=");
+        path.push_str(&options.databases.join(","));
+    }
+    let resp = client::request(base, Method::POST, &path, store.node_id(), body)?;
+    if resp.status != StatusCode::OK {
+        return Err(StreamError::Status {
+            code: resp.status.as_u16(),
+            body: resp.body.text(ERROR_BODY_LEN_MAX),
+        });
+    }
+    check_cluster_id(store, &resp.headers)?;
+    let mut r = BufReader::with_capacity(256 * 1024, resp.body);
+    while !stop.is_set() {
+        let Some(frame) = Frame::read_from(&mut r)? else {
+            return Ok(());
+        };
+        match frame {
+            Frame::Ltx { name } => {
+                let db = store.open_db(&name)?;
+                let mut payload = ChunkedReader::new(&mut r);
+                let received = db.receive_ltx(&mut payload)?;
+                // The decoder stops at the trailer; the terminator follows.
+                payload.drain()?;
+                if let Received::Applied { timestamp_ms, .. } = received
+                    && store.role().is_ready()
+                {
+                    store.role().set_primary_timestamp_ms(timestamp_ms);
+                }
+            }
+            Frame::Ready => store.role().mark_ready(),
+            Frame::End => return Ok(()),
+            Frame::DropDb { name } => {
+                eprintln!(
+                    "litefs: replica: deprecated drop db frame received for {name:?}, skipping"
+                );
+            }
+            Frame::Handoff { .. } => {
+                // Static leases have no handoff (spec §7.3); a primary sending one is confused.
+                return Err(StreamError::Config(
+                    "the primary offered a lease handoff, which static leases do not support"
+                        .into(),
+                ));
+            }
+            Frame::Hwm { .. } => {} // backups are not built yet: nothing tracks the HWM
+            Frame::Heartbeat { timestamp_ms } => {
+                store.role().set_primary_timestamp_ms(timestamp_ms);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Spec §4.4 step 2: adopt the primary's cluster id if we have none; refuse a different one.
+fn check_cluster_id(store: &Store, headers: &hyper::HeaderMap) -> Result<(), StreamError> {
+    let Some(remote) = headers
+        .get("litefs-cluster-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(());
+    };
+    match store.role().cluster_id() {
+        None => Ok(store.role().set_cluster_id(remote)?),
+        Some(local) if local == remote => Ok(()),
+        Some(local) => Err(StreamError::ClusterIdMismatch {
+            local,
+            remote: remote.to_string(),
+        }),
+    }
+}

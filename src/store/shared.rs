@@ -1,0 +1,84 @@
+//! What every database of a store shares: where fatal errors and kernel cache invalidations
+//! go, whether this node may write, and the change feed.
+
+use super::changes::Changes;
+use super::db::FileKind;
+use std::sync::atomic::AtomicBool;
+use std::sync::{OnceLock, RwLock};
+
+/// Where a database reports an error the process cannot continue after (a WAL commit that
+/// could not be captured, spec §3.7 step 8; an apply that failed half way, spec §3.11 step 7:
+/// exit code 99). Set once by the store's owner.
+#[derive(Default)]
+pub struct FatalHook(OnceLock<FatalHandler>);
+
+/// Called with the error's text; must not block (it runs on a FUSE worker).
+pub type FatalHandler = Box<dyn Fn(&str) + Send + Sync>;
+
+impl FatalHook {
+    /// Installs the handler; later calls are ignored.
+    pub fn set(&self, handler: FatalHandler) {
+        let _ = self.0.set(handler);
+    }
+
+    pub fn raise(&self, message: &str) {
+        eprintln!("litefs: FATAL: {message}");
+        if let Some(handler) = self.0.get() {
+            handler(message);
+        }
+    }
+}
+
+/// A change the daemon made behind the kernel's back, which the kernel may have cached
+/// (spec §3.12). Only the FUSE layer knows inodes; the store names files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation<'a> {
+    /// Cached data of `<db>`'s backing file `kind` in `offset..offset + len` (`len` 0: to the
+    /// end of the file), and its attributes (size).
+    Data {
+        db: &'a str,
+        kind: FileKind,
+        offset: u64,
+        len: u64,
+    },
+    /// The cached name of `<db>`'s file `kind`, which no longer exists.
+    Entry { db: &'a str, kind: FileKind },
+}
+
+/// Called for each [`Invalidation`], never with a database's state lock held: the kernel may
+/// answer an invalidation by sending requests (writing back dirty `-shm` pages) that take it.
+pub type InvalidateHandler = Box<dyn Fn(Invalidation<'_>) + Send + Sync>;
+
+/// Where the store sends kernel cache invalidations: set by the mount while it is mounted
+/// (a store outlives its mounts in tests), a no-op otherwise.
+#[derive(Default)]
+pub struct InvalidateHook(RwLock<Option<InvalidateHandler>>);
+
+impl InvalidateHook {
+    /// Installs the handler, replacing any earlier one.
+    pub fn set(&self, handler: InvalidateHandler) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Removes the handler (at unmount).
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn send(&self, invalidation: Invalidation<'_>) {
+        if let Some(handler) = &*self.0.read().unwrap_or_else(|p| p.into_inner()) {
+            handler(invalidation);
+        }
+    }
+}
+
+/// Shared by the store and each of its databases.
+#[derive(Default)]
+pub struct Shared {
+    pub fatal: FatalHook,
+    pub invalidate: InvalidateHook,
+    /// False on a replica (spec §3.5 `Writeable()`).
+    pub writable: AtomicBool,
+    /// Where each new position is announced.
+    pub changes: Changes,
+}
