@@ -2,6 +2,8 @@
 //! `Drop`), and checks of the LTX chain against the database files.
 #![allow(dead_code)] // Each test crate uses a different subset.
 
+pub mod cluster;
+
 use litefs::fuse::{Mount, MountOptions, RequestCounts};
 use litefs::store::{DbOptions, Store};
 use litefs::types::{NodeId, Pos, TxId};

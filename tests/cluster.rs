@@ -1,0 +1,298 @@
+//! Cluster tests (issue 5): a static primary and replicas as separate `litefs mount`
+//! processes on loopback, each with its own mount. Writers and readers are real SQLite
+//! (Python's sqlite3 module and the sqlite3 CLI).
+
+mod common;
+
+use common::cluster::{CATCH_UP_WAIT_MAX, Node, NodeConfig, image};
+use common::ltx_chain_end;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(format!("{CLIENTS}/{script}"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sqlite3(db: &Path, sql: &str) -> std::process::Output {
+    Command::new("sqlite3").arg(db).arg(sql).output().unwrap()
+}
+
+fn sqlite3_ok(db: &Path, sql: &str) -> String {
+    let out = sqlite3(db, sql);
+    assert!(
+        out.status.success(),
+        "sqlite3 {} {sql:?}: {}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// 1,000 transactions on the primary reach both replicas: equal positions, byte-identical
+/// database images, intact databases, contiguous LTX chains.
+fn three_nodes_follow(mode: &str) {
+    const TXNS: usize = 1000;
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    let port = primary.config.port;
+    let r1 = Node::start(NodeConfig::replica(&tmp.path().join("r1"), port));
+    let r2 = Node::start(NodeConfig::replica(&tmp.path().join("r2"), port));
+    let started = Instant::now();
+    let rows = python(
+        "commits.py",
+        &[
+            primary.path("db").to_str().unwrap(),
+            mode,
+            &TXNS.to_string(),
+        ],
+    );
+    let write_secs = started.elapsed().as_secs_f64();
+    assert_eq!(rows.trim(), TXNS.to_string());
+    let want = primary.pos("db").unwrap();
+    // journal_mode + CREATE TABLE + 1,000 inserts (WAL: the mode switch is a transaction too).
+    assert!(want.txid.0 >= TXNS as u64 + 1, "primary at {want}");
+    for r in [&r1, &r2] {
+        r.wait_pos("db", want, CATCH_UP_WAIT_MAX);
+    }
+    let caught_up_secs = started.elapsed().as_secs_f64();
+    let expected = image(&primary, "db");
+    for r in [&r1, &r2] {
+        let got = image(r, "db");
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{mode}: image sizes differ on {}",
+            r.url()
+        );
+        assert!(
+            got == expected,
+            "{mode}: replica {} image differs from the primary's",
+            r.url()
+        );
+        assert_eq!(sqlite3_ok(&r.path("db"), "PRAGMA integrity_check"), "ok");
+        assert_eq!(
+            sqlite3_ok(&r.path("db"), "SELECT count(*) FROM t"),
+            TXNS.to_string()
+        );
+        assert_eq!(ltx_chain_end(&r.ltx_dir("db")), want.txid);
+        assert_eq!(
+            std::fs::read_to_string(r.path(".primary")).unwrap(),
+            format!("primary-{port}\n")
+        );
+    }
+    eprintln!(
+        "{mode}: {} transactions written in {write_secs:.2} s, both replicas at {want} after {caught_up_secs:.2} s, images {} bytes equal",
+        want.txid.0,
+        expected.len()
+    );
+}
+
+#[test]
+fn three_nodes_delete() {
+    three_nodes_follow("delete");
+}
+
+#[test]
+fn three_nodes_truncate() {
+    three_nodes_follow("truncate");
+}
+
+#[test]
+fn three_nodes_persist() {
+    three_nodes_follow("persist");
+}
+
+#[test]
+fn three_nodes_wal() {
+    three_nodes_follow("wal");
+}
+
+/// An SQLite connection kept open on a replica reads each of 100 primary commits, without
+/// reopening, as soon as it is applied.
+fn open_connection_sees_each_commit(mode: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    let replica = Node::start(NodeConfig::replica(
+        &tmp.path().join("r"),
+        primary.config.port,
+    ));
+    let p = rusqlite::Connection::open(primary.path("db")).unwrap();
+    p.pragma_update(None, "journal_mode", mode).unwrap();
+    p.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", [])
+        .unwrap();
+    replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+    let r = rusqlite::Connection::open_with_flags(
+        replica.path("db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut waits_us = Vec::new();
+    for i in 1..=100i64 {
+        p.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")])
+            .unwrap();
+        let committed = Instant::now();
+        loop {
+            let (count, last): (i64, String) = r
+                .query_row(
+                    "SELECT count(*), coalesce((SELECT v FROM t WHERE id = ?1), '') FROM t",
+                    [i],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap();
+            if count == i {
+                assert_eq!(
+                    last,
+                    format!("row {i}"),
+                    "{mode}: newest row on the replica"
+                );
+                break;
+            }
+            assert!(count < i, "{mode}: replica has {count} rows, primary {i}");
+            assert!(
+                committed.elapsed() < Duration::from_secs(5),
+                "{mode}: commit {i} not visible on the open replica connection after 5 s (sees {count} rows)"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        waits_us.push(committed.elapsed().as_micros() as u64);
+    }
+    waits_us.sort();
+    eprintln!(
+        "{mode}: commit → visible on an open replica connection: p50 {} µs, p99 {} µs, max {} µs",
+        waits_us[49], waits_us[98], waits_us[99]
+    );
+}
+
+#[test]
+fn open_connection_sees_each_commit_delete() {
+    open_connection_sees_each_commit("delete");
+}
+
+#[test]
+fn open_connection_sees_each_commit_wal() {
+    open_connection_sees_each_commit("wal");
+}
+
+/// Writes on a replica fail with SQLite's read-only error (rollback modes) or an I/O error
+/// (WAL), and change nothing on either node.
+fn replica_writes_fail(mode: &str, expected_error: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    let replica = Node::start(NodeConfig::replica(
+        &tmp.path().join("r"),
+        primary.config.port,
+    ));
+    python(
+        "commits.py",
+        &[primary.path("db").to_str().unwrap(), mode, "10"],
+    );
+    let pos = primary.pos("db").unwrap();
+    replica.wait_pos("db", pos, CATCH_UP_WAIT_MAX);
+    let before = image(&replica, "db");
+    let ltx_before = std::fs::read_dir(replica.ltx_dir("db")).unwrap().count();
+    for sql in [
+        "INSERT INTO t(v) VALUES ('x')",
+        "CREATE TABLE u(x)",
+        "DELETE FROM t",
+    ] {
+        let out = sqlite3(&replica.path("db"), sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{mode}: {sql:?} succeeded on a replica"
+        );
+        assert!(stderr.contains(expected_error), "{mode}: {sql:?}: {stderr}");
+    }
+    // A new database cannot be created with content either.
+    let out = sqlite3(&replica.path("other"), "CREATE TABLE x(y)");
+    assert!(
+        !out.status.success(),
+        "{mode}: creating a database on a replica succeeded"
+    );
+    assert_eq!(replica.pos("db"), Some(pos));
+    assert_eq!(primary.pos("db"), Some(pos));
+    assert!(
+        image(&replica, "db") == before,
+        "{mode}: replica image changed"
+    );
+    assert_eq!(
+        std::fs::read_dir(replica.ltx_dir("db")).unwrap().count(),
+        ltx_before
+    );
+    assert_eq!(
+        sqlite3_ok(&replica.path("db"), "SELECT count(*) FROM t"),
+        "10"
+    );
+    assert!(
+        !primary.ltx_dir("other").exists(),
+        "the primary heard of the replica's database"
+    );
+}
+
+#[test]
+fn replica_writes_fail_delete() {
+    replica_writes_fail("delete", "attempt to write a readonly database");
+}
+
+#[test]
+fn replica_writes_fail_wal() {
+    replica_writes_fail("wal", "disk I/O error");
+}
+
+/// A replica that starts with a cluster id other than the primary's refuses to follow it.
+#[test]
+fn cluster_id_is_adopted_and_a_different_one_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    let primary_id = std::fs::read_to_string(tmp.path().join("p/data/clusterid")).unwrap();
+    assert!(
+        primary_id.starts_with("LFSC") && primary_id.len() == 21,
+        "{primary_id:?}"
+    );
+    let mut replica = Node::start(NodeConfig::replica(
+        &tmp.path().join("r"),
+        primary.config.port,
+    ));
+    python(
+        "commits.py",
+        &[primary.path("db").to_str().unwrap(), "delete", "1"],
+    );
+    replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+    let adopted = std::fs::read_to_string(tmp.path().join("r/data/clusterid")).unwrap();
+    assert_eq!(adopted, primary_id);
+    replica.stop();
+    std::fs::write(
+        tmp.path().join("r/data/clusterid"),
+        "LFSC0000000000000001\n",
+    )
+    .unwrap();
+    let replica = Node::start(replica.config.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!(
+        "cannot stream from primary with a different cluster id: LFSC0000000000000001 <> {}",
+        primary_id.trim()
+    );
+    while !replica.log().contains(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "no cluster id error in:\n{}",
+            replica.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lag = std::fs::read_to_string(replica.path(".lag")).unwrap();
+    assert_eq!(lag, "+2147483647\n", "a refused replica is never ready");
+}

@@ -1,0 +1,208 @@
+//! Nodes of a test cluster: `litefs mount` processes with their own data directory, mount
+//! and HTTP port on loopback, started from a generated `litefs.yml`. Dropping a node stops it
+//! (SIGTERM, then SIGKILL and a lazy unmount), so a failing test leaves nothing behind.
+
+use litefs::ltx;
+use litefs::types::{Pos, TxId};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to mount.
+pub const MOUNT_WAIT_MAX: Duration = Duration::from_secs(15);
+/// How long a replica may take to reach the primary's position in these tests.
+pub const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// A free loopback port (bound and released; the race with other tests is harmless enough).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn lazy_unmount(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub dir: PathBuf,
+    pub port: u16,
+    /// `None`: primary; `Some(port)`: replica of the primary on that port.
+    pub primary_port: Option<u16>,
+    /// Extra YAML appended to the `data:` section (e.g. retention).
+    pub data_extra: String,
+}
+
+impl NodeConfig {
+    pub fn primary(dir: &Path) -> NodeConfig {
+        NodeConfig {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            primary_port: None,
+            data_extra: String::new(),
+        }
+    }
+
+    pub fn replica(dir: &Path, primary_port: u16) -> NodeConfig {
+        NodeConfig {
+            primary_port: Some(primary_port),
+            ..NodeConfig::primary(dir)
+        }
+    }
+
+    fn yaml(&self) -> String {
+        let primary_port = self.primary_port.unwrap_or(self.port);
+        format!(
+            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://127.0.0.1:{primary_port}\n  reconnect-delay: 100ms\n",
+            mnt = self.dir.join("mnt").display(),
+            data = self.dir.join("data").display(),
+            extra = self.data_extra,
+            port = self.port,
+            candidate = self.primary_port.is_none(),
+        )
+    }
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts the node and waits for its mount to appear (not for a replica's sync).
+    pub fn start(config: NodeConfig) -> Node {
+        std::fs::create_dir_all(&config.dir).unwrap();
+        let yml = config.dir.join("litefs.yml");
+        std::fs::write(&yml, config.yaml()).unwrap();
+        let log = std::fs::File::create(config.dir.join("litefs.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_litefs"))
+            .args(["mount", "-config", yml.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut node = Node {
+            config,
+            child: Some(child),
+        };
+        let started = Instant::now();
+        while !node.mnt().join(".lag").exists() {
+            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "litefs mount exited during startup: {status}\n{}",
+                    node.log()
+                );
+            }
+            assert!(
+                started.elapsed() < MOUNT_WAIT_MAX,
+                "mount did not appear in {MOUNT_WAIT_MAX:?}\n{}",
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        node
+    }
+
+    pub fn mnt(&self) -> PathBuf {
+        self.config.dir.join("mnt")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mnt().join(name)
+    }
+
+    pub fn db_dir(&self, db: &str) -> PathBuf {
+        self.config.dir.join("data").join("dbs").join(db)
+    }
+
+    pub fn ltx_dir(&self, db: &str) -> PathBuf {
+        self.db_dir(db).join("ltx")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.dir.join("litefs.log")).unwrap_or_default()
+    }
+
+    /// The position `<db>-pos` reports through the mount; `None` if the database is unknown.
+    pub fn pos(&self, db: &str) -> Option<Pos> {
+        let text = std::fs::read_to_string(self.path(&format!("{db}-pos"))).ok()?;
+        Some(Pos::parse(text.trim_end()).unwrap())
+    }
+
+    /// Waits until `db` on this node is at `want`; panics with both positions after `limit`.
+    pub fn wait_pos(&self, db: &str, want: Pos, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let got = self.pos(db);
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{db} on {} is at {got:?}, not {want} after {limit:?}\n{}",
+                self.url(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM and wait (≤ 10 s); SIGKILL and a lazy unmount if it does not exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                lazy_unmount(&self.mnt());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The newest LTX file's header in `dir` (by MaxTXID).
+pub fn newest_ltx_header(dir: &Path) -> ltx::Header {
+    let mut files: Vec<(TxId, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let (_, max) = ltx::parse_filename(e.file_name().to_str()?)?;
+            Some((max, e.path()))
+        })
+        .collect();
+    files.sort();
+    let (_, path) = files.last().expect("no LTX file");
+    let f = std::fs::File::open(path).unwrap();
+    *ltx::Decoder::new(std::io::BufReader::new(f))
+        .unwrap()
+        .header()
+}
+
+/// The logical database image of `db` on `node` (file + committed WAL frames), sized by the
+/// newest LTX file's commit.
+pub fn image(node: &Node, db: &str) -> Vec<u8> {
+    let h = newest_ltx_header(&node.ltx_dir(db));
+    super::logical_image(&node.db_dir(db), h.commit, h.page_size)
+}
