@@ -26,6 +26,7 @@ pub mod ltx;
 pub mod proto;
 pub mod replica;
 pub mod sqlite;
+pub mod stop;
 pub mod store;
 #[doc(hidden)]
 pub mod testkit;

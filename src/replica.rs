@@ -9,11 +9,11 @@
 
 use crate::http::client::{self, BaseUrl};
 use crate::proto::{ChunkedReader, Frame, PosMap, write_pos_map};
+use crate::stop::Stop;
 use crate::store::{PrimaryInfo, Received, Store};
 use hyper::{Method, StatusCode};
 use std::io::{self, BufReader};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -52,35 +52,6 @@ pub enum StreamError {
 pub struct Replica {
     stop: Arc<Stop>,
     thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct Stop {
-    stopped: Mutex<bool>,
-    changed: Condvar,
-    flag: AtomicBool,
-}
-
-impl Stop {
-    fn set(&self) {
-        self.flag.store(true, Ordering::Release);
-        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.changed.notify_all();
-    }
-
-    fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    /// Sleeps `d` unless stopped first; returns whether stopped.
-    fn sleep(&self, d: Duration) -> bool {
-        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        let (stopped, _) = self
-            .changed
-            .wait_timeout_while(stopped, d, |s| !*s)
-            .unwrap_or_else(|p| p.into_inner());
-        *stopped
-    }
 }
 
 impl Replica {

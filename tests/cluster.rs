@@ -296,3 +296,142 @@ fn cluster_id_is_adopted_and_a_different_one_refused() {
     let lag = std::fs::read_to_string(replica.path(".lag")).unwrap();
     assert_eq!(lag, "+2147483647\n", "a refused replica is never ready");
 }
+
+/// LTX files of `dir` as (min, max) TXIDs, sorted.
+fn ltx_ranges(dir: &Path) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| litefs::ltx::parse_filename(e.unwrap().file_name().to_str()?))
+        .map(|(a, b)| (a.0, b.0))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A stopped replica misses 500 transactions whose LTX files retention then removes; on
+/// restart it catches up by snapshot and then follows incrementally.
+#[test]
+fn replica_behind_retention_catches_up_by_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pc = NodeConfig::primary(&tmp.path().join("p"));
+    pc.data_extra = "  retention: 1s\n  retention-monitor-interval: 200ms\n".into();
+    let primary = Node::start(pc);
+    let mut replica = Node::start(NodeConfig::replica(
+        &tmp.path().join("r"),
+        primary.config.port,
+    ));
+    let db = primary.path("db");
+    python("commits.py", &[db.to_str().unwrap(), "delete", "10"]);
+    replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+    let stopped_at = replica.pos("db").unwrap();
+    replica.stop();
+    python("commits.py", &[db.to_str().unwrap(), "delete", "500"]);
+    let head = primary.pos("db").unwrap();
+    assert_eq!(head.txid.0, stopped_at.txid.0 + 500);
+    // Retention removes every file but the newest once they are a second old.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ltx_ranges(&primary.ltx_dir("db")).len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "retention left {:?}",
+            ltx_ranges(&primary.ltx_dir("db"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let next = primary.ltx_dir("db").join(litefs::ltx::format_filename(
+        litefs::types::TxId(stopped_at.txid.0 + 1),
+        litefs::types::TxId(stopped_at.txid.0 + 1),
+    ));
+    assert!(!next.exists(), "{} survived retention", next.display());
+    let replica = Node::start(replica.config.clone());
+    replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
+    let ranges = ltx_ranges(&replica.ltx_dir("db"));
+    assert_eq!(
+        ranges,
+        [(1, head.txid.0)],
+        "the replica holds exactly the snapshot"
+    );
+    // Then incrementally.
+    python("commits.py", &[db.to_str().unwrap(), "delete", "5"]);
+    let head2 = primary.pos("db").unwrap();
+    replica.wait_pos("db", head2, CATCH_UP_WAIT_MAX);
+    let ranges = ltx_ranges(&replica.ltx_dir("db"));
+    let want: Vec<(u64, u64)> = std::iter::once((1, head.txid.0))
+        .chain((head.txid.0 + 1..=head2.txid.0).map(|t| (t, t)))
+        .collect();
+    assert_eq!(ranges, want);
+    assert!(
+        image(&replica, "db") == image(&primary, "db"),
+        "images differ"
+    );
+    assert_eq!(
+        sqlite3_ok(&replica.path("db"), "SELECT count(*) FROM t"),
+        "515"
+    );
+}
+
+/// A replica whose database went its own way (run as a primary on its own, as an old primary
+/// would) is reset by snapshot: `extra` transactions beyond the point it left, against the
+/// primary's `primary_extra`.
+fn diverged_replica_is_reset(extra: usize, primary_extra: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    let mut replica = Node::start(NodeConfig::replica(
+        &tmp.path().join("r"),
+        primary.config.port,
+    ));
+    python(
+        "commits.py",
+        &[primary.path("db").to_str().unwrap(), "delete", "10"],
+    );
+    replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+    replica.stop();
+    // The replica's data directory, mounted as a lone primary, takes its own transactions.
+    let alone = Node::start(NodeConfig::primary(&replica.config.dir));
+    python(
+        "commits.py",
+        &[
+            alone.path("db").to_str().unwrap(),
+            "delete",
+            &extra.to_string(),
+        ],
+    );
+    let diverged = alone.pos("db").unwrap();
+    drop(alone);
+    python(
+        "commits.py",
+        &[
+            primary.path("db").to_str().unwrap(),
+            "delete",
+            &primary_extra.to_string(),
+        ],
+    );
+    let head = primary.pos("db").unwrap();
+    if extra == primary_extra {
+        assert_eq!(diverged.txid, head.txid);
+        assert_ne!(diverged.post_apply_checksum, head.post_apply_checksum);
+    } else {
+        assert!(diverged.txid > head.txid, "{diverged} vs {head}");
+    }
+    let replica = Node::start(replica.config.clone());
+    replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
+    assert_eq!(ltx_ranges(&replica.ltx_dir("db")), [(1, head.txid.0)]);
+    assert!(
+        image(&replica, "db") == image(&primary, "db"),
+        "images differ"
+    );
+    assert_eq!(
+        sqlite3_ok(&replica.path("db"), "SELECT count(*) FROM t"),
+        (10 + primary_extra).to_string()
+    );
+}
+
+#[test]
+fn replica_ahead_of_the_primary_is_reset_by_snapshot() {
+    diverged_replica_is_reset(7, 2);
+}
+
+#[test]
+fn replica_at_the_same_txid_with_another_checksum_is_reset_by_snapshot() {
+    diverged_replica_is_reset(3, 3);
+}

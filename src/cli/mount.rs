@@ -6,6 +6,7 @@ use crate::fuse::Mount;
 use crate::fuse::session::MountOptions;
 use crate::http::{Server, ServerOptions};
 use crate::replica::{Replica, ReplicaOptions};
+use crate::store::monitor::RetentionMonitor;
 use crate::store::{DbOptions, PrimaryInfo, Store};
 use crate::types::NodeId;
 use anyhow::{Context, Result, anyhow, bail};
@@ -193,6 +194,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         mount,
         server,
         replica,
+        retention,
         child,
     } = running;
     let mut child_pid = None;
@@ -239,6 +241,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     };
     // Spec §8.6 step 10: the HTTP server (replica streams get their End frame) before FUSE.
     drop(replica);
+    drop(retention);
     server.shutdown();
     if let Err(e) = mount.unmount() {
         eprintln!("litefs: unmount: {e}");
@@ -315,6 +318,12 @@ fn start(
         }
     };
     eprintln!("litefs: http server listening on: {}", server.addr());
+    let retention = RetentionMonitor::start(
+        store.clone(),
+        config.data.retention_monitor_interval,
+        config.data.retention,
+    )
+    .context("cannot start the retention monitor")?;
     let replica = if config.lease.candidate {
         eprintln!(
             "litefs: primary lease acquired (static), advertising as {}",
@@ -372,6 +381,7 @@ fn start(
         mount,
         server,
         replica,
+        retention,
         child,
     })
 }
@@ -381,5 +391,6 @@ struct Running {
     mount: Mount,
     server: Server,
     replica: Option<Replica>,
+    retention: Option<RetentionMonitor>,
     child: Option<Child>,
 }

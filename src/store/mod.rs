@@ -14,6 +14,7 @@ pub mod checksums;
 pub mod db;
 pub mod error;
 pub mod lock;
+pub mod monitor;
 pub mod role;
 pub mod shared;
 

@@ -30,10 +30,12 @@ mod commit;
 mod journal;
 mod recover;
 mod recover_wal;
+mod retention;
 mod snapshot;
 mod wal;
 
 pub use apply::{APPLY_LOCK_TIMEOUT_MS, Received};
+pub use retention::retention_victims;
 pub use snapshot::SNAPSHOT_LOCK_TIMEOUT_MS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

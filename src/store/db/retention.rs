@@ -1,0 +1,84 @@
+//! LTX retention (spec §8.1): files older than `data.retention` are removed, except the newest,
+//! which always stays (it is what restart recovery re-applies and what a replica's next
+//! request is compared with). A replica that falls behind the oldest kept file gets a
+//! snapshot instead.
+
+use super::Db;
+use crate::ltx;
+use crate::store::error::{IoContext, Result};
+use std::fs;
+use std::time::SystemTime;
+
+/// Which of `files` (LTX file names with their modification times, any order) to remove:
+/// those modified before `cutoff`, never the last by name (= by TXID range).
+pub fn retention_victims(files: &[(String, SystemTime)], cutoff: SystemTime) -> Vec<String> {
+    let mut sorted: Vec<&(String, SystemTime)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let Some((_, rest)) = sorted.split_last() else {
+        return Vec::new();
+    };
+    rest.iter()
+        .filter(|(_, mtime)| *mtime < cutoff)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+impl Db {
+    /// Removes the LTX files retention no longer keeps; returns how many.
+    pub fn enforce_retention(&self, cutoff: SystemTime) -> Result<usize> {
+        let mut files = Vec::new();
+        let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
+        for entry in entries {
+            let entry = entry.io_context("read directory", &self.ltx_dir)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ltx::parse_filename(&name).is_none() {
+                continue;
+            }
+            let mtime = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .io_context("stat", entry.path())?;
+            files.push((name, mtime));
+        }
+        let victims = retention_victims(&files, cutoff);
+        for name in &victims {
+            let path = self.ltx_dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                // Removed meanwhile (a snapshot replaced the chain): nothing left to do.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).io_context("remove", &path),
+            }
+        }
+        Ok(victims.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retention_victims;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn old_files_go_but_the_newest_always_stays() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let files = vec![
+            ("0000000000000003-0000000000000003.ltx".to_string(), at(30)),
+            ("0000000000000001-0000000000000001.ltx".to_string(), at(10)),
+            ("0000000000000002-0000000000000002.ltx".to_string(), at(20)),
+        ];
+        assert_eq!(
+            retention_victims(&files, at(25)),
+            [
+                "0000000000000001-0000000000000001.ltx",
+                "0000000000000002-0000000000000002.ltx"
+            ]
+        );
+        // Everything is old: still the newest by name stays, whatever its mtime.
+        assert_eq!(retention_victims(&files, at(100)).len(), 2);
+        assert!(retention_victims(&files, at(5)).is_empty());
+        assert!(retention_victims(&[], at(5)).is_empty());
+        assert!(retention_victims(&files[..1], at(100)).is_empty());
+    }
+}
