@@ -38,6 +38,9 @@ cleanup() {
           kill -9 "$pid" 2>/dev/null || true ;;
     esac
   done
+  # Network namespaces of the partition test (tests/partition.rs deletes its own in Drop).
+  ip netns list 2>/dev/null | awk '$1 ~ /^lfst-[0-9]+$/ { print $1 }' |
+    xargs -r -n1 ip netns delete 2>/dev/null || true
   rm -rf "$run_tmp" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -45,9 +48,10 @@ trap cleanup EXIT
 # Debian packages the tests use: `lz4` (reference LZ4 frames in tests/lz4_interop.rs) and
 # `sqlite3` (a second, independent SQLite client in the mount tests), `python3` (its sqlite3
 # module is the writer process of the crash tests), `e2fsprogs` (chattr, to make an LTX
-# directory refuse writes in the exit-99 test).
+# directory refuse writes in the exit-99 test), `iproute2` and `nftables` (network
+# namespaces and the packet drop of the partition test).
 missing=()
-for pkg in lz4 sqlite3 python3 e2fsprogs; do
+for pkg in lz4 sqlite3 python3 e2fsprogs iproute2 nftables; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

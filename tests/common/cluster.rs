@@ -36,6 +36,13 @@ pub struct NodeConfig {
     pub primary_port: Option<u16>,
     /// Extra YAML appended to the `data:` section (e.g. retention).
     pub data_extra: String,
+    /// The address this node's API binds, and the primary's (loopback unless a test puts
+    /// the primary in a network namespace).
+    pub host: String,
+    pub primary_host: String,
+    /// Run inside this network namespace (`/run/netns/<name>`, via nsenter: the mount
+    /// namespace stays the test's, so the mount is visible).
+    pub netns: Option<String>,
 }
 
 impl NodeConfig {
@@ -45,6 +52,9 @@ impl NodeConfig {
             port: free_port(),
             primary_port: None,
             data_extra: String::new(),
+            host: "127.0.0.1".into(),
+            primary_host: "127.0.0.1".into(),
+            netns: None,
         }
     }
 
@@ -58,7 +68,9 @@ impl NodeConfig {
     fn yaml(&self) -> String {
         let primary_port = self.primary_port.unwrap_or(self.port);
         format!(
-            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://127.0.0.1:{primary_port}\n  reconnect-delay: 100ms\n",
+            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
+            host = self.host,
+            primary_host = self.primary_host,
             mnt = self.dir.join("mnt").display(),
             data = self.dir.join("data").display(),
             extra = self.data_extra,
@@ -80,7 +92,16 @@ impl Node {
         let yml = config.dir.join("litefs.yml");
         std::fs::write(&yml, config.yaml()).unwrap();
         let log = std::fs::File::create(config.dir.join("litefs.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_litefs"))
+        let mut cmd = match &config.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_litefs")),
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(env!("CARGO_BIN_EXE_litefs"));
+                c
+            }
+        };
+        let child = cmd
             .args(["mount", "-config", yml.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(log)
@@ -125,7 +146,7 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.config.port)
+        format!("http://{}:{}", self.config.host, self.config.port)
     }
 
     pub fn log(&self) -> String {

@@ -142,7 +142,7 @@ impl Db {
     }
 
     /// The internal write lock (spec §3.9), in the mode the database is in now.
-    fn acquire_apply_lock(&self) -> Result<crate::store::lock::InternalLockGuard> {
+    pub(super) fn acquire_apply_lock(&self) -> Result<crate::store::lock::InternalLockGuard> {
         let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
         self.locks()
             .acquire_write_lock(
