@@ -4,8 +4,11 @@
 //! LiteFS uses Go's `flag` package, so users type `-config x` as well as `--config x`;
 //! [`go_style_args`] turns single-dash long flags into clap's double-dash form.
 
+pub mod export;
+pub mod import;
 pub mod ltx;
 pub mod mount;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -106,14 +109,19 @@ pub fn run(args: Vec<String>) -> i32 {
                 LtxCommand::Verify { paths } => ltx::run_verify(&paths),
                 LtxCommand::Checksum { path } => ltx::run_checksum(&path),
             },
-            Err(e) => {
-                let _ = e.print();
-                return if e.use_stderr() { 2 } else { 0 };
-            }
+            Err(e) => return clap_exit(e),
         },
         "mount" => return mount::run(go_style_args(rest())),
-        "export" | "import" | "run" => Err(anyhow::anyhow!(
-            "`litefs {command}` arrives with the replication issue; this build has `mount`, `ltx` and `version`"
+        "export" => match export::ExportArgs::try_parse_from(go_style_args(rest())) {
+            Ok(parsed) => export::run(parsed),
+            Err(e) => return clap_exit(e),
+        },
+        "import" => match import::ImportArgs::try_parse_from(go_style_args(rest())) {
+            Ok(parsed) => import::run(parsed),
+            Err(e) => return clap_exit(e),
+        },
+        "run" => Err(anyhow::anyhow!(
+            "`litefs run` arrives with write forwarding; this build has `mount`, `export`, `import`, `ltx` and `version`"
         )),
         other => {
             eprintln!("litefs {other}: unknown command");
@@ -127,6 +135,12 @@ pub fn run(args: Vec<String>) -> i32 {
             1
         }
     }
+}
+
+/// Prints a clap error (or help) and returns the exit code: 2 for usage errors, as Go's `flag`.
+fn clap_exit(e: clap::Error) -> i32 {
+    let _ = e.print();
+    if e.use_stderr() { 2 } else { 0 }
 }
 
 #[cfg(test)]

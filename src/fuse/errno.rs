@@ -47,6 +47,7 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
         | Error::Ltx { .. }
         | Error::Corrupt { .. }
         | Error::PositionMismatch { .. }
+        | Error::Import { .. }
         | Error::Sqlite(_) => libc::EIO,
     };
     if errno != libc::ENOENT && errno != libc::EEXIST {

@@ -1,9 +1,10 @@
-//! The response body of `/stream`: a bounded channel of byte blocks, fed by the stream task
-//! (frames) and by blocking tasks that read LTX files and snapshots. The channel bound is the
-//! back-pressure: a slow replica blocks its own producer, nobody else.
+//! Bodies as bounded channels of byte blocks. The response body of `/stream` and `/export` is
+//! fed by the stream task (frames) and by blocking tasks that read LTX files, snapshots and
+//! export spools; the request body of `/import` is read by a blocking task. The channel bound
+//! is the back-pressure: a slow peer blocks its own producer, nobody else.
 
 use super::metrics::Metrics;
-use hyper::body::{Body, Bytes, Frame};
+use hyper::body::{Body, Bytes, Frame, SizeHint};
 use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,11 +25,24 @@ pub type Block = io::Result<Bytes>;
 /// Response body reading blocks from the channel until every sender is gone.
 pub struct ChannelBody {
     rx: mpsc::Receiver<Block>,
+    /// The exact length when known in advance (sent as `Content-Length`).
+    len_bytes: Option<u64>,
 }
 
 impl ChannelBody {
     pub fn new(rx: mpsc::Receiver<Block>) -> ChannelBody {
-        ChannelBody { rx }
+        ChannelBody {
+            rx,
+            len_bytes: None,
+        }
+    }
+
+    /// A body of exactly `len_bytes` (hyper fails the response if the blocks differ).
+    pub fn with_len(rx: mpsc::Receiver<Block>, len_bytes: u64) -> ChannelBody {
+        ChannelBody {
+            rx,
+            len_bytes: Some(len_bytes),
+        }
     }
 }
 
@@ -43,6 +57,44 @@ impl Body for ChannelBody {
         self.rx
             .poll_recv(cx)
             .map(|block| block.map(|r| r.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.len_bytes
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+/// A request body as a blocking [`Read`] for a blocking task: blocks arrive through a bounded
+/// channel from the task reading the body. Ends (`Ok(0)`) when the sender is dropped.
+/// Must not be used on a runtime thread (it uses `blocking_recv`).
+pub struct ChannelReader {
+    rx: mpsc::Receiver<Block>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: mpsc::Receiver<Block>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
     }
 }
 

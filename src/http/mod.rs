@@ -3,11 +3,12 @@
 //! (`docs/ARCHITECTURE.md` §2): one thread runs hyper; file reads and snapshots run on the
 //! runtime's blocking pool and reach the network through bounded channels.
 //!
-//! Built: `GET /info`, `POST /stream` (primary side), `GET /metrics`, `GET /debug/vars`. The
-//! other LiteFS routes answer `501 Not Implemented`.
+//! Built: `GET /info`, `POST /stream` (primary side), `GET /export`, `POST /import`,
+//! `GET /metrics`, `GET /debug/vars`. The other LiteFS routes answer `501 Not Implemented`.
 
 mod body;
 pub mod client;
+mod export;
 pub mod metrics;
 mod routes;
 mod stream;

@@ -1,5 +1,6 @@
 //! Routing and the small endpoints (spec §4.1–§4.3): common headers, Go-style errors,
-//! `/info`, `/metrics`, `/debug/vars`, and 501 for routes not built yet.
+//! `/info`, `/metrics`, `/debug/vars`, and 501 for routes not built yet. `/export` and
+//! `/import` live in `export.rs`, `/stream` in `stream.rs`.
 
 use super::App;
 use super::metrics::escape_label;
@@ -43,15 +44,21 @@ fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response<Bod
 }
 
 /// The routes LiteFS has that this build does not serve yet.
-const NOT_BUILT: [(&str, &[Method]); 7] = [
+const NOT_BUILT: [(&str, &[Method]); 5] = [
     ("/halt", &[Method::POST, Method::DELETE]),
     ("/tx", &[Method::POST]),
     ("/handoff", &[Method::POST]),
     ("/promote", &[Method::POST]),
-    ("/export", &[Method::GET]),
-    ("/import", &[Method::POST]),
     ("/events", &[Method::GET]),
 ];
+
+/// The first value of `key` in a query string, unescaped (Go's `url.Values.Get`).
+pub fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (super::stream::query_unescape(k) == key).then(|| super::stream::query_unescape(v))
+    })
+}
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -75,8 +82,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let allowed: &[Method] = match path {
-        "/info" | "/metrics" | "/debug/vars" => &[Method::GET],
-        "/stream" => &[Method::POST],
+        "/info" | "/metrics" | "/debug/vars" | "/export" => &[Method::GET],
+        "/stream" | "/import" => &[Method::POST],
         _ => match NOT_BUILT.iter().find(|(p, _)| *p == path) {
             Some((_, methods)) => methods,
             None => return error(StatusCode::NOT_FOUND, "404 page not found"),
@@ -90,6 +97,8 @@ async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<B
         "/metrics" => metrics(app),
         "/debug/vars" => debug_vars(app),
         "/stream" => super::stream::handle(app.clone(), req).await,
+        "/export" => super::export::export(app.clone(), req).await,
+        "/import" => super::export::import(app.clone(), req).await,
         _ => error(
             StatusCode::NOT_IMPLEMENTED,
             &format!("{method} {path} is not implemented yet in litefs-rs"),
@@ -220,4 +229,23 @@ fn debug_vars(app: &App) -> Response<Body> {
         }
     });
     with_type("application/json; charset=utf-8", format!("{vars}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_value;
+
+    #[test]
+    fn query_value_is_the_first_unescaped_value() {
+        assert_eq!(query_value(None, "name"), None);
+        assert_eq!(query_value(Some("x=1"), "name"), None);
+        assert_eq!(query_value(Some("name"), "name").as_deref(), Some(""));
+        assert_eq!(query_value(Some("name="), "name").as_deref(), Some(""));
+        let q = Some("a=b&name=my%20db.sqlite&name=second");
+        assert_eq!(query_value(q, "name").as_deref(), Some("my db.sqlite"));
+        assert_eq!(
+            query_value(Some("na%6De=x+y"), "name").as_deref(),
+            Some("x y")
+        );
+    }
 }

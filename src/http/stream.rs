@@ -39,7 +39,7 @@ fn peer_node_id(req: &Request<Incoming>) -> u64 {
 }
 
 /// Decodes `%XX` escapes and `+` in a query value (Go's `url.Query`).
-fn query_unescape(s: &str) -> String {
+pub(super) fn query_unescape(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod encoder;
 pub mod error;
 pub mod header;
+pub mod image;
 pub mod lz4;
 
 #[cfg(test)]
@@ -25,3 +26,4 @@ pub use header::{
     FLAG_COMPRESS_LZ4, HEADER_SIZE, Header, TRAILER_SIZE, Trailer, format_filename,
     format_timestamp, format_timestamp_trimmed, is_valid_page_size, parse_filename,
 };
+pub use image::{ImageError, copy_image, encode_image, image_ltx_header};

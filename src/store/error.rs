@@ -43,6 +43,14 @@ pub enum Error {
         local: crate::types::Pos,
         remote: crate::types::Pos,
     },
+    /// An image given to `POST /import` that cannot be imported, or an I/O error while
+    /// copying it; [`crate::ltx::ImageError::is_invalid_input`] tells the client's fault.
+    #[error("database {db:?}: {source}")]
+    Import {
+        db: String,
+        #[source]
+        source: crate::ltx::ImageError,
+    },
     #[error("database {db:?}: {message}")]
     Corrupt { db: String, message: String },
 }

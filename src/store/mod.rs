@@ -20,19 +20,23 @@ pub mod shared;
 
 pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
 pub use db::{
-    APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, FileKind, JournalMode, Received, SNAPSHOT_LOCK_TIMEOUT_MS,
+    APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind, IMPORT_LOCK_TIMEOUT_MS,
+    JournalMode, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpooledImage,
 };
 pub use error::{Error, Result};
 pub use role::PrimaryInfo;
 use shared::Shared;
 pub use shared::{FatalHandler, FatalHook, InvalidateHandler, InvalidateHook, Invalidation};
 
+use crate::types::Pos;
 use error::IoContext;
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 /// Database names are single path components: no `/`, not `.` or `..`, not empty, and not
 /// ending in a suffix the mount reserves for the database's companion files.
@@ -195,6 +199,24 @@ impl Store {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// `POST /import` (spec §4.3): imports the SQLite image read from `r` into database
+    /// `name`, created if needed, and returns its new position. The image is spooled (and its
+    /// header checked) before the database is created, so a bad image creates nothing. Waits
+    /// until `deadline` for the database's internal write lock.
+    pub fn import_db(&self, name: &str, r: impl Read, deadline: Instant) -> Result<Pos> {
+        if !is_valid_db_name(name) {
+            return Err(Error::InvalidWrite {
+                db: name.to_string(),
+                message: "invalid database name".into(),
+            });
+        }
+        if !self.is_writable() {
+            return Err(Error::ReadOnly);
+        }
+        let image = Db::spool_image(name, &self.data_dir, r)?;
+        self.open_db(name)?.import_spooled(image, deadline)
     }
 
     /// Creates a database and its `database` file (spec §3.3 create): an existing database

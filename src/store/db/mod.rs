@@ -27,6 +27,8 @@ pub(super) const JOURNAL_HEADER_SIZE: usize = 28;
 /// The backing files of a database, as named in `dbs/<name>/`.
 mod apply;
 mod commit;
+mod export;
+mod import;
 mod journal;
 mod recover;
 mod recover_wal;
@@ -35,6 +37,8 @@ mod snapshot;
 mod wal;
 
 pub use apply::{APPLY_LOCK_TIMEOUT_MS, Received};
+pub use export::EXPORT_LOCK_TIMEOUT_MS;
+pub use import::{IMPORT_LOCK_TIMEOUT_MS, SpooledImage};
 pub use retention::retention_victims;
 pub use snapshot::SNAPSHOT_LOCK_TIMEOUT_MS;
 

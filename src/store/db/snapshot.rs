@@ -24,13 +24,13 @@
 use super::{Db, FileKind, now_ms};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::{ReadLockPurpose, SystemClock, WriteLockMode};
+use crate::store::lock::{InternalLockGuard, ReadLockPurpose, SystemClock, WriteLockMode};
 use crate::types::{Checksum, Pos, TxId};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, ErrorKind, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,18 +39,81 @@ use std::time::{Duration, Instant};
 /// what `http.snapshot-timeout: 0` means (spec §4.4).
 pub const SNAPSHOT_LOCK_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
-/// What a snapshot reads, captured at one position.
-struct View {
-    pos: Pos,
-    page_size: u32,
-    commit: u32,
-    frames: BTreeMap<u32, u64>,
-    wal: Option<Arc<File>>,
-    db: Option<Arc<File>>,
+/// What a snapshot or an export reads, captured at one position under the read lock.
+pub(super) struct View {
+    pub(super) pos: Pos,
+    pub(super) page_size: u32,
+    pub(super) commit: u32,
+    pub(super) frames: BTreeMap<u32, u64>,
+    pub(super) wal: Option<Arc<File>>,
+    pub(super) db: Option<Arc<File>>,
+}
+
+impl View {
+    /// Reads the latest committed version of page `pgno` into `page` (one page long): its
+    /// newest captured WAL frame, else the database file. The lock page is read as the file
+    /// stores it, zeros where the file has nothing (SQLite never writes it).
+    pub(super) fn read_page(&self, db: &Db, pgno: u32, page: &mut [u8]) -> Result<()> {
+        if let Some(&frame) = self.frames.get(&pgno) {
+            let wal = self
+                .wal
+                .as_ref()
+                .ok_or_else(|| db.read_error("WAL frames recorded without a WAL file"))?;
+            return wal
+                .read_exact_at(page, frame + 24)
+                .io_context("read frame", db.path(FileKind::Wal));
+        }
+        let offset = u64::from(pgno - 1) * u64::from(self.page_size);
+        if pgno == lock_pgno(self.page_size) {
+            page.fill(0);
+            let Some(file) = &self.db else {
+                return Ok(());
+            };
+            let mut done = 0;
+            while done < page.len() {
+                match file.read_at(&mut page[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e).io_context("read page", db.path(FileKind::Database)),
+                }
+            }
+            return Ok(());
+        }
+        let file = self
+            .db
+            .as_ref()
+            .ok_or_else(|| db.read_error(&format!("page {pgno} is in no file")))?;
+        file.read_exact_at(page, offset)
+            .io_context("read page", db.path(FileKind::Database))
+    }
+}
+
+fn purpose_name(purpose: ReadLockPurpose) -> &'static str {
+    match purpose {
+        ReadLockPurpose::Snapshot => "snapshot",
+        ReadLockPurpose::Export => "export",
+    }
 }
 
 /// Distinguishes concurrent spool files of one process.
 static SPOOL_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Creates an unlinked read-write file in `dir` named after `what` (the name appears in
+/// error messages only): a spool that disappears with its last handle. Named `*.tmp` so that
+/// startup recovery deletes it if we crash before the unlink (in an `ltx/` directory).
+pub(super) fn create_spool(dir: &Path, what: &str) -> Result<(File, PathBuf)> {
+    let seq = SPOOL_SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{what}-{}-{seq}.tmp", std::process::id()));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .io_context("create", &path)?;
+    fs::remove_file(&path).io_context("remove", &path)?;
+    Ok((file, path))
+}
 
 impl Db {
     /// The path of the single-TXID LTX file `<txid>-<txid>.ltx`.
@@ -80,11 +143,23 @@ impl Db {
 
     /// [`Db::write_snapshot_to`] with an explicit deadline for the read lock.
     pub fn write_snapshot_until(&self, w: impl Write, deadline: Instant) -> Result<Pos> {
+        let (_guard, view) = self.capture_read_view(ReadLockPurpose::Snapshot, deadline)?;
+        self.encode_snapshot(&view, w)?;
+        Ok(view.pos)
+    }
+
+    /// Takes the snapshot/export read lock (spec §3.9) and captures the [`View`] under it;
+    /// the view's pages keep their contents while the returned guard lives.
+    pub(super) fn capture_read_view(
+        &self,
+        purpose: ReadLockPurpose,
+        deadline: Instant,
+    ) -> Result<(InternalLockGuard, View)> {
         let mut view: Option<Result<View>> = None;
-        let _guard = self
+        let guard = self
             .locks()
             .acquire_read_lock(
-                ReadLockPurpose::Snapshot,
+                purpose,
                 || {
                     if self.lock().wal_mode {
                         WriteLockMode::Wal
@@ -92,7 +167,7 @@ impl Db {
                         WriteLockMode::Rollback
                     }
                 },
-                || view = Some(self.capture_view()),
+                || view = Some(self.capture_view(purpose)),
                 deadline,
                 &SystemClock,
             )
@@ -100,26 +175,19 @@ impl Db {
                 db: self.name.clone(),
                 source,
             })?;
-        let view = view.ok_or_else(|| self.snapshot_error("read lock taken without capture"))??;
-        self.encode_snapshot(&view, w)?;
-        Ok(view.pos)
+        let view = view.ok_or_else(|| self.read_error("read lock taken without capture"))??;
+        Ok((guard, view))
+    }
+
+    /// Creates an unlinked read-write file in `ltx/` (see [`create_spool`]).
+    pub(super) fn create_spool(&self, what: &str) -> Result<(File, PathBuf)> {
+        create_spool(&self.ltx_dir, what)
     }
 
     /// Writes a snapshot into an unlinked spool file in `ltx/` and returns it rewound, with its
     /// position: the read lock is held for the encode only, however slowly the file is sent.
     pub fn write_snapshot_spooled(&self) -> Result<(File, Pos)> {
-        let seq = SPOOL_SEQ.fetch_add(1, Ordering::Relaxed);
-        // `.tmp` so that startup recovery deletes it if we crash before the unlink below.
-        let path = self
-            .ltx_dir
-            .join(format!("snapshot-{}-{seq}.tmp", std::process::id()));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .io_context("create", &path)?;
-        fs::remove_file(&path).io_context("remove", &path)?;
+        let (file, path) = self.create_spool("snapshot")?;
         let mut w = BufWriter::with_capacity(256 * 1024, file);
         let pos = self.write_snapshot_to(&mut w)?;
         let mut file = w
@@ -131,21 +199,29 @@ impl Db {
     }
 
     fn snapshot_error(&self, message: &str) -> Error {
+        self.read_error(&format!("snapshot: {message}"))
+    }
+
+    pub(super) fn read_error(&self, message: &str) -> Error {
         Error::Corrupt {
             db: self.name.clone(),
-            message: format!("snapshot: {message}"),
+            message: message.to_string(),
         }
     }
 
-    /// Runs under the snapshot read lock: copies what the encode needs under the state mutex.
-    fn capture_view(&self) -> Result<View> {
+    /// Runs under the read lock: copies what the reads need under the state mutex. An export
+    /// of a database without any transaction is empty; a snapshot of one is an error.
+    fn capture_view(&self, purpose: ReadLockPurpose) -> Result<View> {
         let mut state = self.lock();
-        if state.pos.txid.0 == 0 {
+        if state.pos.txid.0 == 0 && purpose == ReadLockPurpose::Snapshot {
             return Err(self.snapshot_error("no transaction to snapshot yet"));
         }
         if !state.wal_mode && !state.dirty.is_empty() {
             // Only reachable when the lock table does not see SQLite's locks.
-            return Err(self.snapshot_error("a rollback-journal transaction is in progress"));
+            return Err(self.read_error(&format!(
+                "{}: a rollback-journal transaction is in progress",
+                purpose_name(purpose)
+            )));
         }
         let db = self.file(&mut state, FileKind::Database).ok();
         let wal = if state.wal_frames.is_empty() {
@@ -190,22 +266,7 @@ impl Db {
             if pgno == lock {
                 continue;
             }
-            if let Some(&frame) = view.frames.get(&pgno) {
-                let wal = view
-                    .wal
-                    .as_ref()
-                    .ok_or_else(|| self.snapshot_error("WAL frames recorded without a WAL file"))?;
-                wal.read_exact_at(&mut page, frame + 24)
-                    .io_context("read frame", self.path(FileKind::Wal))?;
-            } else {
-                let db = view
-                    .db
-                    .as_ref()
-                    .ok_or_else(|| self.snapshot_error(&format!("page {pgno} is in no file")))?;
-                let offset = u64::from(pgno - 1) * u64::from(view.page_size);
-                db.read_exact_at(&mut page, offset)
-                    .io_context("read page", self.path(FileKind::Database))?;
-            }
+            view.read_page(self, pgno, &mut page)?;
             enc.encode_page(pgno, &page).map_err(ltx_err)?;
         }
         // The encoder checks that the pages add up to the position's checksum (spec §1.8:
