@@ -2,7 +2,8 @@
 //! hyper's client connection API (a Go LiteFS node serves HTTP/1.1 next to h2c, as we do),
 //! Go's duration format for the final line, and a progress line on a terminal.
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::http::client::BaseUrl;
+use anyhow::{Context, Result, anyhow};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
@@ -27,30 +28,11 @@ const UPLOAD_BLOCK_BYTES: usize = 256 * 1024;
 /// Most of an error response's body shown to the user.
 const ERROR_TEXT_BYTES_MAX: usize = 4096;
 
-/// `host:port` to dial for `url` (spec §4.1): the scheme must be `http` (`https` is not
-/// built); the path and query are discarded; port 80 when none is given.
+/// `host:port` to dial for `url` (spec §4.1; see [`BaseUrl::parse`]).
 pub fn node_authority(url: &str) -> Result<String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow!("invalid URL scheme in {url:?}"))?;
-    match scheme {
-        "http" => {}
-        "https" => bail!("{url:?}: https is not supported by litefs-rs yet; use http://"),
-        _ => bail!("invalid URL scheme in {url:?}"),
-    }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() {
-        bail!("URL host required in {url:?}");
-    }
-    let has_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        && !authority.ends_with(']');
-    Ok(if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    })
+    BaseUrl::parse(url)
+        .map(|b| b.authority)
+        .map_err(|e| anyhow!(e))
 }
 
 /// Go's `url.QueryEscape`: unreserved bytes stay, space is `+`, others `%XX`.
@@ -283,24 +265,6 @@ pub async fn error_text(resp: Response<hyper::body::Incoming>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_urls_keep_host_and_port_only() {
-        let a = |u: &str| node_authority(u).map_err(|e| e.to_string());
-        assert_eq!(a("http://localhost:20202").unwrap(), "localhost:20202");
-        assert_eq!(a("http://node1:20202/x/y?z=1").unwrap(), "node1:20202");
-        assert_eq!(a("http://node1").unwrap(), "node1:80");
-        assert_eq!(a("http://[::1]:7").unwrap(), "[::1]:7");
-        assert_eq!(a("http://[::1]").unwrap(), "[::1]:80");
-        assert!(a("ftp://x").unwrap_err().contains("invalid URL scheme"));
-        assert!(a("node1:20202").unwrap_err().contains("invalid URL scheme"));
-        assert!(a("http:///x").unwrap_err().contains("URL host required"));
-        assert!(
-            a("https://x")
-                .unwrap_err()
-                .contains("https is not supported")
-        );
-    }
 
     #[test]
     fn query_escape_matches_go() {
