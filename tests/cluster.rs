@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{CATCH_UP_WAIT_MAX, Node, NodeConfig, image};
+use common::cluster::{CATCH_UP_WAIT_MAX, Node, NodeConfig, export, image};
 use common::ltx_chain_end;
 use std::path::Path;
 use std::process::Command;
@@ -68,9 +68,13 @@ fn three_nodes_follow(mode: &str) {
         r.wait_pos("db", want, CATCH_UP_WAIT_MAX);
     }
     let caught_up_secs = started.elapsed().as_secs_f64();
-    let expected = image(&primary, "db");
+    let expected = export(&primary, "db");
+    assert!(
+        expected == image(&primary, "db"),
+        "{mode}: the primary's export differs from its files"
+    );
     for r in [&r1, &r2] {
-        let got = image(r, "db");
+        let got = export(r, "db");
         assert_eq!(
             got.len(),
             expected.len(),
@@ -94,7 +98,7 @@ fn three_nodes_follow(mode: &str) {
         );
     }
     eprintln!(
-        "{mode}: {} transactions written in {write_secs:.2} s, both replicas at {want} after {caught_up_secs:.2} s, images {} bytes equal",
+        "{mode}: {} transactions written in {write_secs:.2} s, both replicas at {want} after {caught_up_secs:.2} s, `litefs export` images of {} bytes equal",
         want.txid.0,
         expected.len()
     );

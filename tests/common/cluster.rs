@@ -227,3 +227,22 @@ pub fn image(node: &Node, db: &str) -> Vec<u8> {
     let h = newest_ltx_header(&node.ltx_dir(db));
     super::logical_image(&node.db_dir(db), h.commit, h.page_size)
 }
+
+/// `litefs export` of `db` from `node`'s API, read back.
+pub fn export(node: &Node, db: &str) -> Vec<u8> {
+    let out_path = node.config.dir.join(format!("export-{db}.sqlite"));
+    let out = Command::new(env!("CARGO_BIN_EXE_litefs"))
+        .args(["export", "-url", &node.url(), "-name", db])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "litefs export from {}: {}",
+        node.url(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&out_path).unwrap();
+    std::fs::remove_file(&out_path).unwrap();
+    bytes
+}
