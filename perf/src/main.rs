@@ -3,6 +3,7 @@
 //! both and their ratio. Absolute numbers drift between runs and machines; the ratio measured
 //! in one run is the number to compare with the goals.
 
+mod replication;
 mod report;
 mod target;
 mod workloads;
@@ -61,6 +62,9 @@ struct Document {
     fuse_threads: usize,
     reads_journal_mode: String,
     results: Vec<WorkloadResult>,
+    /// One entry per run of each replication workload that was asked for.
+    lag: Vec<replication::LagResult>,
+    stream: Vec<replication::StreamResult>,
 }
 
 /// What one target is asked to do in one step: a write workload, or both read workloads on
@@ -202,6 +206,53 @@ fn run_step(
     }
 }
 
+/// Lag transactions and stream bytes at `--scale 1` (BASELINES.md).
+const LAG_TX_COUNT: u64 = 1000;
+const STREAM_BYTES: u64 = 100 * 1000 * 1000;
+
+/// The replication workloads, each on a fresh primary/replica pair per run.
+fn run_replication(
+    args: &Args,
+    threads: usize,
+) -> (Vec<replication::LagResult>, Vec<replication::StreamResult>) {
+    let (mut lag, mut stream) = (Vec::new(), Vec::new());
+    for run in 1..=args.runs {
+        for &w in &args.workloads {
+            let result = replication::Pair::start(&args.dir, args.posix_locks, threads).and_then(
+                |pair| match w {
+                    Workload::Lag => {
+                        let n = workloads::scaled(LAG_TX_COUNT, args.scale) as usize;
+                        replication::run_lag(&pair, n).map(|r| {
+                            eprintln!(
+                                "  lag         run {run}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx)",
+                                r.p50_us, r.p90_us, r.p99_us, r.max_us
+                            );
+                            lag.push(r);
+                        })
+                    }
+                    Workload::Stream => {
+                        let bytes = workloads::scaled(STREAM_BYTES, args.scale);
+                        replication::run_stream(&pair, bytes).map(|r| {
+                            eprintln!(
+                                "  stream      run {run}: {:.0} MB/s ({:.1} MB visible {:.0} ms after COMMIT started)",
+                                r.mb_per_sec,
+                                r.bytes as f64 / 1e6,
+                                r.visible_ms
+                            );
+                            stream.push(r);
+                        })
+                    }
+                    _ => Ok(()),
+                },
+            );
+            if let Err(e) = result {
+                eprintln!("  {:<11} run {run}: FAILED: {e:#}", w.name());
+            }
+        }
+    }
+    (lag, stream)
+}
+
 fn check_environment(args: &Args) -> Result<()> {
     if !(args.scale > 0.0 && args.scale.is_finite()) {
         bail!("--scale must be a positive number, not {}", args.scale);
@@ -249,6 +300,7 @@ fn main() -> Result<()> {
             }
         }
     }
+    let (lag, stream) = run_replication(&args, threads);
     let results: Vec<WorkloadResult> = args
         .workloads
         .iter()
@@ -274,6 +326,8 @@ fn main() -> Result<()> {
         fuse_threads: threads,
         reads_journal_mode: args.reads_journal_mode.clone(),
         results,
+        lag,
+        stream,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document)?);
@@ -291,6 +345,7 @@ fn main() -> Result<()> {
             args.reads_journal_mode
         );
         report::print_table(&document.results);
+        report::print_replication(&document.lag, &document.stream);
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub struct WorkloadResult {
     pub litefs_percent_of_raw: Option<f64>,
 }
 
-pub const NOT_AVAILABLE: &str = "not available until replication lands";
+pub const NOT_AVAILABLE: &str = "a replication workload: see the replication table";
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
@@ -211,5 +211,32 @@ pub fn print_table(results: &[WorkloadResult]) {
         for e in &t.errors {
             println!("FAILED {} on {}: {e}", r.workload.name(), t.target.name());
         }
+    }
+}
+
+/// The replication workloads: lag percentiles and stream throughput, one line per run.
+pub fn print_replication(
+    lag: &[crate::replication::LagResult],
+    stream: &[crate::replication::StreamResult],
+) {
+    if lag.is_empty() && stream.is_empty() {
+        return;
+    }
+    println!();
+    println!("replication (primary and replica in this process, loopback HTTP/2)");
+    for r in lag {
+        println!(
+            "lag          commit → visible on the replica, {} tx: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs (goal p50 ≤ 250 µs, p99 ≤ 1 ms)",
+            r.transactions, r.p50_us, r.p90_us, r.p99_us, r.max_us
+        );
+    }
+    for r in stream {
+        println!(
+            "stream       {:.1} MB in one transaction: visible on the replica {:.0} ms after COMMIT started = {:.0} MB/s (goal ≥ 1000 MB/s); COMMIT itself {:.0} ms",
+            r.bytes as f64 / 1e6,
+            r.visible_ms,
+            r.mb_per_sec,
+            r.commit_ms
+        );
     }
 }

@@ -83,7 +83,8 @@ impl Workload {
         }
     }
 
-    /// Lag and stream measure replication, which does not exist yet.
+    /// Lag and stream run on a primary/replica pair, not on raw vs litefs
+    /// (`replication.rs`).
     pub fn needs_replication(self) -> bool {
         matches!(self, Workload::Lag | Workload::Stream)
     }

@@ -1,0 +1,255 @@
+//! The replication workloads of BASELINES.md: `lag` (commit on the primary → visible through
+//! the replica's mount, per transaction) and `stream` (one 100 MB transaction → visible on the
+//! replica). Both run a primary and a replica in this process: two stores, two mounts, the
+//! primary's HTTP server on a loopback port and the replica's stream client — the same code
+//! `litefs mount` runs, without process start-up in the way.
+//!
+//! "Visible" is read through the replica's mount: the `db-pos` file (direct I/O, so every read
+//! reaches the daemon) shows the primary's TXID. The client polls it in a tight loop, so the
+//! measurement includes one FUSE read round trip (~20–30 µs) of polling granularity.
+
+use anyhow::{Context, Result, bail};
+use litefs::fuse::{Mount, MountOptions};
+use litefs::http::{Server, ServerOptions};
+use litefs::replica::{Replica, ReplicaOptions};
+use litefs::store::{DbOptions, PrimaryInfo, Store};
+use litefs::types::{NodeId, Pos};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest wait for one transaction to become visible before the run fails.
+const VISIBLE_WAIT_MAX: Duration = Duration::from_secs(60);
+
+struct Node {
+    store: Arc<Store>,
+    mount: Option<Mount>,
+    mnt: PathBuf,
+}
+
+/// A primary and one replica, torn down in `Drop` (replica first).
+pub struct Pair {
+    replica_stream: Option<Replica>,
+    replica: Node,
+    server: Option<Server>,
+    primary: Node,
+    _dir: tempfile::TempDir,
+}
+
+fn node(dir: &Path, name: &str, id: u64, posix_locks: bool, threads: usize) -> Result<Node> {
+    let options = DbOptions {
+        node_id: NodeId(id),
+        compress: true,
+        strict_verify: false,
+    };
+    let data = dir.join(name).join("data");
+    let mnt = dir.join(name).join("mnt");
+    let store = Arc::new(Store::open(&data, options).with_context(|| format!("open {name}"))?);
+    if id == 1 {
+        store.become_primary();
+    } else {
+        store.become_replica();
+    }
+    let mount_options = MountOptions {
+        threads,
+        posix_locks,
+        ..MountOptions::default()
+    };
+    let mount = Mount::new(store.clone(), &mnt, mount_options)
+        .with_context(|| format!("mount {}", mnt.display()))?;
+    Ok(Node {
+        store,
+        mount: Some(mount),
+        mnt,
+    })
+}
+
+impl Pair {
+    pub fn start(base: &Path, posix_locks: bool, threads: usize) -> Result<Pair> {
+        let dir = tempfile::Builder::new()
+            .prefix("litefs-perf-replication-")
+            .tempdir_in(base)?;
+        let primary = node(dir.path(), "primary", 1, posix_locks, threads)?;
+        let server = Server::start(
+            primary.store.clone(),
+            ServerOptions {
+                addr: "127.0.0.1:0".into(),
+                candidate: true,
+                hostname: "primary".into(),
+            },
+        )?;
+        let replica = node(dir.path(), "replica", 2, posix_locks, threads)?;
+        let replica_stream = Replica::start(
+            replica.store.clone(),
+            ReplicaOptions {
+                primary: PrimaryInfo {
+                    hostname: "primary".into(),
+                    advertise_url: format!("http://{}", server.addr()),
+                },
+                reconnect_delay: Duration::from_millis(100),
+                databases: Vec::new(),
+            },
+        )?;
+        if !replica.store.role().wait_ready(Duration::from_secs(10)) {
+            bail!("the replica did not connect within 10 s");
+        }
+        Ok(Pair {
+            replica_stream: Some(replica_stream),
+            replica,
+            server: Some(server),
+            primary,
+            _dir: dir,
+        })
+    }
+
+    fn primary_db(&self) -> PathBuf {
+        self.primary.mnt.join("db")
+    }
+
+    fn primary_pos(&self) -> Pos {
+        self.primary.store.db("db").map(|d| d.pos()).unwrap_or_default()
+    }
+
+    /// The replica's `db-pos`, read through its mount; opened once the database exists.
+    fn replica_pos_file(&self) -> Result<File> {
+        let path = self.replica.mnt.join("db-pos");
+        let started = Instant::now();
+        loop {
+            match File::open(&path) {
+                Ok(f) => return Ok(f),
+                Err(_) if started.elapsed() < VISIBLE_WAIT_MAX => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+            }
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        drop(self.replica_stream.take());
+        if let Some(m) = self.replica.mount.take() {
+            let _ = m.unmount();
+        }
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+        if let Some(m) = self.primary.mount.take() {
+            let _ = m.unmount();
+        }
+    }
+}
+
+/// Polls `pos_file` until it shows `txid` (or later); returns when it did.
+fn wait_visible(pos_file: &File, txid: u64) -> Result<Instant> {
+    let mut buf = [0u8; 34];
+    let started = Instant::now();
+    loop {
+        let n = pos_file.read_at(&mut buf, 0)?;
+        if n >= 16 {
+            let text = std::str::from_utf8(&buf[..16]).unwrap_or("0");
+            if u64::from_str_radix(text, 16).unwrap_or(0) >= txid {
+                return Ok(Instant::now());
+            }
+        }
+        if started.elapsed() > VISIBLE_WAIT_MAX {
+            bail!("TXID {txid} not visible on the replica after {VISIBLE_WAIT_MAX:?}");
+        }
+        std::hint::spin_loop();
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LagResult {
+    pub transactions: usize,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamResult {
+    pub bytes: u64,
+    /// COMMIT on the primary, including SQLite's checkpoint of the WAL after the commit frame.
+    pub commit_ms: f64,
+    /// From COMMIT starting to the TXID showing on the replica (capture, LTX file, stream,
+    /// verification and apply).
+    pub visible_ms: f64,
+    /// `bytes` / `visible_ms`.
+    pub mb_per_sec: f64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `transactions` single-row commits (WAL, synchronous=NORMAL), one at a time; each is timed
+/// from COMMIT returning to its TXID being visible on the replica.
+pub fn run_lag(pair: &Pair, transactions: usize) -> Result<LagResult> {
+    let conn = Connection::open(pair.primary_db())?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)", [])?;
+    let pos_file = pair.replica_pos_file()?;
+    wait_visible(&pos_file, pair.primary_pos().txid.0)?;
+    let mut lags_us = Vec::with_capacity(transactions);
+    for _ in 0..transactions {
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])?;
+        let committed = Instant::now();
+        let txid = pair.primary_pos().txid.0;
+        let visible = wait_visible(&pos_file, txid)?;
+        lags_us.push(visible.duration_since(committed).as_micros() as u64);
+    }
+    lags_us.sort_unstable();
+    Ok(LagResult {
+        transactions,
+        p50_us: percentile(&lags_us, 0.50),
+        p90_us: percentile(&lags_us, 0.90),
+        p99_us: percentile(&lags_us, 0.99),
+        max_us: *lags_us.last().unwrap_or(&0),
+    })
+}
+
+/// One transaction of `bytes` (1 MiB random blobs; random data does not compress, so the LTX
+/// file is as large as the change).
+pub fn run_stream(pair: &Pair, bytes: u64) -> Result<StreamResult> {
+    const ROW_BYTES: u64 = 1 << 20;
+    let conn = Connection::open(pair.primary_db())?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute("CREATE TABLE big(id INTEGER PRIMARY KEY, v BLOB)", [])?;
+    let pos_file = pair.replica_pos_file()?;
+    wait_visible(&pos_file, pair.primary_pos().txid.0)?;
+    let rows = bytes.div_ceil(ROW_BYTES);
+    conn.execute("BEGIN", [])?;
+    for _ in 0..rows {
+        conn.execute("INSERT INTO big(v) VALUES (randomblob(?1))", [ROW_BYTES])?;
+    }
+    // The replica may apply the transaction before COMMIT returns: SQLite goes on to
+    // checkpoint the 100 MB WAL after the commit frame (which is where it is captured), so
+    // visibility is watched from another thread, started before COMMIT.
+    let before = pair.primary_pos().txid.0;
+    let commit_started = Instant::now();
+    let visible = std::thread::scope(|s| -> Result<Instant> {
+        let watcher = s.spawn(|| wait_visible(&pos_file, before + 1));
+        conn.execute("COMMIT", [])?;
+        watcher.join().map_err(|_| anyhow::anyhow!("watcher panicked"))?
+    })?;
+    let committed = Instant::now();
+    let commit_s = committed.duration_since(commit_started).as_secs_f64();
+    let visible_s = visible.duration_since(commit_started).as_secs_f64();
+    let total = rows * ROW_BYTES;
+    Ok(StreamResult {
+        bytes: total,
+        commit_ms: commit_s * 1e3,
+        visible_ms: visible_s * 1e3,
+        mb_per_sec: total as f64 / 1e6 / visible_s,
+    })
+}
