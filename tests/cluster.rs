@@ -439,3 +439,48 @@ fn replica_ahead_of_the_primary_is_reset_by_snapshot() {
 fn replica_at_the_same_txid_with_another_checksum_is_reset_by_snapshot() {
     diverged_replica_is_reset(3, 3);
 }
+
+/// A replica whose files cannot be recovered (its newest LTX file damaged, as a power loss
+/// with unsynced received files could leave it) sets the database aside and fetches it
+/// again, instead of refusing to start.
+#[test]
+fn replica_with_a_damaged_ltx_file_refetches_instead_of_refusing_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    let mut replica = Node::start(NodeConfig::replica(
+        &tmp.path().join("r"),
+        primary.config.port,
+    ));
+    python(
+        "commits.py",
+        &[primary.path("db").to_str().unwrap(), "delete", "20"],
+    );
+    let head = primary.pos("db").unwrap();
+    replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
+    replica.stop();
+    let newest = replica
+        .ltx_dir("db")
+        .join(litefs::ltx::format_filename(head.txid, head.txid));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    let replica = Node::start(replica.config.clone());
+    replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
+    assert!(
+        replica.log().contains("cannot be recovered"),
+        "no recovery message in:\n{}",
+        replica.log()
+    );
+    let aside: Vec<String> = std::fs::read_dir(replica.config.dir.join("data/dbs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".db.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "set-aside copies: {aside:?}");
+    assert_eq!(ltx_ranges(&replica.ltx_dir("db")), [(1, head.txid.0)]);
+    assert!(
+        export(&replica, "db") == export(&primary, "db"),
+        "images differ"
+    );
+}

@@ -76,6 +76,7 @@ impl Target {
                     node_id: NodeId(1),
                     compress: true,
                     strict_verify: false,
+                    replica: false,
                 };
                 let store = Arc::new(
                     Store::open(&data_dir, options)

@@ -269,6 +269,7 @@ fn start(
         node_id: NodeId::random(),
         compress: config.data.compress,
         strict_verify: config.strict_verify,
+        replica: !config.lease.candidate,
     };
     eprintln!("litefs: node id {}", options.node_id);
     let store = Store::open(&config.data.dir, options)

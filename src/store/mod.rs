@@ -52,6 +52,18 @@ pub fn is_valid_db_name(name: &str) -> bool {
         && !RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
+/// Renames `dbs/<name>` to `dbs/.<name>.damaged-<unix seconds>` (a name no database can
+/// have, so later scans skip it) and returns the new path.
+fn set_aside(dbs_dir: &Path, name: &str) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let from = dbs_dir.join(name);
+    let to = dbs_dir.join(format!(".{name}.damaged-{secs}"));
+    fs::rename(&from, &to).io_context("rename", &from)?;
+    Ok(to)
+}
+
 pub struct Store {
     data_dir: PathBuf,
     dbs_dir: PathBuf,
@@ -87,7 +99,21 @@ impl Store {
             if !is_valid_db_name(&name) {
                 continue;
             }
-            let db = Db::open(&dbs_dir, &name, options, shared.clone())?;
+            let db = match Db::open(&dbs_dir, &name, options, shared.clone()) {
+                Ok(db) => db,
+                Err(e) if options.replica => {
+                    // A replica's files are a cache of the primary's transactions: keep the
+                    // damaged copy for inspection and start this database empty, so the
+                    // primary sends a snapshot (spec §4.4: TXID 0 ⇒ snapshot).
+                    let aside = set_aside(&dbs_dir, &name)?;
+                    eprintln!(
+                        "litefs: database {name:?} cannot be recovered ({e}); moved to {} and fetching it again from the primary",
+                        aside.display()
+                    );
+                    Db::open(&dbs_dir, &name, options, shared.clone())?
+                }
+                Err(e) => return Err(e),
+            };
             dbs.insert(name, Arc::new(db));
         }
         Ok(Store {
@@ -144,6 +170,10 @@ impl Store {
                 db: name.to_string(),
                 message: "invalid database name".into(),
             });
+        }
+        // Known databases (every LTX frame on a replica) need only the read lock.
+        if let Some(db) = self.db(name) {
+            return Ok(db);
         }
         let mut dbs = self.dbs.write().unwrap_or_else(|p| p.into_inner());
         if let Some(db) = dbs.get(name) {

@@ -50,6 +50,7 @@ impl TestMount {
             node_id: NodeId(0xABCD),
             compress: self.compress,
             strict_verify: true,
+            replica: false,
         };
         let store = Arc::new(Store::open(&self.data, options).unwrap());
         let mount_options = MountOptions {

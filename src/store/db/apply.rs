@@ -4,6 +4,9 @@
 //! Order: the file is verified while it is copied to a temp name (so a damaged transfer never
 //! gets an LTX name — LiteFS renames first and verifies later, and a bad file then stops the
 //! next start), fsynced and renamed; only then are its pages written to the database file.
+//! A replica store ([`DbOptions::replica`](super::DbOptions)) skips the fsyncs: the order
+//! alone keeps a killed process consistent (the page cache survives it), and after a power
+//! loss its recovery falls back to a snapshot from the primary.
 //! From that point an error is fatal (exit 99): the LTX file is the truth, and the restart's
 //! recovery re-applies it. Everything runs under the internal write lock, so no SQLite reader
 //! is inside a transaction while pages, the `-shm` index and the kernel's caches change.
@@ -104,7 +107,9 @@ impl Db {
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .io_context("write", &tmp_path)?;
-            tmp.sync_all().io_context("fsync", &tmp_path)?;
+            if !self.options.replica {
+                tmp.sync_all().io_context("fsync", &tmp_path)?;
+            }
             let final_path = self
                 .ltx_dir
                 .join(ltx::format_filename(header.min_txid, header.max_txid));
@@ -112,7 +117,9 @@ impl Db {
             if header.is_snapshot() {
                 self.remove_ltx_except(&final_path)?;
             }
-            sync_dir(&self.ltx_dir)?;
+            if !self.options.replica {
+                sync_dir(&self.ltx_dir)?;
+            }
             // The LTX file is durable: from here on the database must reach its position.
             self.apply_received(&final_path)
                 .map(|pos| Received::Applied {
@@ -208,10 +215,12 @@ impl Db {
             state.wal_mode = false;
             stale.deleted = true;
         } else {
-            let db_path = self.path(FileKind::Database);
-            File::open(&db_path)
-                .and_then(|f| f.sync_all())
-                .io_context("fsync", &db_path)?;
+            if !self.options.replica {
+                let db_path = self.path(FileKind::Database);
+                File::open(&db_path)
+                    .and_then(|f| f.sync_all())
+                    .io_context("fsync", &db_path)?;
+            }
             stale.whole_db = header.is_snapshot();
             stale.db_ranges = coalesce(&pgnos, header.page_size);
         }

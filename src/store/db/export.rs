@@ -129,6 +129,7 @@ mod tests {
             node_id: NodeId(1),
             compress: false,
             strict_verify: false,
+            replica: false,
         };
         let db = Db::open(dir.path(), "x", options, Arc::new(Shared::default())).unwrap();
         let lock = lock_pgno(PAGE);

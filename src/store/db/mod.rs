@@ -87,6 +87,13 @@ pub struct DbOptions {
     pub compress: bool,
     /// Recompute the whole database checksum from disk after every commit (tests run with it).
     pub strict_verify: bool,
+    /// This store follows a primary (a static `lease.candidate: false` node). LTX files
+    /// received from the primary are renamed into place and applied without fsync, so a
+    /// transaction is visible without waiting for the disk; and a database whose recovery
+    /// fails at startup is set aside and fetched again by snapshot instead of stopping the
+    /// node. The primary holds every transaction durably; a replica's files are a cache of
+    /// them (docs/ARCHITECTURE.md §4.1). The node's own commits are always synced.
+    pub replica: bool,
 }
 
 #[derive(Debug, Default)]
