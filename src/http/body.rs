@@ -130,6 +130,13 @@ impl ChannelWriter {
     }
 }
 
+impl ChannelWriter {
+    /// Queues `e` so the response body fails (hyper resets the stream) instead of ending.
+    pub fn abort(&mut self, e: io::Error) {
+        let _ = self.tx.blocking_send(Err(e));
+    }
+}
+
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);

@@ -6,16 +6,17 @@
 //! `.await`: the blocking work owns its `Arc<Db>` and the task only exchanges positions.
 
 use super::App;
-use super::body::{Block, ChannelBody, ChannelWriter, STREAM_QUEUE_DEPTH_MAX};
+use super::body::{ChannelBody, ChannelWriter, STREAM_QUEUE_DEPTH_MAX};
 use super::metrics::FrameKind;
 use super::routes::{Body, error};
 use crate::ltx;
 use crate::proto::{self, Frame, PosMap};
 use crate::types::{Pos, TxId};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Version};
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,20 +106,18 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     };
     let (tx, rx) = mpsc::channel(STREAM_QUEUE_DEPTH_MAX);
     app.metrics.stream_started();
-    tokio::spawn(run(app, pos_map, filter, changes, tx));
+    let closed = {
+        let tx = tx.clone();
+        async move { tx.closed().await }
+    };
+    let sink = Box::new(CompatSink(ChannelWriter::new(tx, app.metrics.clone())));
+    tokio::spawn(run(app, pos_map, filter, changes, sink, closed));
     // Returning the response sends status and headers now, before any frame.
     Response::new(ChannelBody::new(rx).boxed())
 }
 
-fn frame_bytes(frame: &Frame) -> Bytes {
-    let mut buf = Vec::with_capacity(32);
-    // Only names and lease ids over their limits fail, and these frames carry neither.
-    let _ = frame.write_to(&mut buf);
-    Bytes::from(buf)
-}
-
 /// Every database the replica or we know of: the dirty set of a full pass.
-fn all_names(app: &App, pos_map: &PosMap) -> BTreeSet<String> {
+pub(super) fn all_names(app: &App, pos_map: &PosMap) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = pos_map.keys().cloned().collect();
     names.extend(app.store.dbs().iter().map(|db| db.name().to_string()));
     names
@@ -130,92 +129,165 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn run(
+/// Where a stream writes: the compat body channel (LTX payloads in the chunked encoding) or
+/// a native socket (length-prefixed payloads sent with `sendfile`, see `native.rs`). Used
+/// from blocking tasks only.
+pub(super) trait FrameSink: Send {
+    fn frame(&mut self, frame: &Frame) -> io::Result<()>;
+    /// The payload of the LTX frame just written: all `len_bytes` of `file` from offset 0.
+    fn ltx_payload(&mut self, file: &mut File, len_bytes: u64) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+    /// Ends the stream after an error so the replica sees a failure, not a clean end.
+    fn abort(&mut self, e: io::Error);
+}
+
+/// The compat transport's sink: bytes into the HTTP/2 response body.
+struct CompatSink(ChannelWriter);
+
+impl FrameSink for CompatSink {
+    fn frame(&mut self, frame: &Frame) -> io::Result<()> {
+        frame.write_to(&mut self.0).map_err(io::Error::other)
+    }
+
+    fn ltx_payload(&mut self, file: &mut File, _len_bytes: u64) -> io::Result<()> {
+        proto::copy_chunked(file, &mut self.0).map(|_| ())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+
+    fn abort(&mut self, e: io::Error) {
+        // Status 200 is already sent, so instead of LiteFS's error text in the body (which the
+        // replica reads as a bad frame type) the HTTP/2 stream is reset: the replica sees a
+        // transport error and reconnects either way.
+        self.0.abort(e);
+    }
+}
+
+/// What the stream loop carries from one wake to the next.
+struct LoopState {
+    pos_map: PosMap,
+    dirty: BTreeSet<String>,
+    filter: Option<BTreeSet<String>>,
+    ready_sent: bool,
+}
+
+/// One wake (spec §4.4 step 5a–c), on the blocking pool: catch up every dirty database, then
+/// Ready once, and a heartbeat when Ready was just sent or nothing was dirty. Returns the
+/// database that failed, with the error.
+fn pass(
+    app: &App,
+    state: &mut LoopState,
+    sink: &mut dyn FrameSink,
+) -> Result<(), (String, io::Error)> {
+    if let Some(filter) = &state.filter {
+        state.dirty.retain(|name| filter.contains(name));
+    }
+    let was_empty = state.dirty.is_empty();
+    for name in std::mem::take(&mut state.dirty) {
+        let client = state.pos_map.get(&name).copied().unwrap_or_default();
+        match stream_db(app, &name, client, sink) {
+            Ok(Some(pos)) => {
+                state.pos_map.insert(name, pos);
+            }
+            Ok(None) => {
+                state.pos_map.remove(&name);
+            }
+            Err(e) => return Err((name, e)),
+        }
+    }
+    let mut frames = Vec::new();
+    if !state.ready_sent {
+        frames.push((Frame::Ready, FrameKind::Ready));
+        state.ready_sent = true;
+    }
+    if frames.len() == 1 || was_empty {
+        let timestamp_ms = now_ms();
+        frames.push((Frame::Heartbeat { timestamp_ms }, FrameKind::Heartbeat));
+    }
+    let result = (|| {
+        for (frame, kind) in &frames {
+            sink.frame(frame)?;
+            app.metrics.add_frame("", *kind);
+        }
+        sink.flush()
+    })();
+    result.map_err(|e| (String::new(), e))
+}
+
+/// The stream loop (spec §4.4 step 5): a pass on the blocking pool, then wait for a change,
+/// the heartbeat tick, shutdown, or the replica going away (`closed`).
+pub(super) async fn run(
     app: Arc<App>,
-    mut pos_map: PosMap,
+    pos_map: PosMap,
     filter: Option<BTreeSet<String>>,
     mut changes: tokio::sync::broadcast::Receiver<Arc<str>>,
-    tx: mpsc::Sender<Block>,
+    mut sink: Box<dyn FrameSink>,
+    closed: impl std::future::Future<Output = ()>,
 ) {
     let mut shutdown = app.shutdown.clone();
-    let mut dirty = all_names(&app, &pos_map);
-    let mut ready_sent = false;
+    let mut state = LoopState {
+        dirty: all_names(&app, &pos_map),
+        pos_map,
+        filter,
+        ready_sent: false,
+    };
+    tokio::pin!(closed);
     loop {
-        if let Some(filter) = &filter {
-            dirty.retain(|name| filter.contains(name));
-        }
-        let was_empty = dirty.is_empty();
-        for name in std::mem::take(&mut dirty) {
-            let client = pos_map.get(&name).copied().unwrap_or_default();
-            let (app2, tx2, name2) = (app.clone(), tx.clone(), name.clone());
-            let done =
-                tokio::task::spawn_blocking(move || stream_db(&app2, &name2, client, tx2)).await;
-            match done {
-                Ok(Ok(Some(pos))) => {
-                    pos_map.insert(name, pos);
-                }
-                Ok(Ok(None)) => {
-                    pos_map.remove(&name);
-                }
-                Ok(Err(e)) => return fail(&app, &tx, &name, e).await,
-                Err(e) => return fail(&app, &tx, &name, io::Error::other(e.to_string())).await,
-            }
-        }
-        let mut frames = Vec::new();
-        if !ready_sent {
-            frames.push((Frame::Ready, FrameKind::Ready));
-            ready_sent = true;
-        }
-        if frames.len() == 1 || was_empty {
-            let timestamp_ms = now_ms();
-            frames.push((Frame::Heartbeat { timestamp_ms }, FrameKind::Heartbeat));
-        }
-        for (frame, kind) in frames {
-            let bytes = frame_bytes(&frame);
-            let len_bytes = bytes.len() as u64;
-            if tx.send(Ok(bytes)).await.is_err() {
+        let app2 = app.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let result = pass(&app2, &mut state, &mut *sink);
+            (state, sink, result)
+        })
+        .await;
+        let result;
+        (state, sink, result) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                eprintln!("litefs: stream: pass failed: {e}");
                 return app.metrics.stream_ended();
             }
-            app.metrics.add_sent_bytes(len_bytes);
-            app.metrics.add_frame("", kind);
+        };
+        if let Err((name, e)) = result {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!("litefs: stream: database {name:?}: {e}");
+                let _ = tokio::task::spawn_blocking(move || sink.abort(e)).await;
+            }
+            return app.metrics.stream_ended();
         }
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = tx.closed() => return app.metrics.stream_ended(),
+            _ = &mut closed => return app.metrics.stream_ended(),
             changed = changes.recv() => match changed {
                 Ok(name) => {
-                    dirty.insert(name.to_string());
+                    state.dirty.insert(name.to_string());
                     // Drain what else is queued: one pass serves a burst of commits.
                     loop {
                         match changes.try_recv() {
-                            Ok(name) => { dirty.insert(name.to_string()); }
-                            Err(TryRecvError::Lagged(_)) => dirty = all_names(&app, &pos_map),
+                            Ok(name) => { state.dirty.insert(name.to_string()); }
+                            Err(TryRecvError::Lagged(_)) => {
+                                state.dirty = all_names(&app, &state.pos_map);
+                            }
                             Err(_) => break,
                         }
                     }
                 }
                 // Notifications were dropped while we were busy: assume everything changed.
-                Err(RecvError::Lagged(_)) => dirty = all_names(&app, &pos_map),
+                Err(RecvError::Lagged(_)) => state.dirty = all_names(&app, &state.pos_map),
                 Err(RecvError::Closed) => break,
             },
             // The ticker restarts after every wake (spec §4.4 step 5e).
             _ = tokio::time::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)) => {}
         }
     }
-    if tx.send(Ok(frame_bytes(&Frame::End))).await.is_ok() {
-        app.metrics.add_frame("", FrameKind::End);
-    }
-    app.metrics.stream_ended();
-}
-
-/// Ends a stream after an error. Status 200 is already sent, so instead of LiteFS's error text
-/// in the body (which the replica reads as a bad frame type) the HTTP/2 stream is reset: the
-/// replica sees a transport error and reconnects either way.
-async fn fail(app: &App, tx: &mpsc::Sender<Block>, name: &str, e: io::Error) {
-    if e.kind() != io::ErrorKind::BrokenPipe {
-        eprintln!("litefs: stream: database {name:?}: {e}");
-        let _ = tx.send(Err(e)).await;
-    }
+    let app2 = app.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if sink.frame(&Frame::End).and_then(|()| sink.flush()).is_ok() {
+            app2.metrics.add_frame("", FrameKind::End);
+        }
+    })
+    .await;
     app.metrics.stream_ended();
 }
 
@@ -225,15 +297,12 @@ fn stream_db(
     app: &App,
     name: &str,
     mut client: Pos,
-    tx: mpsc::Sender<Block>,
+    w: &mut dyn FrameSink,
 ) -> io::Result<Option<Pos>> {
-    let mut w = ChannelWriter::new(tx, app.metrics.clone());
     let Some(db) = app.store.db(name) else {
-        Frame::DropDb {
+        w.frame(&Frame::DropDb {
             name: name.to_string(),
-        }
-        .write_to(&mut w)
-        .map_err(io::Error::other)?;
+        })?;
         w.flush()?;
         app.metrics.add_frame(name, FrameKind::DropDb);
         return Ok(None);
@@ -262,15 +331,16 @@ fn stream_db(
         };
         client = match next {
             Some((mut file, summary)) => {
-                header.write_to(&mut w).map_err(io::Error::other)?;
-                proto::copy_chunked(&mut file, &mut w)?;
+                let len_bytes = file.metadata()?.len();
+                w.frame(&header)?;
+                w.ltx_payload(&mut file, len_bytes)?;
                 // No backup client yet, so no backup HWM: we send our current TXID, which is
                 // what a replica's HWM means when the primary itself is the only copy.
                 let hwm = Frame::Hwm {
                     txid: db.pos().txid,
                     name: name.to_string(),
                 };
-                hwm.write_to(&mut w).map_err(io::Error::other)?;
+                w.frame(&hwm)?;
                 w.flush()?;
                 app.metrics.add_frame(name, FrameKind::Ltx);
                 app.metrics.add_frame(name, FrameKind::Hwm);
@@ -283,8 +353,9 @@ fn stream_db(
                 // Spool first: the snapshot read lock is held for the encode only, not for as
                 // long as the replica takes to download.
                 let (mut file, pos) = db.write_snapshot_spooled().map_err(io::Error::other)?;
-                header.write_to(&mut w).map_err(io::Error::other)?;
-                proto::copy_chunked(&mut file, &mut w)?;
+                let len_bytes = file.metadata()?.len();
+                w.frame(&header)?;
+                w.ltx_payload(&mut file, len_bytes)?;
                 w.flush()?;
                 app.metrics.add_frame(name, FrameKind::Snapshot);
                 pos
