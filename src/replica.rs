@@ -8,11 +8,13 @@
 //! byte arrives — there is no polling interval anywhere on the path.
 
 use crate::http::client::{self, BaseUrl};
+use crate::http::native;
 use crate::proto::{ChunkedReader, Frame, PosMap, write_pos_map};
 use crate::stop::Stop;
 use crate::store::{PrimaryInfo, Received, Store};
 use hyper::{Method, StatusCode};
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -28,6 +30,9 @@ pub struct ReplicaOptions {
     pub reconnect_delay: Duration,
     /// `lease.databases`: only these are replicated (empty: all).
     pub databases: Vec<String>,
+    /// Try the native stream first (`http.native-stream`, a litefs-rs key); the compat
+    /// transport is used when off or when the primary does not speak it.
+    pub native: bool,
 }
 
 /// Why one connection ended.
@@ -92,9 +97,14 @@ impl Drop for Replica {
 }
 
 fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
+    let mut transport = if options.native {
+        Transport::Native
+    } else {
+        Transport::Compat
+    };
     while !stop.is_set() {
         store.role().set_primary_info(Some(options.primary.clone()));
-        match follow(store, options, base, stop) {
+        match follow(store, options, base, stop, &mut transport) {
             Ok(()) => {}
             Err(e) => eprintln!(
                 "litefs: replica: stream from {}: {e}; reconnecting in {:?}",
@@ -109,16 +119,54 @@ fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
     }
 }
 
+/// How LTX payloads are framed on the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// h2c `POST /stream`, chunked payloads: what Go LiteFS speaks.
+    Compat,
+    /// Our native stream (`http/native.rs`): length-prefixed payloads, sent with `sendfile`.
+    Native,
+}
+
 /// One connection: returns `Ok` at a clean end (End frame or EOF at a frame boundary).
+/// `transport` is the one to try; it becomes `Compat` when the primary does not speak native.
 fn follow(
     store: &Store,
     options: &ReplicaOptions,
     base: &BaseUrl,
     stop: &Stop,
+    transport: &mut Transport,
 ) -> Result<(), StreamError> {
     let mut pos_map = PosMap::new();
     for db in store.dbs() {
         pos_map.insert(db.name().to_string(), db.pos());
+    }
+    if *transport == Transport::Native {
+        let hello = native::Hello {
+            node_id: store.node_id(),
+            filter: options.databases.clone(),
+            pos_map: pos_map.clone(),
+        };
+        match connect_native(base, &hello)? {
+            Some((answer, socket)) => {
+                if answer.status != 200 {
+                    return Err(StreamError::Status {
+                        code: answer.status as u16,
+                        body: answer.message,
+                    });
+                }
+                check_cluster_id(store, Some(&answer.cluster_id))?;
+                let mut r = BufReader::with_capacity(256 * 1024, socket);
+                return read_frames(store, &mut r, Transport::Native, stop);
+            }
+            None => {
+                eprintln!(
+                    "litefs: replica: {} does not speak the native stream; using HTTP/2 (compat)",
+                    options.primary.advertise_url
+                );
+                *transport = Transport::Compat;
+            }
+        }
     }
     let mut body = Vec::new();
     write_pos_map(&mut body, &pos_map)?;
@@ -134,19 +182,84 @@ fn follow(
             body: resp.body.text(ERROR_BODY_LEN_MAX),
         });
     }
-    check_cluster_id(store, &resp.headers)?;
+    let cluster_id = resp
+        .headers
+        .get("litefs-cluster-id")
+        .and_then(|v| v.to_str().ok());
+    check_cluster_id(store, cluster_id)?;
     let mut r = BufReader::with_capacity(256 * 1024, resp.body);
+    read_frames(store, &mut r, Transport::Compat, stop)
+}
+
+/// Sends the native hello; `None` when the peer answered something else (a Go primary).
+fn connect_native(
+    base: &BaseUrl,
+    hello: &native::Hello,
+) -> Result<Option<(native::Answer, TcpStream)>, StreamError> {
+    let addrs: Vec<SocketAddr> = base.authority.to_socket_addrs()?.collect();
+    let connect = Duration::from_millis(client::CONNECT_TIMEOUT_MS);
+    let mut last = None;
+    let mut socket = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, connect) {
+            Ok(s) => {
+                socket = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let Some(mut socket) = socket else {
+        let e = last.unwrap_or_else(|| io::Error::other("no address"));
+        return Err(io::Error::new(e.kind(), format!("connect to {}: {e}", base.authority)).into());
+    };
+    socket.set_nodelay(true)?;
+    socket.set_read_timeout(Some(Duration::from_millis(native::HANDSHAKE_TIMEOUT_MS)))?;
+    socket.write_all(&hello.to_bytes()?)?;
+    let Some(answer) = native::Answer::read_from(&mut socket)? else {
+        return Ok(None);
+    };
+    socket.set_read_timeout(Some(Duration::from_millis(client::STREAM_IDLE_TIMEOUT_MS)))?;
+    Ok(Some((answer, socket)))
+}
+
+/// Reads frames until the stream ends, applying LTX files as they arrive.
+fn read_frames(
+    store: &Store,
+    r: &mut impl BufRead,
+    transport: Transport,
+    stop: &Stop,
+) -> Result<(), StreamError> {
     while !stop.is_set() {
-        let Some(frame) = Frame::read_from(&mut r)? else {
+        let Some(frame) = Frame::read_from(r)? else {
             return Ok(());
         };
         match frame {
             Frame::Ltx { name } => {
                 let db = store.open_db(&name)?;
-                let mut payload = ChunkedReader::new(&mut r);
-                let received = db.receive_ltx(&mut payload)?;
-                // The decoder stops at the trailer; the terminator follows.
-                payload.drain()?;
+                let received = match transport {
+                    Transport::Compat => {
+                        let mut payload = ChunkedReader::new(&mut *r);
+                        let received = db.receive_ltx(&mut payload)?;
+                        // The decoder stops at the trailer; the terminator follows.
+                        payload.drain()?;
+                        received
+                    }
+                    Transport::Native => {
+                        let mut len = [0u8; 8];
+                        r.read_exact(&mut len)?;
+                        let len_bytes = u64::from_be_bytes(len);
+                        let mut payload = (&mut *r).take(len_bytes);
+                        let received = db.receive_ltx(&mut payload)?;
+                        let extra = io::copy(&mut payload, &mut io::sink())?;
+                        if extra != 0 {
+                            return Err(StreamError::Config(format!(
+                                "native stream: {extra} bytes after the LTX trailer of {name:?}"
+                            )));
+                        }
+                        received
+                    }
+                };
                 if let Received::Applied { timestamp_ms, .. } = received
                     && store.role().is_ready()
                 {
@@ -177,12 +290,8 @@ fn follow(
 }
 
 /// Spec §4.4 step 2: adopt the primary's cluster id if we have none; refuse a different one.
-fn check_cluster_id(store: &Store, headers: &hyper::HeaderMap) -> Result<(), StreamError> {
-    let Some(remote) = headers
-        .get("litefs-cluster-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    else {
+fn check_cluster_id(store: &Store, remote: Option<&str>) -> Result<(), StreamError> {
+    let Some(remote) = remote.filter(|v| !v.is_empty()) else {
         return Ok(());
     };
     match store.role().cluster_id() {
@@ -192,5 +301,41 @@ fn check_cluster_id(store: &Store, headers: &hyper::HeaderMap) -> Result<(), Str
             local,
             remote: remote.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A Go LiteFS primary answers the native hello as a malformed HTTP request: the replica
+    /// must recognise that and fall back, not fail.
+    #[test]
+    fn an_http_answer_to_the_native_hello_means_fall_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n400 Bad Request")
+                .unwrap();
+            buf[..n].to_vec()
+        });
+        let base = BaseUrl::parse(&format!("http://{addr}")).unwrap();
+        let hello = native::Hello {
+            node_id: crate::types::NodeId(9),
+            filter: Vec::new(),
+            pos_map: PosMap::new(),
+        };
+        let answer = connect_native(&base, &hello).unwrap();
+        assert!(answer.is_none(), "an HTTP answer must mean 'not native'");
+        let sent = server.join().unwrap();
+        assert_eq!(
+            &sent[..4],
+            b"LFSN",
+            "the hello starts with the magic: {sent:?}"
+        );
     }
 }

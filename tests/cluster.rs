@@ -26,6 +26,29 @@ fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `GET path` from a node's API over HTTP/1.1 (the response body).
+fn http_get(node: &Node, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.config.port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of the Prometheus series `name` (with labels, as printed), 0 if absent.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn sqlite3(db: &Path, sql: &str) -> std::process::Output {
     Command::new("sqlite3").arg(db).arg(sql).output().unwrap()
 }
@@ -48,8 +71,11 @@ fn three_nodes_follow(mode: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
     let port = primary.config.port;
+    // r1 follows over the native stream, r2 over LiteFS's HTTP/2 stream.
     let r1 = Node::start(NodeConfig::replica(&tmp.path().join("r1"), port));
-    let r2 = Node::start(NodeConfig::replica(&tmp.path().join("r2"), port));
+    let mut r2_config = NodeConfig::replica(&tmp.path().join("r2"), port);
+    r2_config.native_stream = false;
+    let r2 = Node::start(r2_config);
     let started = Instant::now();
     let rows = python(
         "commits.py",
@@ -97,6 +123,19 @@ fn three_nodes_follow(mode: &str) {
             format!("primary-{port}\n")
         );
     }
+    let metrics = http_get(&primary, "/metrics");
+    let sendfile_bytes = metric(
+        &metrics,
+        "litefs_stream_native_send_bytes{path=\"sendfile\"}",
+    );
+    let written_bytes = metric(&metrics, "litefs_stream_native_send_bytes{path=\"write\"}");
+    assert!(
+        sendfile_bytes > 0 && written_bytes < sendfile_bytes,
+        "{mode}: native stream bytes: sendfile {sendfile_bytes}, write {written_bytes}"
+    );
+    eprintln!(
+        "{mode}: native stream sent {sendfile_bytes} bytes by sendfile and {written_bytes} by write"
+    );
     eprintln!(
         "{mode}: {} transactions written in {write_secs:.2} s, both replicas at {want} after {caught_up_secs:.2} s, `litefs export` images of {} bytes equal",
         want.txid.0,
@@ -458,9 +497,12 @@ fn replica_with_a_damaged_ltx_file_refetches_instead_of_refusing_to_start() {
     let head = primary.pos("db").unwrap();
     replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
     replica.stop();
-    let newest = replica
-        .ltx_dir("db")
-        .join(litefs::ltx::format_filename(head.txid, head.txid));
+    // The newest file: a snapshot or a single transaction, depending on when it connected.
+    let &(min, max) = ltx_ranges(&replica.ltx_dir("db")).last().unwrap();
+    let newest = replica.ltx_dir("db").join(litefs::ltx::format_filename(
+        litefs::types::TxId(min),
+        litefs::types::TxId(max),
+    ));
     let mut bytes = std::fs::read(&newest).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;

@@ -217,14 +217,20 @@ fn run_replication(
 ) -> (Vec<replication::LagResult>, Vec<replication::StreamResult>) {
     let (mut lag, mut stream) = (Vec::new(), Vec::new());
     for run in 1..=args.runs {
-        for &w in &args.workloads {
-            let result = replication::Pair::start(&args.dir, args.posix_locks, threads).and_then(
+        for (&w, native) in args
+            .workloads
+            .iter()
+            .flat_map(|w| [(w, true), (w, false)])
+            .filter(|(w, _)| w.needs_replication())
+        {
+            let transport = if native { "native" } else { "compat" };
+            let result = replication::Pair::start(&args.dir, args.posix_locks, threads, native).and_then(
                 |pair| match w {
                     Workload::Lag => {
                         let n = workloads::scaled(LAG_TX_COUNT, args.scale) as usize;
                         replication::run_lag(&pair, n).map(|r| {
                             eprintln!(
-                                "  lag         run {run}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx)",
+                                "  lag         run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx)",
                                 r.p50_us, r.p90_us, r.p99_us, r.max_us
                             );
                             lag.push(r);
@@ -234,7 +240,7 @@ fn run_replication(
                         let bytes = workloads::scaled(STREAM_BYTES, args.scale);
                         replication::run_stream(&pair, bytes).map(|r| {
                             eprintln!(
-                                "  stream      run {run}: {:.0} MB/s ({:.1} MB visible {:.0} ms after COMMIT started)",
+                                "  stream      run {run} {transport}: {:.0} MB/s ({:.1} MB visible {:.0} ms after COMMIT started)",
                                 r.mb_per_sec,
                                 r.bytes as f64 / 1e6,
                                 r.visible_ms
@@ -246,7 +252,7 @@ fn run_replication(
                 },
             );
             if let Err(e) = result {
-                eprintln!("  {:<11} run {run}: FAILED: {e:#}", w.name());
+                eprintln!("  {:<11} run {run} {transport}: FAILED: {e:#}", w.name());
             }
         }
     }

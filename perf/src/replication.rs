@@ -35,6 +35,7 @@ struct Node {
 
 /// A primary and one replica, torn down in `Drop` (replica first).
 pub struct Pair {
+    transport: &'static str,
     replica_stream: Option<Replica>,
     replica: Node,
     server: Option<Server>,
@@ -72,7 +73,7 @@ fn node(dir: &Path, name: &str, id: u64, posix_locks: bool, threads: usize) -> R
 }
 
 impl Pair {
-    pub fn start(base: &Path, posix_locks: bool, threads: usize) -> Result<Pair> {
+    pub fn start(base: &Path, posix_locks: bool, threads: usize, native: bool) -> Result<Pair> {
         let dir = tempfile::Builder::new()
             .prefix("litefs-perf-replication-")
             .tempdir_in(base)?;
@@ -95,18 +96,27 @@ impl Pair {
                 },
                 reconnect_delay: Duration::from_millis(100),
                 databases: Vec::new(),
+                native,
             },
         )?;
         if !replica.store.role().wait_ready(Duration::from_secs(10)) {
             bail!("the replica did not connect within 10 s");
         }
         Ok(Pair {
+            transport: if native { "native" } else { "compat" },
             replica_stream: Some(replica_stream),
             replica,
             server: Some(server),
             primary,
             _dir: dir,
         })
+    }
+
+    /// The primary's native-stream byte counters: (written from user space, sendfile).
+    fn native_bytes(&self) -> (u64, u64) {
+        self.server
+            .as_ref()
+            .map_or((0, 0), |s| s.metrics().native_bytes())
     }
 
     fn primary_db(&self) -> PathBuf {
@@ -175,6 +185,8 @@ fn wait_visible(pos_file: &File, txid: u64) -> Result<Instant> {
 
 #[derive(Debug, Serialize)]
 pub struct LagResult {
+    /// `native` or `compat` (see `litefs::replica::Transport`).
+    pub transport: &'static str,
     pub transactions: usize,
     pub p50_us: u64,
     pub p90_us: u64,
@@ -184,6 +196,7 @@ pub struct LagResult {
 
 #[derive(Debug, Serialize)]
 pub struct StreamResult {
+    pub transport: &'static str,
     pub bytes: u64,
     /// COMMIT on the primary, including SQLite's checkpoint of the WAL after the commit frame.
     pub commit_ms: f64,
@@ -192,6 +205,10 @@ pub struct StreamResult {
     pub visible_ms: f64,
     /// `bytes` / `visible_ms`.
     pub mb_per_sec: f64,
+    /// Native transport: bytes the primary wrote from user-space buffers per byte it sent
+    /// (the rest went by `sendfile` from the page cache). `None` for compat, where every byte
+    /// is copied (file → chunk buffer → HTTP/2 frames → socket).
+    pub userspace_bytes_per_sent_byte: Option<f64>,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -218,6 +235,7 @@ pub fn run_lag(pair: &Pair, transactions: usize) -> Result<LagResult> {
     }
     lags_us.sort_unstable();
     Ok(LagResult {
+        transport: pair.transport,
         transactions,
         p50_us: percentile(&lags_us, 0.50),
         p90_us: percentile(&lags_us, 0.90),
@@ -245,6 +263,7 @@ pub fn run_stream(pair: &Pair, bytes: u64) -> Result<StreamResult> {
     // checkpoint the 100 MB WAL after the commit frame (which is where it is captured), so
     // visibility is watched from another thread, started before COMMIT.
     let before = pair.primary_pos().txid.0;
+    let native_before = pair.native_bytes();
     let commit_started = Instant::now();
     let visible = std::thread::scope(|s| -> Result<Instant> {
         let watcher = s.spawn(|| wait_visible(&pos_file, before + 1));
@@ -257,7 +276,13 @@ pub fn run_stream(pair: &Pair, bytes: u64) -> Result<StreamResult> {
     let commit_s = committed.duration_since(commit_started).as_secs_f64();
     let visible_s = visible.duration_since(commit_started).as_secs_f64();
     let total = rows * ROW_BYTES;
+    let native_after = pair.native_bytes();
+    let written = native_after.0 - native_before.0;
+    let sent = written + native_after.1 - native_before.1;
     Ok(StreamResult {
+        transport: pair.transport,
+        userspace_bytes_per_sent_byte: (pair.transport == "native" && sent > 0)
+            .then(|| written as f64 / sent as f64),
         bytes: total,
         commit_ms: commit_s * 1e3,
         visible_ms: visible_s * 1e3,

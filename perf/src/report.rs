@@ -223,16 +223,23 @@ pub fn print_replication(
         return;
     }
     println!();
-    println!("replication (primary and replica in this process, loopback HTTP/2)");
+    println!(
+        "replication (primary and replica in this process; native = our TCP stream with sendfile, compat = LiteFS's HTTP/2 stream)"
+    );
     for r in lag {
         println!(
-            "lag          commit → visible on the replica, {} tx: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs (goal p50 ≤ 250 µs, p99 ≤ 1 ms)",
-            r.transactions, r.p50_us, r.p90_us, r.p99_us, r.max_us
+            "lag    {:<6} commit → visible on the replica, {} tx: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs (goal p50 ≤ 250 µs, p99 ≤ 1 ms)",
+            r.transport, r.transactions, r.p50_us, r.p90_us, r.p99_us, r.max_us
         );
     }
     for r in stream {
+        let copied = r.userspace_bytes_per_sent_byte.map_or_else(
+            || "every byte copied through user space".to_string(),
+            |v| format!("{v:.6} bytes copied in user space per byte sent"),
+        );
         println!(
-            "stream       {:.1} MB in one transaction: visible on the replica {:.0} ms after COMMIT started = {:.0} MB/s (goal ≥ 1000 MB/s); COMMIT itself {:.0} ms",
+            "stream {:<6} {:.1} MB in one transaction: visible on the replica {:.0} ms after COMMIT started = {:.0} MB/s (goal ≥ 1000 MB/s); COMMIT itself {:.0} ms; {copied}",
+            r.transport,
             r.bytes as f64 / 1e6,
             r.visible_ms,
             r.mb_per_sec,

@@ -341,6 +341,7 @@ fn start(
                 },
                 reconnect_delay: config.lease.reconnect_delay,
                 databases: config.lease.databases.clone(),
+                native: config.http.native_stream,
             },
         );
         let replica = match replica {

@@ -123,6 +123,9 @@ section! {
         /// Longest time to stream one snapshot; 0 means `data.retention`. Default: 0.
         /// Minimum: 0.
         "snapshot-timeout" => snapshot_timeout: Duration = Duration::ZERO, as NonNegativeDuration;
+        /// litefs-rs only: a replica first tries the native stream (LTX payloads sent with
+        /// `sendfile`), falling back to HTTP/2 when the primary is Go LiteFS. Default: true.
+        "native-stream" => native_stream: bool = true, as YamlBool;
     }
 }
 

@@ -39,6 +39,7 @@ fuse:
 http:
   addr: 127.0.0.1:30303
   snapshot-timeout: 2m
+  native-stream: false
 proxy:
   addr: ":8080"
   target: localhost:8081
@@ -116,6 +117,7 @@ fn every_key_parses() {
         http: HttpConfig {
             addr: "127.0.0.1:30303".into(),
             snapshot_timeout: 2 * MINUTE,
+            native_stream: false,
         },
         proxy: ProxyConfig {
             addr: ":8080".into(),
@@ -191,6 +193,7 @@ fn defaults_from_minimal_document() {
     assert!(!c.fuse.debug);
     assert_eq!(c.http.addr, ":20202");
     assert_eq!(c.http.snapshot_timeout, Duration::ZERO);
+    assert!(c.http.native_stream);
     assert_eq!(c.proxy.addr, "");
     assert_eq!(c.proxy.target, "");
     assert_eq!(c.proxy.db, "");

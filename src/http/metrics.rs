@@ -38,6 +38,10 @@ pub struct Metrics {
     /// (db, kind) → frames sent; db is empty for frames about no database. Upstream registers
     /// this counter but never increments it (spec §4.4 step 7); we count.
     frames: Mutex<BTreeMap<(String, FrameKind), u64>>,
+    /// Native transport: bytes written from user-space buffers (frame headers, lengths) and
+    /// bytes sent by `sendfile` from the page cache (LTX payloads).
+    native_written_bytes: AtomicU64,
+    native_sendfile_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -47,6 +51,24 @@ impl Metrics {
 
     pub fn sent_bytes(&self) -> u64 {
         self.sent_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn add_native_written_bytes(&self, n_bytes: u64) {
+        self.native_written_bytes
+            .fetch_add(n_bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_native_sendfile_bytes(&self, n_bytes: u64) {
+        self.native_sendfile_bytes
+            .fetch_add(n_bytes, Ordering::Relaxed);
+    }
+
+    /// (bytes written from user space, bytes sent by `sendfile`) on native streams.
+    pub fn native_bytes(&self) -> (u64, u64) {
+        (
+            self.native_written_bytes.load(Ordering::Relaxed),
+            self.native_sendfile_bytes.load(Ordering::Relaxed),
+        )
     }
 
     pub fn add_frame(&self, db: &str, kind: FrameKind) {
@@ -85,6 +107,20 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE litefs_http_stream_send_bytes counter");
         let _ = writeln!(out, "litefs_http_stream_send_bytes {}", self.sent_bytes());
+        let (written, sendfile) = self.native_bytes();
+        let _ = writeln!(
+            out,
+            "# HELP litefs_stream_native_send_bytes Bytes sent on native streams, by path: write (copied from user space) or sendfile (page cache to socket)."
+        );
+        let _ = writeln!(out, "# TYPE litefs_stream_native_send_bytes counter");
+        let _ = writeln!(
+            out,
+            "litefs_stream_native_send_bytes{{path=\"write\"}} {written}"
+        );
+        let _ = writeln!(
+            out,
+            "litefs_stream_native_send_bytes{{path=\"sendfile\"}} {sendfile}"
+        );
         let _ = writeln!(
             out,
             "# HELP litefs_http_frame_send_count Frames sent by /stream handlers."

@@ -10,6 +10,7 @@ mod body;
 pub mod client;
 mod export;
 pub mod metrics;
+pub mod native;
 mod routes;
 mod stream;
 
@@ -149,6 +150,17 @@ async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
                     let _ = socket.set_nodelay(true);
                     let app = app.clone();
                     tokio::spawn(async move {
+                        // The native stream announces itself with its magic (native.rs); a
+                        // client that sends nothing for a while is HTTP's problem.
+                        let mut magic = [0u8; 4];
+                        let peeked = tokio::time::timeout(
+                            Duration::from_millis(native::HANDSHAKE_TIMEOUT_MS),
+                            socket.peek(&mut magic),
+                        )
+                        .await;
+                        if matches!(peeked, Ok(Ok(4))) && &magic == native::MAGIC {
+                            return native::serve(app, socket).await;
+                        }
                         let service = service_fn(move |req| {
                             let app = app.clone();
                             async move { Ok::<_, std::convert::Infallible>(routes::handle(app, req).await) }

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     /// the primary in a network namespace).
     pub host: String,
     pub primary_host: String,
+    /// `http.native-stream` (replicas: try the native stream first).
+    pub native_stream: bool,
     /// Run inside this network namespace (`/run/netns/<name>`, via nsenter: the mount
     /// namespace stays the test's, so the mount is visible).
     pub netns: Option<String>,
@@ -54,6 +56,7 @@ impl NodeConfig {
             data_extra: String::new(),
             host: "127.0.0.1".into(),
             primary_host: "127.0.0.1".into(),
+            native_stream: true,
             netns: None,
         }
     }
@@ -68,8 +71,9 @@ impl NodeConfig {
     fn yaml(&self) -> String {
         let primary_port = self.primary_port.unwrap_or(self.port);
         format!(
-            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
+            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
             host = self.host,
+            native = self.native_stream,
             primary_host = self.primary_host,
             mnt = self.dir.join("mnt").display(),
             data = self.dir.join("data").display(),

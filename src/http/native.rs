@@ -1,0 +1,371 @@
+//! The native stream between litefs-rs nodes: the frames of `POST /stream` (spec §4.4) on a
+//! plain TCP connection, with LTX payloads sent by `sendfile(2)` — from the page cache to the
+//! socket without a copy through user space.
+//!
+//! Negotiation: a replica opens a connection to the primary's API port and sends the native
+//! hello (below) instead of an HTTP request. Our server peeks at the first four bytes of every
+//! connection: `LFSN` goes here, anything else to hyper. A Go LiteFS primary answers the hello
+//! with an HTTP error (it is not an HTTP request) and closes; the replica then falls back to
+//! the compat transport (h2c `POST /stream`) and keeps using it for that primary.
+//!
+//! ```text
+//! hello    "LFSN" · version u32 (1) · node id u64 · filter length u32 · filter (comma-separated
+//!          names, ≤ 64 KiB) · position map (spec §4.4 encoding)
+//! answer   "LFSN" · version u32 · status u32 (200, 400, 503) · node id u64 ·
+//!          cluster id length u32 · cluster id · message length u32 · message (≤ 4 KiB each)
+//! frames   as compat, except that an LTX frame's payload is `length u64 · raw bytes` instead
+//!          of the chunked encoding (the frame header's size field stays 0)
+//! ```
+//! All integers big-endian.
+
+use super::App;
+use super::stream::{self, FrameSink};
+use crate::proto::{self, Frame, PosMap};
+use crate::types::NodeId;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const MAGIC: &[u8; 4] = b"LFSN";
+pub const VERSION: u32 = 1;
+/// Longest filter and texts in the hello and answer.
+const FILTER_LEN_MAX: u32 = 64 * 1024;
+const TEXT_LEN_MAX: u32 = 4096;
+/// Longest wait for a hello, and for a blocked write to a replica before it is given up.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+pub const SEND_TIMEOUT_MS: u64 = 30_000;
+/// Largest `sendfile` call (the kernel caps one call near 2 GiB anyway).
+const SENDFILE_CHUNK_BYTES: usize = 1 << 30;
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
+}
+
+fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn read_text(r: &mut impl Read, max: u32, what: &str) -> io::Result<String> {
+    let len = read_u32(r)?;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("native stream: {what} of {len} bytes exceeds {max}"),
+        ));
+    }
+    let mut b = vec![0u8; len as usize];
+    r.read_exact(&mut b)?;
+    String::from_utf8(b).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("native stream: {what} is not UTF-8"),
+        )
+    })
+}
+
+fn put_text(buf: &mut Vec<u8>, text: &str) {
+    buf.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    buf.extend_from_slice(text.as_bytes());
+}
+
+/// What a replica asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub node_id: NodeId,
+    pub filter: Vec<String>,
+    pub pos_map: PosMap,
+}
+
+impl Hello {
+    pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&VERSION.to_be_bytes());
+        buf.extend_from_slice(&self.node_id.0.to_be_bytes());
+        put_text(&mut buf, &self.filter.join(","));
+        proto::write_pos_map(&mut buf, &self.pos_map).map_err(io::Error::other)?;
+        Ok(buf)
+    }
+
+    /// Reads a hello whose magic was already checked (peeked) by the caller.
+    pub fn read_from(r: &mut impl Read) -> io::Result<Hello> {
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "native stream: bad magic",
+            ));
+        }
+        let version = read_u32(r)?;
+        if version != VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "native stream: version {version} not supported (this node speaks {VERSION})"
+                ),
+            ));
+        }
+        let node_id = NodeId(read_u64(r)?);
+        let filter = read_text(r, FILTER_LEN_MAX, "filter")?;
+        let pos_map = proto::read_pos_map(r).map_err(io::Error::other)?;
+        Ok(Hello {
+            node_id,
+            filter: filter
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
+            pos_map,
+        })
+    }
+}
+
+/// The primary's answer to a hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u32,
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub message: String,
+}
+
+impl Answer {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&VERSION.to_be_bytes());
+        buf.extend_from_slice(&self.status.to_be_bytes());
+        buf.extend_from_slice(&self.node_id.0.to_be_bytes());
+        put_text(&mut buf, &self.cluster_id);
+        put_text(&mut buf, &self.message);
+        buf
+    }
+
+    /// `Ok(None)`: the peer does not speak the native protocol (e.g. it answered in HTTP).
+    pub fn read_from(r: &mut impl Read) -> io::Result<Option<Answer>> {
+        let mut magic = [0u8; 4];
+        match r.read_exact(&mut magic) {
+            Ok(()) => {}
+            // A Go LiteFS node may just close the connection on a non-HTTP request.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if &magic != MAGIC {
+            return Ok(None);
+        }
+        let _version = read_u32(r)?;
+        Ok(Some(Answer {
+            status: read_u32(r)?,
+            node_id: NodeId(read_u64(r)?),
+            cluster_id: read_text(r, TEXT_LEN_MAX, "cluster id")?,
+            message: read_text(r, TEXT_LEN_MAX, "message")?,
+        }))
+    }
+}
+
+/// The native transport's sink: frames by `write`, LTX payloads by `sendfile`. Counts the
+/// bytes of each path, so the share copied through user space can be reported.
+struct NativeSink {
+    socket: TcpStream,
+    app: Arc<App>,
+}
+
+impl FrameSink for NativeSink {
+    fn frame(&mut self, frame: &Frame) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(32);
+        frame.write_to(&mut buf).map_err(io::Error::other)?;
+        self.socket.write_all(&buf)?;
+        self.app.metrics.add_sent_bytes(buf.len() as u64);
+        self.app.metrics.add_native_written_bytes(buf.len() as u64);
+        Ok(())
+    }
+
+    fn ltx_payload(&mut self, file: &mut File, len_bytes: u64) -> io::Result<()> {
+        self.socket.write_all(&len_bytes.to_be_bytes())?;
+        self.app.metrics.add_native_written_bytes(8);
+        let mut offset: libc::off_t = 0;
+        let mut left = len_bytes;
+        while left > 0 {
+            let want =
+                usize::try_from(left).map_or(SENDFILE_CHUNK_BYTES, |l| l.min(SENDFILE_CHUNK_BYTES));
+            // SAFETY: both descriptors are open for the duration of the call (owned by
+            // `self.socket` and `file`), and `offset` is a valid, exclusively borrowed off_t.
+            let n = unsafe {
+                libc::sendfile(self.socket.as_raw_fd(), file.as_raw_fd(), &mut offset, want)
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("LTX file ended {left} bytes early while streaming it"),
+                ));
+            }
+            left -= n as u64;
+            self.app.metrics.add_sent_bytes(n as u64);
+            self.app.metrics.add_native_sendfile_bytes(n as u64);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // TCP_NODELAY is set: every write is already on its way.
+        Ok(())
+    }
+
+    fn abort(&mut self, _e: io::Error) {
+        // A reset tells the replica it was not a clean end.
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Serves one native connection (the caller peeked `LFSN`); returns when the stream ends.
+pub(super) async fn serve(app: Arc<App>, socket: tokio::net::TcpStream) {
+    let socket = match socket.into_std().and_then(|s| {
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)))?;
+        s.set_write_timeout(Some(Duration::from_millis(SEND_TIMEOUT_MS)))?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => return eprintln!("litefs: native stream: {e}"),
+    };
+    // Before reading positions, so a commit between the read and the first wait is seen.
+    let changes = app.store.subscribe();
+    let app2 = app.clone();
+    let handshake = tokio::task::spawn_blocking(move || handshake(&app2, socket)).await;
+    let (socket, hello) = match handshake {
+        Ok(Ok(Some(done))) => done,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return eprintln!("litefs: native stream: {e}"),
+        Err(e) => return eprintln!("litefs: native stream: {e}"),
+    };
+    let filter: Option<BTreeSet<String>> =
+        (!hello.filter.is_empty()).then(|| hello.filter.into_iter().collect());
+    app.metrics.stream_started();
+    let sink = Box::new(NativeSink {
+        socket,
+        app: app.clone(),
+    });
+    // A gone replica shows as a failed write at the next heartbeat at the latest.
+    stream::run(
+        app,
+        hello.pos_map,
+        filter,
+        changes,
+        sink,
+        std::future::pending(),
+    )
+    .await;
+}
+
+/// Reads the hello and answers it; `None` when the answer refused the replica.
+fn handshake(app: &App, mut socket: TcpStream) -> io::Result<Option<(TcpStream, Hello)>> {
+    // Unbuffered: a buffer could swallow bytes after the hello (there are none today, but
+    // the socket is handed on).
+    let hello = Hello::read_from(&mut socket)?;
+    let (status, message) = if hello.node_id == app.store.node_id() {
+        (400, "cannot connect to self")
+    } else if !app.store.is_writable() {
+        (503, "node is not the primary")
+    } else {
+        (200, "")
+    };
+    let answer = Answer {
+        status,
+        node_id: app.store.node_id(),
+        cluster_id: app.store.role().cluster_id().unwrap_or_default(),
+        message: message.to_string(),
+    };
+    socket.write_all(&answer.to_bytes())?;
+    if status != 200 {
+        return Ok(None);
+    }
+    Ok(Some((socket, hello)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Checksum, Pos, TxId};
+
+    #[test]
+    fn hello_and_answer_round_trip_byte_for_byte() {
+        let mut pos_map = PosMap::new();
+        pos_map.insert(
+            "db".into(),
+            Pos {
+                txid: TxId(3),
+                post_apply_checksum: Checksum(0x9d81_a60d_39fb_4760),
+            },
+        );
+        let hello = Hello {
+            node_id: NodeId(0x0102_0304_0506_0708),
+            filter: vec!["a".into(), "b".into()],
+            pos_map,
+        };
+        let bytes = hello.to_bytes().unwrap();
+        let want: Vec<u8> = [
+            &b"LFSN"[..],
+            &[0, 0, 0, 1],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &[0, 0, 0, 3],
+            b"a,b",
+            &[0, 0, 0, 1, 0, 0, 0, 2],
+            b"db",
+            &[0, 0, 0, 0, 0, 0, 0, 3],
+            &[0x9d, 0x81, 0xa6, 0x0d, 0x39, 0xfb, 0x47, 0x60],
+        ]
+        .concat();
+        assert_eq!(bytes, want);
+        assert_eq!(Hello::read_from(&mut bytes.as_slice()).unwrap(), hello);
+
+        let answer = Answer {
+            status: 503,
+            node_id: NodeId(7),
+            cluster_id: "LFSC0123456789ABCDEF".into(),
+            message: "node is not the primary".into(),
+        };
+        let bytes = answer.to_bytes();
+        assert_eq!(&bytes[..12], b"LFSN\0\0\0\x01\0\0\x01\xf7");
+        assert_eq!(
+            Answer::read_from(&mut bytes.as_slice()).unwrap(),
+            Some(answer)
+        );
+    }
+
+    #[test]
+    fn a_non_native_answer_is_recognised_and_limits_hold() {
+        let http = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+        assert_eq!(Answer::read_from(&mut &http[..]).unwrap(), None);
+        assert_eq!(Answer::read_from(&mut &b""[..]).unwrap(), None);
+        let mut hostile = b"LFSN\0\0\0\x01".to_vec();
+        hostile.extend_from_slice(&[0; 8]);
+        hostile.extend_from_slice(&u32::MAX.to_be_bytes());
+        let err = Hello::read_from(&mut hostile.as_slice()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("filter of 4294967295 bytes exceeds 65536"),
+            "{err}"
+        );
+        let old = b"LFSN\0\0\0\x02";
+        let err = Hello::read_from(&mut &old[..]).unwrap_err();
+        assert!(err.to_string().contains("version 2 not supported"), "{err}");
+    }
+}
