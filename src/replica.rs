@@ -10,13 +10,12 @@
 use crate::http::client::{self, BaseUrl};
 use crate::http::native;
 use crate::proto::{ChunkedReader, Frame, PosMap, write_pos_map};
-use crate::stop::Stop;
+use crate::stop::{Stop, Worker};
 use crate::store::{PrimaryInfo, Received, Store};
 use hyper::{Method, StatusCode};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Bytes of an error response body worth reporting.
@@ -52,12 +51,14 @@ pub enum StreamError {
     Config(String),
 }
 
-/// Stops the loop when dropped (and waits for it, bounded by the reconnect delay or the
-/// stream's idle timeout).
+/// Stops the loop when dropped (waiting at most [`JOIN_WAIT_MS`]: the thread may be blocked
+/// reading a stream and notices at the next heartbeat, ≤ 1 s, or the idle timeout).
 pub struct Replica {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    /// Held for its `Drop`.
+    _worker: Worker,
 }
+
+const JOIN_WAIT_MS: u64 = 3000;
 
 impl Replica {
     /// Starts following `options.primary` on a new thread.
@@ -65,34 +66,11 @@ impl Replica {
         let base = BaseUrl::parse(&options.primary.advertise_url)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         store.become_replica();
-        let stop = Arc::new(Stop::default());
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("litefs-replica".into())
-                .spawn(move || run(&store, &options, &base, &stop))?
-        };
-        Ok(Replica {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.stop.set();
-        // The thread may be blocked reading a stream; it notices the flag at the next
-        // heartbeat (≤ 1 s) or idle timeout. Do not hold shutdown hostage to it.
-        if let Some(t) = self.thread.take() {
-            let deadline = std::time::Instant::now() + Duration::from_secs(3);
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        let join_wait = Duration::from_millis(JOIN_WAIT_MS);
+        let worker = Worker::spawn("litefs-replica", join_wait, move |stop| {
+            run(&store, &options, &base, stop)
+        })?;
+        Ok(Replica { _worker: worker })
     }
 }
 
@@ -179,7 +157,7 @@ fn follow(
     if resp.status != StatusCode::OK {
         return Err(StreamError::Status {
             code: resp.status.as_u16(),
-            body: resp.body.text(ERROR_BODY_LEN_MAX),
+            body: client::body_text(resp.body, ERROR_BODY_LEN_MAX),
         });
     }
     let cluster_id = resp

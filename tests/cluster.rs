@@ -26,6 +26,21 @@ fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `count` single-row transactions on `node`'s database `db` in journal mode `mode`.
+fn commit(node: &Node, mode: &str, count: usize) -> String {
+    python(
+        "commits.py",
+        &[node.path("db").to_str().unwrap(), mode, &count.to_string()],
+    )
+}
+
+/// A primary in `dir/p` and a replica of it in `dir/r`.
+fn primary_and_replica(dir: &Path) -> (Node, Node) {
+    let primary = Node::start(NodeConfig::primary(&dir.join("p")));
+    let replica = Node::start(NodeConfig::replica(&dir.join("r"), primary.config.port));
+    (primary, replica)
+}
+
 /// `GET path` from a node's API over HTTP/1.1 (the response body).
 fn http_get(node: &Node, path: &str) -> String {
     use std::io::{Read, Write};
@@ -77,14 +92,7 @@ fn three_nodes_follow(mode: &str) {
     r2_config.native_stream = false;
     let r2 = Node::start(r2_config);
     let started = Instant::now();
-    let rows = python(
-        "commits.py",
-        &[
-            primary.path("db").to_str().unwrap(),
-            mode,
-            &TXNS.to_string(),
-        ],
-    );
+    let rows = commit(&primary, mode, TXNS);
     let write_secs = started.elapsed().as_secs_f64();
     assert_eq!(rows.trim(), TXNS.to_string());
     let want = primary.pos("db").unwrap();
@@ -167,11 +175,7 @@ fn three_nodes_wal() {
 /// reopening, as soon as it is applied.
 fn open_connection_sees_each_commit(mode: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
-    let replica = Node::start(NodeConfig::replica(
-        &tmp.path().join("r"),
-        primary.config.port,
-    ));
+    let (primary, replica) = primary_and_replica(tmp.path());
     let p = rusqlite::Connection::open(primary.path("db")).unwrap();
     p.pragma_update(None, "journal_mode", mode).unwrap();
     p.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", [])
@@ -233,15 +237,8 @@ fn open_connection_sees_each_commit_wal() {
 /// (WAL), and change nothing on either node.
 fn replica_writes_fail(mode: &str, expected_error: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
-    let replica = Node::start(NodeConfig::replica(
-        &tmp.path().join("r"),
-        primary.config.port,
-    ));
-    python(
-        "commits.py",
-        &[primary.path("db").to_str().unwrap(), mode, "10"],
-    );
+    let (primary, replica) = primary_and_replica(tmp.path());
+    commit(&primary, mode, 10);
     let pos = primary.pos("db").unwrap();
     replica.wait_pos("db", pos, CATCH_UP_WAIT_MAX);
     let before = image(&replica, "db");
@@ -309,10 +306,7 @@ fn cluster_id_is_adopted_and_a_different_one_refused() {
         &tmp.path().join("r"),
         primary.config.port,
     ));
-    python(
-        "commits.py",
-        &[primary.path("db").to_str().unwrap(), "delete", "1"],
-    );
+    commit(&primary, "delete", 1);
     replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
     let adopted = std::fs::read_to_string(tmp.path().join("r/data/clusterid")).unwrap();
     assert_eq!(adopted, primary_id);
@@ -363,12 +357,11 @@ fn replica_behind_retention_catches_up_by_snapshot() {
         &tmp.path().join("r"),
         primary.config.port,
     ));
-    let db = primary.path("db");
-    python("commits.py", &[db.to_str().unwrap(), "delete", "10"]);
+    commit(&primary, "delete", 10);
     replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
     let stopped_at = replica.pos("db").unwrap();
     replica.stop();
-    python("commits.py", &[db.to_str().unwrap(), "delete", "500"]);
+    commit(&primary, "delete", 500);
     let head = primary.pos("db").unwrap();
     assert_eq!(head.txid.0, stopped_at.txid.0 + 500);
     // Retention removes every file but the newest once they are a second old.
@@ -395,7 +388,7 @@ fn replica_behind_retention_catches_up_by_snapshot() {
         "the replica holds exactly the snapshot"
     );
     // Then incrementally.
-    python("commits.py", &[db.to_str().unwrap(), "delete", "5"]);
+    commit(&primary, "delete", 5);
     let head2 = primary.pos("db").unwrap();
     replica.wait_pos("db", head2, CATCH_UP_WAIT_MAX);
     let ranges = ltx_ranges(&replica.ltx_dir("db"));
@@ -418,37 +411,16 @@ fn replica_behind_retention_catches_up_by_snapshot() {
 /// primary's `primary_extra`.
 fn diverged_replica_is_reset(extra: usize, primary_extra: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
-    let mut replica = Node::start(NodeConfig::replica(
-        &tmp.path().join("r"),
-        primary.config.port,
-    ));
-    python(
-        "commits.py",
-        &[primary.path("db").to_str().unwrap(), "delete", "10"],
-    );
+    let (primary, mut replica) = primary_and_replica(tmp.path());
+    commit(&primary, "delete", 10);
     replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
     replica.stop();
     // The replica's data directory, mounted as a lone primary, takes its own transactions.
     let alone = Node::start(NodeConfig::primary(&replica.config.dir));
-    python(
-        "commits.py",
-        &[
-            alone.path("db").to_str().unwrap(),
-            "delete",
-            &extra.to_string(),
-        ],
-    );
+    commit(&alone, "delete", extra);
     let diverged = alone.pos("db").unwrap();
     drop(alone);
-    python(
-        "commits.py",
-        &[
-            primary.path("db").to_str().unwrap(),
-            "delete",
-            &primary_extra.to_string(),
-        ],
-    );
+    commit(&primary, "delete", primary_extra);
     let head = primary.pos("db").unwrap();
     if extra == primary_extra {
         assert_eq!(diverged.txid, head.txid);
@@ -485,15 +457,8 @@ fn replica_at_the_same_txid_with_another_checksum_is_reset_by_snapshot() {
 #[test]
 fn replica_with_a_damaged_ltx_file_refetches_instead_of_refusing_to_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
-    let mut replica = Node::start(NodeConfig::replica(
-        &tmp.path().join("r"),
-        primary.config.port,
-    ));
-    python(
-        "commits.py",
-        &[primary.path("db").to_str().unwrap(), "delete", "20"],
-    );
+    let (primary, mut replica) = primary_and_replica(tmp.path());
+    commit(&primary, "delete", 20);
     let head = primary.pos("db").unwrap();
     replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
     replica.stop();

@@ -276,7 +276,9 @@ pub fn run_stream(pair: &Pair, bytes: u64) -> Result<StreamResult> {
     let (visible, published) = std::thread::scope(|s| -> Result<(Instant, Instant)> {
         let watcher = s.spawn(|| wait_visible(&pos_file, before + 1));
         let publish_watcher = s.spawn(move || -> Result<Instant> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?;
             rt.block_on(async {
                 tokio::time::timeout(VISIBLE_WAIT_MAX, published.recv())
                     .await

@@ -6,6 +6,7 @@
 //! apply code stays synchronous. The network thread ends when the body ends, when the
 //! reader is dropped, or when the peer has been silent for [`STREAM_IDLE_TIMEOUT_MS`].
 
+use super::body::ChannelReader;
 use crate::types::NodeId;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -67,35 +68,15 @@ pub struct StreamingResponse {
     pub body: BodyReader,
 }
 
-/// The response body as a blocking reader.
-pub struct BodyReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
+/// The response body as a blocking reader (blocks through a bounded channel from the client
+/// thread).
+pub type BodyReader = ChannelReader;
 
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
-    }
-}
-
-impl BodyReader {
-    /// The rest of the body as text (an error response's message), at most `limit_bytes`.
-    pub fn text(mut self, limit_bytes: u64) -> String {
-        let mut s = String::new();
-        let _ = (&mut self).take(limit_bytes).read_to_string(&mut s);
-        s.trim_end().to_string()
-    }
+/// The rest of `body` as text (an error response's message), at most `limit_bytes`.
+pub fn body_text(mut body: BodyReader, limit_bytes: u64) -> String {
+    let mut s = String::new();
+    let _ = (&mut body).take(limit_bytes).read_to_string(&mut s);
+    s.trim_end().to_string()
 }
 
 /// Sends `method path_and_query` with `body` to `base` over h2c, with the `Litefs-Id` header,
@@ -194,10 +175,7 @@ pub fn request(
     Ok(StreamingResponse {
         status,
         headers,
-        body: BodyReader {
-            rx: body_rx,
-            current: Bytes::new(),
-        },
+        body: ChannelReader::new(body_rx),
     })
 }
 

@@ -2,17 +2,19 @@
 //! (spec §2.3 step 4, §8.1).
 
 use super::Store;
-use crate::stop::Stop;
+use crate::stop::Worker;
 use std::io;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 /// Runs until dropped.
 pub struct RetentionMonitor {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    /// Held for its `Drop`.
+    _worker: Worker,
 }
+
+/// Longest wait for the loop at shutdown (one pass over the databases).
+const JOIN_WAIT_MS: u64 = 3000;
 
 impl RetentionMonitor {
     /// Every `interval`, removes LTX files older than `retention` (never the newest of a
@@ -25,36 +27,19 @@ impl RetentionMonitor {
         if interval.is_zero() || retention.is_zero() {
             return Ok(None);
         }
-        let stop = Arc::new(Stop::default());
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("litefs-retention".into())
-                .spawn(move || {
-                    while !stop.sleep(interval) {
-                        let Some(cutoff) = SystemTime::now().checked_sub(retention) else {
-                            continue;
-                        };
-                        for db in store.dbs() {
-                            if let Err(e) = db.enforce_retention(cutoff) {
-                                eprintln!("litefs: retention: {e}");
-                            }
-                        }
+        let join_wait = Duration::from_millis(JOIN_WAIT_MS);
+        let worker = Worker::spawn("litefs-retention", join_wait, move |stop| {
+            while !stop.sleep(interval) {
+                let Some(cutoff) = SystemTime::now().checked_sub(retention) else {
+                    continue;
+                };
+                for db in store.dbs() {
+                    if let Err(e) = db.enforce_retention(cutoff) {
+                        eprintln!("litefs: retention: {e}");
                     }
-                })?
-        };
-        Ok(Some(RetentionMonitor {
-            stop,
-            thread: Some(thread),
-        }))
-    }
-}
-
-impl Drop for RetentionMonitor {
-    fn drop(&mut self) {
-        self.stop.set();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+                }
+            }
+        })?;
+        Ok(Some(RetentionMonitor { _worker: worker }))
     }
 }

@@ -15,7 +15,6 @@ use super::{Db, FileKind, State, sync_dir};
 use crate::ltx::{self, Header};
 use crate::sqlite::shm::{SHM_BLOCK_SIZE_BYTES, WalIndexState, rewrite_wal_index};
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::{SystemClock, WriteLockMode};
 use crate::store::shared::Invalidation;
 use crate::types::Pos;
 use std::fs::{self, File, OpenOptions};
@@ -89,7 +88,8 @@ impl Db {
             tee.read_exact(&mut head)
                 .io_context("receive LTX header", &tmp_path)?;
             let header = Header::from_bytes(&head).map_err(ltx_err)?;
-            let _guard = self.acquire_apply_lock()?;
+            let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
+            let _guard = self.acquire_write_lock(deadline)?;
             // Verify the whole file before anything else can fail halfway.
             let rest = io::Cursor::new(head).chain(&mut tee);
             ltx::verify(rest).map_err(ltx_err)?;
@@ -146,27 +146,6 @@ impl Db {
             local: pos,
             remote: header.pre_apply_pos(),
         }
-    }
-
-    /// The internal write lock (spec §3.9), in the mode the database is in now.
-    pub(super) fn acquire_apply_lock(&self) -> Result<crate::store::lock::InternalLockGuard> {
-        let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
-        self.locks()
-            .acquire_write_lock(
-                || {
-                    if self.lock().wal_mode {
-                        WriteLockMode::Wal
-                    } else {
-                        WriteLockMode::Rollback
-                    }
-                },
-                deadline,
-                &SystemClock,
-            )
-            .map_err(|source| Error::Lock {
-                db: self.name.clone(),
-                source,
-            })
     }
 
     /// After a snapshot, the files before it no longer form a chain with it (spec §4.4 step 7).

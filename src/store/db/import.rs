@@ -23,7 +23,6 @@ use super::{Db, FileKind, JournalMode, State, now_ms, sync_dir};
 use crate::ltx::{self, ImageError};
 use crate::sqlite::DbHeader;
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::{SystemClock, WriteLockMode};
 use crate::types::Pos;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
@@ -77,23 +76,7 @@ impl Db {
     pub fn import_spooled(&self, image: SpooledImage, deadline: Instant) -> Result<Pos> {
         // `Error::ReadOnly` ("read only replica", LiteFS's text) is what the WAL kind yields.
         self.check_writable(FileKind::Wal)?;
-        let _guard = self
-            .locks()
-            .acquire_write_lock(
-                || {
-                    if self.lock().wal_mode {
-                        WriteLockMode::Wal
-                    } else {
-                        WriteLockMode::Rollback
-                    }
-                },
-                deadline,
-                &SystemClock,
-            )
-            .map_err(|source| Error::Lock {
-                db: self.name.clone(),
-                source,
-            })?;
+        let _guard = self.acquire_write_lock(deadline)?;
         self.check_writable(FileKind::Wal)?;
         // Nothing is uncaptured under the write lock unless a capture failed (and the process
         // is going down); recording it here keeps TXIDs unique either way.

@@ -10,7 +10,7 @@ use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{DbHeader, WalCursor, WalHeader};
 use crate::store::checksums::PageChecksums;
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::LockTable;
+use crate::store::lock::{InternalLockGuard, LockTable, SystemClock, WriteLockMode};
 use crate::store::shared::Shared;
 use crate::types::{NodeId, Pos};
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,6 +175,28 @@ impl Db {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Which types the internal locks take: the database's journal mode now.
+    pub(super) fn write_lock_mode(&self) -> WriteLockMode {
+        if self.lock().wal_mode {
+            WriteLockMode::Wal
+        } else {
+            WriteLockMode::Rollback
+        }
+    }
+
+    /// The internal write lock (spec §3.9) in the current mode, waiting until `deadline`.
+    pub(super) fn acquire_write_lock(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<InternalLockGuard> {
+        self.locks
+            .acquire_write_lock(|| self.write_lock_mode(), deadline, &SystemClock)
+            .map_err(|source| Error::Lock {
+                db: self.name.clone(),
+                source,
+            })
     }
 
     /// The lock table of this database (decisions live in `store::lock`).

@@ -24,7 +24,7 @@
 use super::{Db, FileKind, now_ms};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::{InternalLockGuard, ReadLockPurpose, SystemClock, WriteLockMode};
+use crate::store::lock::{InternalLockGuard, ReadLockPurpose, SystemClock};
 use crate::types::{Checksum, Pos, TxId};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -160,13 +160,7 @@ impl Db {
             .locks()
             .acquire_read_lock(
                 purpose,
-                || {
-                    if self.lock().wal_mode {
-                        WriteLockMode::Wal
-                    } else {
-                        WriteLockMode::Rollback
-                    }
-                },
+                || self.write_lock_mode(),
                 || view = Some(self.capture_view(purpose)),
                 deadline,
                 &SystemClock,
