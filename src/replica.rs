@@ -81,7 +81,7 @@ fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
         Transport::Compat
     };
     while !stop.is_set() {
-        store.role().set_primary_info(Some(options.primary.clone()));
+        store.set_primary_info(Some(options.primary.clone()));
         match follow(store, options, base, stop, &mut transport) {
             Ok(()) => {}
             Err(e) => eprintln!(
@@ -89,7 +89,7 @@ fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
                 options.primary.advertise_url, options.reconnect_delay
             ),
         }
-        store.role().set_primary_info(None);
+        store.set_primary_info(None);
         store.role().clear_primary_timestamp();
         if stop.sleep(options.reconnect_delay) {
             break;

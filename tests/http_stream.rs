@@ -447,7 +447,16 @@ fn rejections_info_and_metrics() {
     let vars: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(vars["store"]["dbs"]["db"]["txid"], format!("{txid:016x}"));
 
-    let (status, _, body) = get(addr, "/events");
+    // `/events` is served (tests/events.rs); other methods are refused as Go does.
+    let (status, _, body) = http1(
+        addr,
+        "POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!((status, body.as_str()), (405, "method not allowed\n"));
+    let (status, _, body) = http1(
+        addr,
+        "POST /halt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_eq!(status, 501, "{body}");
     assert!(body.contains("not implemented yet"));
     assert_eq!(get(addr, "/nope").0, 404);

@@ -93,6 +93,8 @@ impl Mount {
         store
             .invalidate_hook()
             .set(Box::new(move |inv| notifier.send(inv)));
+        // `GET /metrics` reports this mount's requests per opcode through the store.
+        store.request_counts_hook().set(stats.clone());
         let server = Arc::new(Server::new(fs));
         let stopping = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -159,6 +161,7 @@ impl Mount {
         };
         self.stopping.store(true, Ordering::Release);
         self.store.invalidate_hook().clear();
+        self.store.request_counts_hook().clear();
         let result = session.umount().map_err(io::Error::other);
         let _ = session.wake();
         for w in self.workers.drain(..) {

@@ -8,6 +8,7 @@
 //!   to `FileSystem::setlk` (its `setlkw` handler calls `setlk`), so the file system could not
 //!   otherwise tell a blocking request from a non-blocking one.
 
+use crate::store::RequestCountSource;
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
 use fuse_backend_rs::api::server::MetricsHook;
 use std::cell::Cell;
@@ -16,6 +17,88 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Opcodes below this are counted individually; larger ones (CUSE_INIT) share the last slot.
 const OPCODE_SLOTS: usize = 64;
+
+/// The kernel's names of the opcodes (`FUSE_WRITE` → `write`, include/uapi/linux/fuse.h), by
+/// number; "" for numbers the kernel does not use. Kept here rather than derived from
+/// fuse-backend-rs's `Opcode`, whose `From<u32>` transmutes unused numbers (7, 19) into it.
+const OPCODE_NAMES: [&str; 54] = [
+    "",
+    "lookup",
+    "forget",
+    "getattr",
+    "setattr",
+    "readlink",
+    "symlink",
+    "",
+    "mknod",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+    "link",
+    "open",
+    "read",
+    "write",
+    "statfs",
+    "release",
+    "",
+    "fsync",
+    "setxattr",
+    "getxattr",
+    "listxattr",
+    "removexattr",
+    "flush",
+    "init",
+    "opendir",
+    "readdir",
+    "releasedir",
+    "fsyncdir",
+    "getlk",
+    "setlk",
+    "setlkw",
+    "access",
+    "create",
+    "interrupt",
+    "bmap",
+    "destroy",
+    "ioctl",
+    "poll",
+    "notify_reply",
+    "batch_forget",
+    "fallocate",
+    "readdirplus",
+    "rename2",
+    "lseek",
+    "copy_file_range",
+    "setupmapping",
+    "removemapping",
+    "syncfs",
+    "tmpfile",
+    "statx",
+    "copy_file_range_64",
+];
+
+/// The name a counter slot is reported under: the kernel's name, `other` for the shared last
+/// slot, `opcode_N` for a number the kernel does not define.
+fn slot_name(slot: usize) -> &'static str {
+    const UNNAMED: [&str; OPCODE_SLOTS] = {
+        // Numbers without a kernel name; only reachable with a kernel newer than this table.
+        let mut names = [""; OPCODE_SLOTS];
+        names[7] = "opcode_7";
+        names[19] = "opcode_19";
+        let mut i = OPCODE_NAMES.len();
+        while i < OPCODE_SLOTS - 1 {
+            names[i] = "opcode_unknown";
+            i += 1;
+        }
+        names[OPCODE_SLOTS - 1] = "other";
+        names
+    };
+    match OPCODE_NAMES.get(slot) {
+        Some(name) if !name.is_empty() => name,
+        _ => UNNAMED[slot.min(OPCODE_SLOTS - 1)],
+    }
+}
 
 thread_local! {
     /// The opcode of the request this worker thread is serving (0 outside a request).
@@ -69,6 +152,26 @@ impl RequestStats {
     }
 }
 
+/// What `GET /metrics` reports as `litefs_fuse_request_count{op}` (registered with the store
+/// by the mount).
+impl RequestCountSource for RequestStats {
+    fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut counts: Vec<(&'static str, u64)> = Vec::new();
+        for (slot, count) in self.counts.iter().enumerate() {
+            let n = count.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            // Unnamed numbers share a name; add them up so each name appears once.
+            match counts.iter_mut().find(|(name, _)| *name == slot_name(slot)) {
+                Some((_, total)) => *total += n,
+                None => counts.push((slot_name(slot), n)),
+            }
+        }
+        counts
+    }
+}
+
 /// A snapshot of [`RequestStats`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestCounts(Vec<u64>);
@@ -106,5 +209,35 @@ impl MetricsHook for Hook {
 
     fn release(&self, _oh: Option<&OutHeader>) {
         CURRENT_OPCODE.with(|c| c.set(0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opcodes_are_reported_by_their_kernel_names() {
+        assert_eq!(slot_name(Opcode::Write as usize), "write");
+        assert_eq!(slot_name(Opcode::Setlk as usize), "setlk");
+        assert_eq!(slot_name(Opcode::BatchForget as usize), "batch_forget");
+        assert_eq!(slot_name(Opcode::RemoveMapping as usize), "removemapping");
+        assert_eq!(slot_name(52), "statx");
+        assert_eq!(slot_name(7), "opcode_7");
+        assert_eq!(slot_name(60), "opcode_unknown");
+        assert_eq!(slot_name(OPCODE_SLOTS - 1), "other");
+        let stats = RequestStats::default();
+        for op in [16, 16, 32, 60, 61, 4096] {
+            stats.record(op);
+        }
+        assert_eq!(
+            stats.request_counts(),
+            [
+                ("write", 2),
+                ("setlk", 1),
+                ("opcode_unknown", 2),
+                ("other", 1)
+            ]
+        );
     }
 }

@@ -4,10 +4,12 @@
 //! runtime's blocking pool and reach the network through bounded channels.
 //!
 //! Built: `GET /info`, `POST /stream` (primary side), `GET /export`, `POST /import`,
-//! `GET /metrics`, `GET /debug/vars`. The other LiteFS routes answer `501 Not Implemented`.
+//! `GET /events`, `GET /metrics`, `GET /debug/vars`. The other LiteFS routes answer
+//! `501 Not Implemented`.
 
 mod body;
 pub mod client;
+mod events;
 mod export;
 pub mod metrics;
 pub mod native;
@@ -45,7 +47,8 @@ struct App {
     store: Arc<Store>,
     options: ServerOptions,
     metrics: Arc<Metrics>,
-    /// Becomes `true` at shutdown; stream handlers then send End and finish.
+    /// Becomes `true` at shutdown; stream handlers then send End and finish, and `/events`
+    /// responses end.
     shutdown: watch::Receiver<bool>,
 }
 
@@ -180,7 +183,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
         }
     }
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
-    while app.metrics.streams_active() > 0 && Instant::now() < deadline {
+    while app.metrics.streams_active() + app.metrics.event_streams_active() > 0
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Let the connections write the End frames just queued.

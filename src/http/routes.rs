@@ -1,14 +1,15 @@
 //! Routing and the small endpoints (spec §4.1–§4.3): common headers, Go-style errors,
-//! `/info`, `/metrics`, `/debug/vars`, and 501 for routes not built yet. `/export` and
-//! `/import` live in `export.rs`, `/stream` in `stream.rs`.
+//! `/info`, `/debug/vars`, and 501 for routes not built yet. `/export` and `/import` live in
+//! `export.rs`, `/stream` in `stream.rs`, `/events` in `events.rs`, `/metrics` in
+//! `metrics.rs`.
 
 use super::App;
-use super::metrics::escape_label;
+use crate::store::Db;
+use crate::store::lock::{LockType, RwState};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use std::fmt::Write as _;
 use std::io;
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     resp
 }
 
-fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(full(body));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -44,12 +45,11 @@ fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response<Bod
 }
 
 /// The routes LiteFS has that this build does not serve yet.
-const NOT_BUILT: [(&str, &[Method]); 5] = [
+const NOT_BUILT: [(&str, &[Method]); 4] = [
     ("/halt", &[Method::POST, Method::DELETE]),
     ("/tx", &[Method::POST]),
     ("/handoff", &[Method::POST]),
     ("/promote", &[Method::POST]),
-    ("/events", &[Method::GET]),
 ];
 
 /// The first value of `key` in a query string, unescaped (Go's `url.Values.Get`).
@@ -82,7 +82,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let allowed: &[Method] = match path {
-        "/info" | "/metrics" | "/debug/vars" | "/export" => &[Method::GET],
+        "/info" | "/metrics" | "/debug/vars" | "/export" | "/events" => &[Method::GET],
         "/stream" | "/import" => &[Method::POST],
         _ => match NOT_BUILT.iter().find(|(p, _)| *p == path) {
             Some((_, methods)) => methods,
@@ -94,8 +94,9 @@ async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<B
     }
     match path {
         "/info" => info(app),
-        "/metrics" => metrics(app),
+        "/metrics" => super::metrics::handle(app.clone()).await,
         "/debug/vars" => debug_vars(app),
+        "/events" => super::events::handle(app.clone()).await,
         "/stream" => super::stream::handle(app.clone(), req).await,
         "/export" => super::export::export(app.clone(), req).await,
         "/import" => super::export::import(app.clone(), req).await,
@@ -154,58 +155,7 @@ fn info(app: &App) -> Response<Body> {
     }
 }
 
-/// `GET /metrics`: the LiteFS series we have (spec §8.4) in the Prometheus text format.
-fn metrics(app: &App) -> Response<Body> {
-    let dbs = app.store.dbs();
-    let mut out = String::with_capacity(1024);
-    let gauge = |out: &mut String, name: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        let _ = writeln!(out, "{name} {value}");
-    };
-    gauge(
-        &mut out,
-        "litefs_db_count",
-        "Number of managed databases.",
-        dbs.len().to_string(),
-    );
-    gauge(
-        &mut out,
-        "litefs_is_primary",
-        "1 if this node is primary.",
-        "1".into(),
-    );
-    gauge(
-        &mut out,
-        "litefs_subscriber_count",
-        "Connected change subscribers.",
-        app.store.subscriber_count().to_string(),
-    );
-    let _ = writeln!(out, "# HELP litefs_db_txid Current transaction id.");
-    let _ = writeln!(out, "# TYPE litefs_db_txid gauge");
-    for db in &dbs {
-        let name = escape_label(db.name());
-        let _ = writeln!(out, "litefs_db_txid{{db=\"{name}\"}} {}", db.pos().txid.0);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP litefs_db_page_count Pages in the database (Commit)."
-    );
-    let _ = writeln!(out, "# TYPE litefs_db_page_count gauge");
-    for db in &dbs {
-        let name = escape_label(db.name());
-        let _ = writeln!(
-            out,
-            "litefs_db_page_count{{db=\"{name}\"}} {}",
-            db.page_count()
-        );
-    }
-    app.metrics.render(&mut out);
-    with_type("text/plain; version=0.0.4; charset=utf-8", out)
-}
-
-/// `GET /debug/vars`: expvar's `store` variable (spec §4.3) plus page size and count; lock
-/// states are not reported yet.
+/// `GET /debug/vars`: expvar's `store` variable (spec §4.3), plus page size and count.
 fn debug_vars(app: &App) -> Response<Body> {
     let mut dbs = serde_json::Map::new();
     for db in app.store.dbs() {
@@ -218,6 +168,7 @@ fn debug_vars(app: &App) -> Response<Body> {
                 "checksum": pos.post_apply_checksum.to_string(),
                 "pageSize": db.page_size(),
                 "pageCount": db.page_count(),
+                "locks": lock_states(&db),
             }),
         );
     }
@@ -229,6 +180,37 @@ fn debug_vars(app: &App) -> Response<Body> {
         }
     });
     with_type("application/json; charset=utf-8", format!("{vars}\n"))
+}
+
+/// The state of each SQLite lock byte of `db` as LiteFS's expvar names it (spec §4.3). A
+/// snapshot of independent words: it may mix moments when locks change meanwhile.
+fn lock_states(db: &Db) -> serde_json::Map<String, serde_json::Value> {
+    let mut locks = serde_json::Map::new();
+    for t in LockType::ALL {
+        let name = match t {
+            LockType::Pending => "pending",
+            LockType::Shared => "shared",
+            LockType::Reserved => "reserved",
+            LockType::Write => "write",
+            LockType::Ckpt => "ckpt",
+            LockType::Recover => "recover",
+            LockType::Read0 => "read0",
+            LockType::Read1 => "read1",
+            LockType::Read2 => "read2",
+            LockType::Read3 => "read3",
+            LockType::Read4 => "read4",
+            LockType::Dms => "dms",
+            // Not in LiteFS's list (and not built yet).
+            LockType::Halt => continue,
+        };
+        let state = match db.locks().words().word(t).state() {
+            RwState::Unlocked => "unlocked",
+            RwState::Shared { .. } => "shared",
+            RwState::Exclusive { .. } => "exclusive",
+        };
+        locks.insert(name.into(), state.into());
+    }
+    locks
 }
 
 #[cfg(test)]

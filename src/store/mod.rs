@@ -13,20 +13,24 @@ pub mod changes;
 pub mod checksums;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod lock;
 pub mod monitor;
 pub mod role;
 pub mod shared;
+pub mod stats;
 
 pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
 pub use db::{
     APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind, IMPORT_LOCK_TIMEOUT_MS,
-    JournalMode, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpooledImage,
+    JournalMode, LtxUsage, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpooledImage,
 };
 pub use error::{Error, Result};
+pub use events::{EVENT_QUEUE_DEPTH_MAX, Event, Events};
 pub use role::PrimaryInfo;
 use shared::Shared;
 pub use shared::{FatalHandler, FatalHook, InvalidateHandler, InvalidateHook, Invalidation};
+pub use stats::{HistogramSnapshot, RequestCountSource, RequestCountsHook};
 
 use crate::types::Pos;
 use error::IoContext;
@@ -35,7 +39,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Database names are single path components: no `/`, not `.` or `..`, not empty, and not
@@ -71,6 +75,11 @@ pub struct Store {
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
     shared: Arc<Shared>,
     role: role::Role,
+    /// The mount's FUSE request counters, while mounted.
+    request_counts: RequestCountsHook,
+    /// (is primary, primary hostname) as last announced by a `primaryChange` event, so an
+    /// event means a change (a store opens writable, following nobody).
+    announced_role: Mutex<(bool, String)>,
 }
 
 impl Store {
@@ -123,6 +132,8 @@ impl Store {
             dbs: RwLock::new(dbs),
             shared,
             role,
+            request_counts: RequestCountsHook::default(),
+            announced_role: Mutex::new((true, String::new())),
         })
     }
 
@@ -148,18 +159,54 @@ impl Store {
         self.shared.writable.store(writable, Ordering::Release);
     }
 
-    /// This node is the primary (spec §7.5): writable, ready, never behind.
+    /// This node is the primary (spec §7.5): writable, ready, never behind. Publishes a
+    /// `primaryChange` event if it was not.
     pub fn become_primary(&self) {
         self.set_writable(true);
         self.role.set_primary_info(None);
         self.role.set_primary_timestamp_ms(0);
         self.role.mark_ready();
+        self.publish_primary_change();
     }
 
     /// This node follows a primary: read-only, behind until the stream says otherwise.
+    /// Publishes a `primaryChange` event if it was the primary.
     pub fn become_replica(&self) {
         self.set_writable(false);
         self.role.clear_primary_timestamp();
+        self.publish_primary_change();
+    }
+
+    /// The primary this replica is connected to (`None`: none). Publishes a `primaryChange`
+    /// event when that changes the role announced last.
+    pub fn set_primary_info(&self, info: Option<PrimaryInfo>) {
+        self.role.set_primary_info(info);
+        self.publish_primary_change();
+    }
+
+    /// Publishes a `primaryChange` event if the role differs from the last one announced.
+    fn publish_primary_change(&self) {
+        // Held while publishing, so concurrent role changes are announced in order.
+        let mut announced = self
+            .announced_role
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let role = (self.is_writable(), self.primary_hostname());
+        if *announced != role {
+            self.shared.events.publish(Event::PrimaryChange {
+                is_primary: role.0,
+                hostname: role.1.clone(),
+            });
+            *announced = role;
+        }
+    }
+
+    /// The hostname of the primary this node follows; empty when none (and while primary).
+    pub fn primary_hostname(&self) -> String {
+        self.role
+            .primary_info()
+            .map(|p| p.hostname)
+            .unwrap_or_default()
     }
 
     /// The database `name`, known to the store from now on (spec §4.4: a replica creates the
@@ -203,6 +250,28 @@ impl Store {
     /// Connected change subscribers (`litefs_subscriber_count`).
     pub fn subscriber_count(&self) -> usize {
         self.shared.changes.subscriber_count()
+    }
+
+    /// Subscribes to the event feed (`GET /events`, spec §8.3): every transaction and role
+    /// change from now on. A subscriber more than [`EVENT_QUEUE_DEPTH_MAX`] events behind
+    /// gets `RecvError::Lagged`.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Connected event subscribers.
+    pub fn event_subscriber_count(&self) -> usize {
+        self.shared.events.subscriber_count()
+    }
+
+    /// Durations of local commits so far (`litefs_commit_duration_seconds`).
+    pub fn commit_durations(&self) -> HistogramSnapshot {
+        self.shared.commit_duration.snapshot()
+    }
+
+    /// Where the mount registers its FUSE request counters.
+    pub fn request_counts_hook(&self) -> &RequestCountsHook {
+        &self.request_counts
     }
 
     pub fn node_id(&self) -> crate::types::NodeId {

@@ -120,7 +120,9 @@ impl Role {
             .clone()
     }
 
-    pub fn set_primary_info(&self, info: Option<PrimaryInfo>) {
+    /// Records the primary this node follows. Only the store calls this
+    /// ([`super::Store::set_primary_info`]), so every change becomes an event.
+    pub(super) fn set_primary_info(&self, info: Option<PrimaryInfo>) {
         *self.primary.write().unwrap_or_else(|p| p.into_inner()) = info;
     }
 

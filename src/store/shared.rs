@@ -1,8 +1,10 @@
 //! What every database of a store shares: where fatal errors and kernel cache invalidations
-//! go, whether this node may write, and the change feed.
+//! go, whether this node may write, the change and event feeds, and commit timings.
 
 use super::changes::Changes;
 use super::db::FileKind;
+use super::events::Events;
+use super::stats::Histogram;
 use std::sync::atomic::AtomicBool;
 use std::sync::{OnceLock, RwLock};
 
@@ -79,6 +81,11 @@ pub struct Shared {
     pub invalidate: InvalidateHook,
     /// False on a replica (spec §3.5 `Writeable()`).
     pub writable: AtomicBool,
-    /// Where each new position is announced.
+    /// Where each new position is announced (to `/stream` handlers).
     pub changes: Changes,
+    /// Where each transaction and role change is described (to `/events` responses).
+    pub events: Events,
+    /// Local commits, from the start of writing the LTX file to the position published
+    /// (`litefs_commit_duration_seconds`).
+    pub commit_duration: Histogram,
 }

@@ -175,12 +175,21 @@ impl Db {
         // writes stay discarded until it is done (spec §3.10).
         self.send_invalidations(&stale);
         self.shm_discard.store(false, Ordering::Release);
-        let pos = result?;
+        let (pos, header) = result?;
         self.shared.changes.publish(&self.name);
+        self.publish_tx_event(&header, pos.post_apply_checksum);
+        self.lag_ms
+            .store(super::now_ms() - header.timestamp_ms, Ordering::Relaxed);
         Ok(pos)
     }
 
-    fn apply_locked(&self, state: &mut State, path: &Path, stale: &mut Stale) -> Result<Pos> {
+    /// Applies the file at `path`; returns the new position and the file's header.
+    fn apply_locked(
+        &self,
+        state: &mut State,
+        path: &Path,
+        stale: &mut Stale,
+    ) -> Result<(Pos, Header)> {
         let (header, trailer, pgnos) = self.apply_ltx_file(state, path)?;
         if header.commit == 0 {
             // A deletion: the SHM goes too, and the mode falls back to rollback.
@@ -221,7 +230,7 @@ impl Db {
         if header.commit > 0 {
             stale.shm = self.rewrite_shm(state)?;
         }
-        Ok(state.pos)
+        Ok((state.pos, header))
     }
 
     /// Spec §3.10: a WAL index saying "empty WAL over `page_count` pages, changed". Only when a

@@ -7,11 +7,15 @@
 use super::{Db, FileKind, State, now_ms, sync_dir};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
+use crate::store::events::Event;
 use crate::types::{Checksum, Pos, TxId};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Where the pages of a captured transaction come from.
 pub(super) enum PageSource<'a> {
@@ -82,6 +86,18 @@ impl Db {
         }
     }
 
+    /// Announces the transaction of `header` to event subscribers (spec §8.3 `tx`).
+    pub(super) fn publish_tx_event(&self, header: &Header, post_apply_checksum: Checksum) {
+        self.shared.events.publish(Event::Tx {
+            db: Arc::from(self.name.as_str()),
+            txid: header.max_txid,
+            post_apply_checksum,
+            page_size: header.page_size,
+            commit: header.commit,
+            timestamp_ms: header.timestamp_ms,
+        });
+    }
+
     /// Writes LTX file TXID+1 holding `pgnos` (ascending) read from `source`, syncs it and
     /// publishes the new position and page checksums.
     pub(super) fn write_ltx(
@@ -92,6 +108,7 @@ impl Db {
         pgnos: &[u32],
         wal: WalFields,
     ) -> Result<()> {
+        let started = Instant::now();
         let txid = TxId(state.pos.txid.0 + 1);
         let page_size = state.page_size;
         let header = Header {
@@ -177,6 +194,11 @@ impl Db {
         // Subscribers wake and read the position through the state mutex we still hold, so
         // they see this commit's WAL bookkeeping too (updated by the caller before unlocking).
         self.shared.changes.publish(&self.name);
+        self.publish_tx_event(&header, post_apply);
+        // Relaxed: counters for reporting; they order no other memory.
+        self.commit_count.fetch_add(1, Ordering::Relaxed);
+        self.lag_ms.store(0, Ordering::Relaxed);
+        self.shared.commit_duration.record(started.elapsed());
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -80,6 +80,13 @@ pub enum JournalMode {
     Persist,
 }
 
+/// The LTX files of a database at one moment ([`Db::ltx_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LtxUsage {
+    pub file_count: u64,
+    pub size_bytes: u64,
+}
+
 /// Settings shared by every database of a store.
 #[derive(Clone, Copy, Debug)]
 pub struct DbOptions {
@@ -131,6 +138,16 @@ pub struct Db {
     /// Set while an apply rewrites `-shm` and until the kernel's copy is invalidated: FUSE
     /// writes to `-shm` are then acknowledged and dropped (spec §3.10).
     shm_discard: AtomicBool,
+    /// Local commits (journal, WAL, drop) since the database was opened.
+    commit_count: AtomicU64,
+    /// FUSE writes accepted per backing file ([`FileKind::index`]) since the database was
+    /// opened (`litefs_db_{database,journal,wal,shm}_write_count`).
+    write_counts: [AtomicU64; 4],
+    /// LTX files removed by retention since the database was opened.
+    ltx_reap_count: AtomicU64,
+    /// How far behind the writer's clock the last applied LTX file was when applied; 0 after
+    /// a local commit (spec §8.4 `litefs_db_lag_seconds`).
+    lag_ms: AtomicI64,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -168,6 +185,10 @@ impl Db {
             state: Mutex::new(State::default()),
             locks: LockTable::default(),
             shm_discard: AtomicBool::new(false),
+            commit_count: AtomicU64::new(0),
+            write_counts: Default::default(),
+            ltx_reap_count: AtomicU64::new(0),
+            lag_ms: AtomicI64::new(0),
         };
         db.recover()?;
         Ok(db)
@@ -243,6 +264,52 @@ impl Db {
 
     pub fn ltx_dir(&self) -> &Path {
         &self.ltx_dir
+    }
+
+    /// Local commits (journal, WAL, drop) since the database was opened
+    /// (`litefs_db_commit_count`).
+    pub fn commit_count(&self) -> u64 {
+        self.commit_count.load(Ordering::Relaxed)
+    }
+
+    /// FUSE writes to the backing file `kind` accepted since the database was opened.
+    pub fn write_count(&self, kind: FileKind) -> u64 {
+        self.write_counts[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// LTX files removed by retention since the database was opened
+    /// (`litefs_db_ltx_reap_count`).
+    pub fn ltx_reap_count(&self) -> u64 {
+        self.ltx_reap_count.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds between the writer's timestamp of the last applied LTX file and its apply
+    /// here; 0 after a local commit (`litefs_db_lag_seconds`).
+    pub fn lag_ms(&self) -> i64 {
+        self.lag_ms.load(Ordering::Relaxed)
+    }
+
+    /// How many LTX files `ltx/` holds and their total size in bytes, counted now (temp and
+    /// spool files excluded).
+    pub fn ltx_usage(&self) -> Result<LtxUsage> {
+        let dir = &self.ltx_dir;
+        let mut usage = LtxUsage::default();
+        for entry in fs::read_dir(dir).io_context("read directory", dir)? {
+            let entry = entry.io_context("read directory", dir)?;
+            if ltx::parse_filename(&entry.file_name().to_string_lossy()).is_none() {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(meta) => {
+                    usage.file_count += 1;
+                    usage.size_bytes += meta.len();
+                }
+                // Removed by retention or a snapshot since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).io_context("stat", entry.path()),
+            }
+        }
+        Ok(usage)
     }
 
     /// The text of `<db>-pos`: `"%016x/%016x\n"`, 34 bytes.
@@ -353,12 +420,17 @@ impl Db {
             return Ok(());
         }
         let mut state = self.lock();
-        match kind {
+        let result = match kind {
             FileKind::Database => self.write_database(&mut state, offset, data),
             FileKind::Journal => self.write_journal(&mut state, offset, data),
             FileKind::Wal => self.write_wal(&mut state, offset, data),
             FileKind::Shm => self.write_at(&mut state, kind, offset, data),
+        };
+        if result.is_ok() {
+            // Relaxed: a counter for reporting only.
+            self.write_counts[kind.index()].fetch_add(1, Ordering::Relaxed);
         }
+        result
     }
 
     pub(super) fn write_at(

@@ -7,6 +7,7 @@ use super::Db;
 use crate::ltx;
 use crate::store::error::{IoContext, Result};
 use std::fs;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 /// Which of `files` (LTX file names with their modification times, any order) to remove:
@@ -44,7 +45,9 @@ impl Db {
         for name in &victims {
             let path = self.ltx_dir.join(name);
             match fs::remove_file(&path) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.ltx_reap_count.fetch_add(1, Ordering::Relaxed);
+                }
                 // Removed meanwhile (a snapshot replaced the chain): nothing left to do.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).io_context("remove", &path),
