@@ -8,8 +8,10 @@
 //! alone keeps a killed process consistent (the page cache survives it), and after a power
 //! loss its recovery falls back to a snapshot from the primary.
 //! From that point an error is fatal (exit 99): the LTX file is the truth, and the restart's
-//! recovery re-applies it. Everything runs under the internal write lock, so no SQLite reader
-//! is inside a transaction while pages, the `-shm` index and the kernel's caches change.
+//! recovery re-applies it. The transfer happens before the internal write lock is taken (LiteFS
+//! holds it for the whole transfer, so a large snapshot on a slow link blocks every reader on
+//! the replica); the position check, rename and apply run under it, so no SQLite reader is
+//! inside a transaction while pages, the `-shm` index and the kernel's caches change.
 
 use super::{Db, FileKind, State, sync_dir};
 use crate::ltx::{self, Header};
@@ -88,14 +90,15 @@ impl Db {
             tee.read_exact(&mut head)
                 .io_context("receive LTX header", &tmp_path)?;
             let header = Header::from_bytes(&head).map_err(ltx_err)?;
-            let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
-            let _guard = self.acquire_write_lock(deadline)?;
-            // Verify the whole file before anything else can fail halfway.
+            // Receive and verify the whole file before taking the lock: SQLite readers on
+            // this node wait only for the apply, not for the network.
             let rest = io::Cursor::new(head).chain(&mut tee);
             ltx::verify(rest).map_err(ltx_err)?;
             if header.node_id == self.options.node_id {
                 return Ok(Received::Own);
             }
+            let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
+            let _guard = self.acquire_write_lock(deadline)?;
             if !header.is_snapshot() {
                 let pos = self.pos();
                 if pos != header.pre_apply_pos() {

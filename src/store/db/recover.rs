@@ -9,6 +9,9 @@ use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// Largest run of adjacent pages written with one `pwrite` when applying an LTX file.
+const APPLY_RUN_BYTES_MAX: usize = 1 << 20;
+
 impl Db {
     /// Startup recovery (spec §2.4, in its order).
     pub(super) fn recover(&self) -> Result<()> {
@@ -203,13 +206,30 @@ impl Db {
             return Ok((h, trailer, Vec::new()));
         }
         let (db_file, db_path) = self.open_database_rw()?;
-        let mut page = vec![0u8; h.page_size as usize];
+        let page_size = h.page_size as usize;
+        let mut page = vec![0u8; page_size];
         let mut pgnos = Vec::new();
+        // Runs of adjacent pages are written with one `pwrite` (a snapshot is one long run).
+        let mut run = Vec::with_capacity(APPLY_RUN_BYTES_MAX);
+        let mut run_offset = 0u64;
+        let flush = |run: &mut Vec<u8>, offset: u64| -> Result<()> {
+            if !run.is_empty() {
+                db_file
+                    .write_all_at(run, offset)
+                    .io_context("write", &db_path)?;
+                run.clear();
+            }
+            Ok(())
+        };
         while let Some(pgno) = dec.decode_page(&mut page).map_err(ltx_err)? {
-            let offset = u64::from(pgno - 1) * u64::from(h.page_size);
-            db_file
-                .write_all_at(&page, offset)
-                .io_context("write", &db_path)?;
+            let offset = u64::from(pgno - 1) * page_size as u64;
+            if offset != run_offset + run.len() as u64
+                || run.len() + page_size > APPLY_RUN_BYTES_MAX
+            {
+                flush(&mut run, run_offset)?;
+                run_offset = offset;
+            }
+            run.extend_from_slice(&page);
             state.checksums.set(pgno, &page);
             if pgno == 1 && DbHeader::parse(&page).is_ok_and(|d| d.is_some_and(|d| d.is_wal())) {
                 // Only ever upgraded here, as LiteFS: a deletion resets it.
@@ -217,6 +237,7 @@ impl Db {
             }
             pgnos.push(pgno);
         }
+        flush(&mut run, run_offset)?;
         let (trailer, _) = dec.finish().map_err(ltx_err)?;
         db_file
             .set_len(u64::from(h.commit) * u64::from(h.page_size))
