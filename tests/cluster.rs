@@ -491,3 +491,43 @@ fn replica_with_a_damaged_ltx_file_refetches_instead_of_refusing_to_start() {
         "images differ"
     );
 }
+
+/// The primary restarts (a deploy): while it is down the replica reports no primary and a
+/// lag that says "not connected"; when it is back, the replica reconnects on its own and
+/// follows the new commits.
+#[test]
+fn replica_reconnects_when_the_primary_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut primary, replica) = primary_and_replica(tmp.path());
+    commit(&primary, "wal", 20);
+    replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+    assert!(replica.path(".primary").exists());
+    primary.stop();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while replica.path(".primary").exists() {
+        assert!(
+            Instant::now() < deadline,
+            ".primary still there 15 s after the primary stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lag = std::fs::read_to_string(replica.path(".lag")).unwrap();
+    assert_eq!(lag, "+2147483647\n", "lag while no primary is connected");
+    let primary = Node::start(primary.config.clone());
+    commit(&primary, "wal", 30);
+    let head = primary.pos("db").unwrap();
+    replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
+    assert_eq!(
+        head.txid.0,
+        2 + 20 + 30,
+        "journal_mode + create + 50 inserts"
+    );
+    assert!(
+        export(&replica, "db") == export(&primary, "db"),
+        "images differ"
+    );
+    assert_eq!(
+        std::fs::read_to_string(replica.path(".primary")).unwrap(),
+        format!("primary-{}\n", primary.config.port)
+    );
+}
