@@ -167,14 +167,23 @@ impl Db {
             enc.encode_page(pgno, &page).map_err(ltx_err)?;
         }
         let post_apply = Checksum(rolling | crate::types::CHECKSUM_FLAG);
-        let (writer, _) = enc.finish(post_apply).map_err(ltx_err)?;
+        let (writer, trailer) = enc.finish(post_apply).map_err(ltx_err)?;
         let file = writer
             .into_inner()
             .map_err(|e| e.into_error())
             .io_context("write", &tmp_path)?;
         file.sync_all().io_context("fsync", &tmp_path)?;
+        let len_bytes = file.metadata().io_context("stat", &tmp_path)?.len();
         fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
         sync_dir(&self.ltx_dir)?;
+        self.remember_written(
+            len_bytes,
+            ltx::Summary {
+                header,
+                trailer,
+                page_count: pgnos.iter().filter(|&&p| p != lock).count() as u32,
+            },
+        );
         // Published: the transaction is durable as an LTX file.
         for (pgno, checksum) in updates {
             state.checksums.set_checksum(pgno, checksum);

@@ -148,6 +148,9 @@ pub struct Db {
     /// How far behind the writer's clock the last applied LTX file was when applied; 0 after
     /// a local commit (spec §8.4 `litefs_db_lag_seconds`).
     lag_ms: AtomicI64,
+    /// The LTX file this process wrote last, with its length and what its encoder computed
+    /// (see [`Db::written_summary`]).
+    last_written: Mutex<Option<(u64, ltx::Summary)>>,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -189,6 +192,7 @@ impl Db {
             write_counts: Default::default(),
             ltx_reap_count: AtomicU64::new(0),
             lag_ms: AtomicI64::new(0),
+            last_written: Mutex::new(None),
         };
         db.recover()?;
         Ok(db)
@@ -239,6 +243,32 @@ impl Db {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn remember_written(&self, len_bytes: u64, summary: ltx::Summary) {
+        *self.last_written.lock().unwrap_or_else(|p| p.into_inner()) = Some((len_bytes, summary));
+    }
+
+    /// The summary of the single-TXID LTX file for `txid`, if it is the one this process wrote
+    /// last and still has the length it was written with: the stream then need not read the
+    /// file back to verify it (the encoder computed every checksum, and the replica verifies
+    /// every byte it receives). Older files are verified before they are sent, as LiteFS does.
+    pub fn written_summary(
+        &self,
+        txid: crate::types::TxId,
+        len_bytes: u64,
+    ) -> Option<ltx::Summary> {
+        let last = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((len, summary))
+                if *len == len_bytes
+                    && summary.header.min_txid == txid
+                    && summary.header.max_txid == txid =>
+            {
+                Some(*summary)
+            }
+            _ => None,
+        }
     }
 
     pub fn path(&self, kind: FileKind) -> PathBuf {
