@@ -207,28 +207,47 @@ impl Drop for Node {
     }
 }
 
-/// The newest LTX file's header in `dir` (by MaxTXID).
-pub fn newest_ltx_header(dir: &Path) -> ltx::Header {
+/// The newest LTX file's header in `dir` (by MaxTXID); `None` if there is none or it is
+/// still being written.
+pub fn newest_ltx_header(dir: &Path) -> Option<ltx::Header> {
     let mut files: Vec<(TxId, PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
+        .ok()?
         .filter_map(|e| {
-            let e = e.unwrap();
+            let e = e.ok()?;
             let (_, max) = ltx::parse_filename(e.file_name().to_str()?)?;
             Some((max, e.path()))
         })
         .collect();
     files.sort();
-    let (_, path) = files.last().expect("no LTX file");
-    let f = std::fs::File::open(path).unwrap();
-    *ltx::Decoder::new(std::io::BufReader::new(f))
-        .unwrap()
-        .header()
+    let (_, path) = files.last()?;
+    let f = std::fs::File::open(path).ok()?;
+    ltx::Decoder::new(std::io::BufReader::new(f))
+        .ok()
+        .map(|d| *d.header())
 }
 
 /// The logical database image of `db` on `node` (file + committed WAL frames), sized by the
 /// newest LTX file's commit.
 pub fn image(node: &Node, db: &str) -> Vec<u8> {
-    let h = newest_ltx_header(&node.ltx_dir(db));
+    // A replica records a small transaction's LTX file just after applying it: wait for the
+    // file of the position the node reports.
+    let started = Instant::now();
+    let h = loop {
+        let h = newest_ltx_header(&node.ltx_dir(db));
+        if let Some(h) = h
+            && Some(h.max_txid) == node.pos(db).map(|p| p.txid)
+        {
+            break h;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{db} on {}: newest LTX file {:?} behind position {:?}",
+            node.url(),
+            h.map(|h| h.max_txid),
+            node.pos(db)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     super::logical_image(&node.db_dir(db), h.commit, h.page_size)
 }
 

@@ -22,7 +22,7 @@ use crate::types::Pos;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,104 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
+/// Largest received file a replica keeps in memory (applied before it is written to `ltx/`);
+/// larger ones go through a temp file. Single-row transactions are a few KiB.
+pub const RECEIVE_IN_MEMORY_BYTES_MAX: usize = 1 << 20;
+
+/// Where a received file goes while it is verified: memory (replica stores, up to
+/// [`RECEIVE_IN_MEMORY_BYTES_MAX`]) or a temp file in `ltx/`, which it spills to once larger.
+struct Spool<'a> {
+    ltx_dir: &'a Path,
+    memory: Option<Vec<u8>>,
+    file: Option<(BufWriter<File>, PathBuf)>,
+}
+
+/// A received, verified file, ready to be applied.
+enum Kept {
+    Memory(Vec<u8>),
+    File(File, PathBuf),
+}
+
+impl<'a> Spool<'a> {
+    fn new(ltx_dir: &'a Path, in_memory: bool) -> Spool<'a> {
+        Spool {
+            ltx_dir,
+            memory: in_memory.then(Vec::new),
+            file: None,
+        }
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        let seq = RECEIVE_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .ltx_dir
+            .join(format!("receive-{}-{seq}.tmp", std::process::id()));
+        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
+        if let Some(bytes) = self.memory.take() {
+            w.write_all(&bytes)?;
+        }
+        self.file = Some((w, path));
+        Ok(())
+    }
+
+    fn into_kept(mut self) -> Result<Kept> {
+        if let Some(bytes) = self.memory.take() {
+            return Ok(Kept::Memory(bytes));
+        }
+        if self.file.is_none() {
+            // Nothing was received into a file (an empty body cannot verify, but be safe).
+            self.spill().io_context("create", self.ltx_dir)?;
+        }
+        let (w, path) = self.file.take().expect("spilled above");
+        let file = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .io_context("write", &path)?;
+        Ok(Kept::File(file, path))
+    }
+
+    /// Drops what was received (a temp file is removed).
+    fn discard(mut self) {
+        if let Some((_, path)) = self.file.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+impl Write for Spool<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(bytes) = &mut self.memory {
+            if bytes.len() + buf.len() <= RECEIVE_IN_MEMORY_BYTES_MAX {
+                bytes.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+            self.spill()?;
+        }
+        if self.file.is_none() {
+            self.spill()?;
+        }
+        let (w, _) = self.file.as_mut().expect("spilled above");
+        w.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some((w, _)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spool<'_> {
+    fn drop(&mut self) {
+        // An error before `into_kept`: the temp file is not wanted.
+        if let Some((_, path)) = self.file.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
 /// Kernel caches to drop once the state lock is released.
 #[derive(Default)]
 struct Stale {
@@ -76,71 +174,86 @@ impl Db {
             db: self.name.clone(),
             source,
         };
-        let seq = RECEIVE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self
-            .ltx_dir
-            .join(format!("receive-{}-{seq}.tmp", std::process::id()));
-        let tmp = File::create(&tmp_path).io_context("create", &tmp_path)?;
-        let mut tee = Tee {
-            inner: file,
-            sink: BufWriter::with_capacity(256 * 1024, tmp),
+        // Receive and verify the whole file before taking the lock: SQLite readers on this
+        // node wait only for the apply, not for the network.
+        let mut spool = Spool::new(&self.ltx_dir, self.options.replica);
+        let summary = {
+            let mut tee = Tee {
+                inner: file,
+                sink: &mut spool,
+            };
+            ltx::verify(&mut tee).map_err(ltx_err)?
         };
-        let result = (|| {
-            let mut head = [0u8; ltx::HEADER_SIZE];
-            tee.read_exact(&mut head)
-                .io_context("receive LTX header", &tmp_path)?;
-            let header = Header::from_bytes(&head).map_err(ltx_err)?;
-            // Receive and verify the whole file before taking the lock: SQLite readers on
-            // this node wait only for the apply, not for the network.
-            let rest = io::Cursor::new(head).chain(&mut tee);
-            ltx::verify(rest).map_err(ltx_err)?;
-            if header.node_id == self.options.node_id {
-                return Ok(Received::Own);
-            }
-            let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
-            let _guard = self.acquire_write_lock(deadline)?;
-            if !header.is_snapshot() {
-                let pos = self.pos();
-                if pos != header.pre_apply_pos() {
-                    return Err(self.position_mismatch(pos, &header));
-                }
-            }
-            let tmp = tee
-                .sink
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .io_context("write", &tmp_path)?;
-            if !self.options.replica {
-                tmp.sync_all().io_context("fsync", &tmp_path)?;
-            }
-            let final_path = self
-                .ltx_dir
-                .join(ltx::format_filename(header.min_txid, header.max_txid));
-            fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
-            if header.is_snapshot() {
-                self.remove_ltx_except(&final_path)?;
-            }
-            if !self.options.replica {
-                sync_dir(&self.ltx_dir)?;
-            }
-            // The LTX file is durable: from here on the database must reach its position.
-            self.apply_received(&final_path)
-                .map(|pos| Received::Applied {
-                    pos,
-                    timestamp_ms: header.timestamp_ms,
-                })
-                .inspect_err(|e| {
-                    self.shared.fatal.raise(&format!(
-                        "apply {} to database {:?}: {e}; restart to re-apply it",
-                        final_path.display(),
-                        self.name
-                    ));
-                })
-        })();
-        if !matches!(result, Ok(Received::Applied { .. })) {
-            let _ = fs::remove_file(&tmp_path);
+        let header = summary.header;
+        if header.node_id == self.options.node_id {
+            spool.discard();
+            return Ok(Received::Own);
         }
-        result
+        let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
+        let _guard = self.acquire_write_lock(deadline)?;
+        if !header.is_snapshot() {
+            let pos = self.pos();
+            if pos != header.pre_apply_pos() {
+                spool.discard();
+                return Err(self.position_mismatch(pos, &header));
+            }
+        }
+        let final_path = self
+            .ltx_dir
+            .join(ltx::format_filename(header.min_txid, header.max_txid));
+        let applied = match spool.into_kept()? {
+            // A replica's small file: visible first, recorded right after (ARCHITECTURE §4.1:
+            // a crash in between leaves the database ahead of its newest LTX file, which the
+            // replica's recovery resolves by fetching a snapshot).
+            Kept::Memory(bytes) => {
+                let pos = self.apply_fatal(&final_path, || self.apply_received_from(&bytes[..]))?;
+                if let Err(e) = fs::write(&final_path, &bytes) {
+                    // No half-written file under an LTX name (recovery would trip on it).
+                    let _ = fs::remove_file(&final_path);
+                    return Err(e).io_context("write", &final_path);
+                }
+                if header.is_snapshot() {
+                    self.remove_ltx_except(&final_path)?;
+                }
+                pos
+            }
+            Kept::File(tmp, tmp_path) => {
+                let renamed = (|| {
+                    if !self.options.replica {
+                        tmp.sync_all().io_context("fsync", &tmp_path)?;
+                    }
+                    fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)
+                })();
+                if let Err(e) = renamed {
+                    let _ = fs::remove_file(&tmp_path);
+                    return Err(e);
+                }
+                if header.is_snapshot() {
+                    self.remove_ltx_except(&final_path)?;
+                }
+                if !self.options.replica {
+                    sync_dir(&self.ltx_dir)?;
+                }
+                // The LTX file is durable: from here on the database must reach its position.
+                self.apply_fatal(&final_path, || self.apply_received(&final_path))?
+            }
+        };
+        Ok(Received::Applied {
+            pos: applied,
+            timestamp_ms: header.timestamp_ms,
+        })
+    }
+
+    /// Runs an apply whose failure leaves the database between two positions: fatal (exit
+    /// 99, spec §3.11 step 7); the restart's recovery settles it.
+    fn apply_fatal(&self, path: &Path, apply: impl FnOnce() -> Result<Pos>) -> Result<Pos> {
+        apply().inspect_err(|e| {
+            self.shared.fatal.raise(&format!(
+                "apply {} to database {:?}: {e}; restart to recover it",
+                path.display(),
+                self.name
+            ));
+        })
     }
 
     fn position_mismatch(&self, pos: Pos, header: &Header) -> Error {
@@ -153,13 +266,19 @@ impl Db {
 
     /// After a snapshot, the files before it no longer form a chain with it (spec §4.4 step 7).
     fn remove_ltx_except(&self, keep: &Path) -> Result<()> {
+        // List first, remove after: removing entries while reading a directory may make
+        // readdir skip others (POSIX leaves it unspecified; seen on ext4).
+        let mut doomed = Vec::new();
         let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
         for entry in entries {
             let path = entry.io_context("read directory", &self.ltx_dir)?.path();
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             if path != keep && ltx::parse_filename(&name).is_some() {
-                fs::remove_file(&path).io_context("remove", &path)?;
+                doomed.push(path);
             }
+        }
+        for path in doomed {
+            fs::remove_file(&path).io_context("remove", &path)?;
         }
         Ok(())
     }
@@ -168,10 +287,16 @@ impl Db {
     /// moves the position, rewrites `-shm` and drops the kernel's stale caches. The caller
     /// holds the internal write lock.
     pub(super) fn apply_received(&self, path: &Path) -> Result<Pos> {
+        let file = File::open(path).io_context("open", path)?;
+        self.apply_received_from(std::io::BufReader::new(file))
+    }
+
+    /// [`Db::apply_received`] from any reader of a whole, verified LTX file.
+    fn apply_received_from(&self, file: impl Read) -> Result<Pos> {
         let mut stale = Stale::default();
         let result = {
             let mut state = self.lock();
-            self.apply_locked(&mut state, path, &mut stale)
+            self.apply_locked(&mut state, file, &mut stale)
         };
         // The kernel may answer an invalidation with requests that take the state lock
         // (writing back a dirty `-shm` page), so it runs after the lock is released; SHM
@@ -186,14 +311,14 @@ impl Db {
         Ok(pos)
     }
 
-    /// Applies the file at `path`; returns the new position and the file's header.
+    /// Applies the LTX file `file`; returns the new position and the file's header.
     fn apply_locked(
         &self,
         state: &mut State,
-        path: &Path,
+        file: impl Read,
         stale: &mut Stale,
     ) -> Result<(Pos, Header)> {
-        let (header, trailer, pgnos) = self.apply_ltx_file(state, path)?;
+        let (header, trailer, pgnos) = self.apply_ltx(state, file)?;
         if header.commit == 0 {
             // A deletion: the SHM goes too, and the mode falls back to rollback.
             let shm = self.path(FileKind::Shm);

@@ -74,18 +74,21 @@ impl Db {
     /// sorted by MaxTXID.
     fn scan_ltx_dir(&self) -> Result<Vec<PathBuf>> {
         let mut files: Vec<(TxId, PathBuf)> = Vec::new();
+        let mut temps = Vec::new();
         let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
         for entry in entries {
             let entry = entry.io_context("read directory", &self.ltx_dir)?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.ends_with(".tmp") {
-                fs::remove_file(entry.path()).io_context("remove", entry.path())?;
-                continue;
-            }
-            if let Some((_, max)) = ltx::parse_filename(&name) {
+                temps.push(entry.path());
+            } else if let Some((_, max)) = ltx::parse_filename(&name) {
                 files.push((max, entry.path()));
             }
+        }
+        // Removed after the listing: removing while reading a directory may skip entries.
+        for path in temps {
+            fs::remove_file(&path).io_context("remove", &path)?;
         }
         files.sort();
         Ok(files.into_iter().map(|(_, p)| p).collect())
@@ -183,12 +186,21 @@ impl Db {
         state: &mut State,
         path: &Path,
     ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
+        let file = File::open(path).io_context("open", path)?;
+        self.apply_ltx(state, std::io::BufReader::new(file))
+    }
+
+    /// [`Db::apply_ltx_file`] from any reader of a whole LTX file.
+    pub(super) fn apply_ltx(
+        &self,
+        state: &mut State,
+        file: impl std::io::Read,
+    ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
         };
-        let file = File::open(path).io_context("open", path)?;
-        let mut dec = ltx::Decoder::new(std::io::BufReader::new(file)).map_err(ltx_err)?;
+        let mut dec = ltx::Decoder::new(file).map_err(ltx_err)?;
         let h = *dec.header();
         state.page_size = h.page_size;
         state.page_count = h.commit;
