@@ -41,22 +41,6 @@ fn primary_and_replica(dir: &Path) -> (Node, Node) {
     (primary, replica)
 }
 
-/// `GET path` from a node's API over HTTP/1.1 (the response body).
-fn http_get(node: &Node, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.config.port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
 /// The value of the Prometheus series `name` (with labels, as printed), 0 if absent.
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -139,7 +123,7 @@ fn three_nodes_follow(mode: &str) {
             format!("primary-{port}\n")
         );
     }
-    let metrics = http_get(&primary, "/metrics");
+    let metrics = common::http_get(primary.addr(), "/metrics");
     let sendfile_bytes = metric(
         &metrics,
         "litefs_stream_native_send_bytes{path=\"sendfile\"}",

@@ -149,6 +149,13 @@ impl Node {
         self.db_dir(db).join("ltx")
     }
 
+    /// The API's socket address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        format!("{}:{}", self.config.host, self.config.port)
+            .parse()
+            .unwrap()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.config.host, self.config.port)
     }
