@@ -188,6 +188,15 @@ impl Node {
         }
     }
 
+    /// SIGKILL (no clean shutdown) and a lazy unmount of the dead mount.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            lazy_unmount(&self.mnt());
+        }
+    }
+
     /// SIGTERM and wait (≤ 10 s); SIGKILL and a lazy unmount if it does not exit.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
