@@ -507,3 +507,32 @@ fn snapshot_matches_sqlite_in_rollback_and_wal_mode() {
         }
     }
 }
+
+/// The native stream's hello may arrive in pieces (here: two bytes, a pause, the rest); the
+/// server must still recognise it, answer 200 with our cluster id, and stream (Ready first).
+#[test]
+fn native_hello_split_across_segments_is_recognised() {
+    use litefs::http::native::{Answer, Hello};
+    let t = TestMount::new(true);
+    let server = start_server(&t);
+    let hello = Hello {
+        node_id: litefs::types::NodeId(0x77),
+        filter: Vec::new(),
+        pos_map: PosMap::new(),
+    }
+    .to_bytes()
+    .unwrap();
+    let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&hello[..2]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(&hello[2..]).unwrap();
+    let answer = Answer::read_from(&mut s)
+        .unwrap()
+        .expect("a native answer, not HTTP");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.node_id, t.store().node_id());
+    let first = Frame::read_from(&mut s).unwrap();
+    assert_eq!(first, Some(Frame::Ready), "first frame {first:?}");
+}

@@ -142,6 +142,23 @@ impl Drop for Server {
     }
 }
 
+/// Whether the connection starts with the native stream's magic. A client's first bytes may
+/// arrive in pieces, so this peeks until four are there (or the peer stops sending).
+async fn peek_magic(socket: &tokio::net::TcpStream) -> io::Result<bool> {
+    let mut magic = [0u8; 4];
+    loop {
+        let n = socket.peek(&mut magic).await?;
+        if n == 0 || magic[..n] != native::MAGIC[..n] {
+            return Ok(false);
+        }
+        if n == magic.len() {
+            return Ok(true);
+        }
+        // A prefix of the magic: wait for the rest (peek returns at once while data waits).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
     let mut shutdown = app.shutdown.clone();
     loop {
@@ -155,13 +172,12 @@ async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
                     tokio::spawn(async move {
                         // The native stream announces itself with its magic (native.rs); a
                         // client that sends nothing for a while is HTTP's problem.
-                        let mut magic = [0u8; 4];
                         let peeked = tokio::time::timeout(
                             Duration::from_millis(native::HANDSHAKE_TIMEOUT_MS),
-                            socket.peek(&mut magic),
+                            peek_magic(&socket),
                         )
                         .await;
-                        if matches!(peeked, Ok(Ok(4))) && &magic == native::MAGIC {
+                        if matches!(peeked, Ok(Ok(true))) {
                             return native::serve(app, socket).await;
                         }
                         let service = service_fn(move |req| {
