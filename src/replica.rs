@@ -81,6 +81,10 @@ fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
         Transport::Compat
     };
     while !stop.is_set() {
+        if store.fatal_hook().is_raised() {
+            // An apply failed halfway: the process exits with 99; apply nothing more.
+            break;
+        }
         store.set_primary_info(Some(options.primary.clone()));
         match follow(store, options, base, stop, &mut transport) {
             Ok(()) => {}
@@ -126,7 +130,7 @@ fn follow(
             pos_map: pos_map.clone(),
         };
         match connect_native(base, &hello)? {
-            Some((answer, socket)) => {
+            (native::Reply::Native(answer), socket) => {
                 if answer.status != 200 {
                     return Err(StreamError::Status {
                         code: answer.status as u16,
@@ -137,12 +141,19 @@ fn follow(
                 let mut r = BufReader::with_capacity(256 * 1024, socket);
                 return read_frames(store, &mut r, Transport::Native, stop);
             }
-            None => {
+            (native::Reply::NotNative, _) => {
                 eprintln!(
                     "litefs: replica: {} does not speak the native stream; using HTTP/2 (compat)",
                     options.primary.advertise_url
                 );
                 *transport = Transport::Compat;
+            }
+            (native::Reply::NoReply, _) => {
+                // Restarting, or a proxy that waits: compat this time, native again next time.
+                eprintln!(
+                    "litefs: replica: no answer to the native hello from {}; trying HTTP/2 (compat) this time",
+                    options.primary.advertise_url
+                );
             }
         }
     }
@@ -169,11 +180,11 @@ fn follow(
     read_frames(store, &mut r, Transport::Compat, stop)
 }
 
-/// Sends the native hello; `None` when the peer answered something else (a Go primary).
+/// Sends the native hello and reads what the peer made of it.
 fn connect_native(
     base: &BaseUrl,
     hello: &native::Hello,
-) -> Result<Option<(native::Answer, TcpStream)>, StreamError> {
+) -> Result<(native::Reply, TcpStream), StreamError> {
     let addrs: Vec<SocketAddr> = base.authority.to_socket_addrs()?.collect();
     let connect = Duration::from_millis(client::CONNECT_TIMEOUT_MS);
     let mut last = None;
@@ -194,11 +205,9 @@ fn connect_native(
     socket.set_nodelay(true)?;
     socket.set_read_timeout(Some(Duration::from_millis(native::HANDSHAKE_TIMEOUT_MS)))?;
     socket.write_all(&hello.to_bytes()?)?;
-    let Some(answer) = native::Answer::read_from(&mut socket)? else {
-        return Ok(None);
-    };
+    let reply = native::Answer::read_from(&mut socket)?;
     socket.set_read_timeout(Some(Duration::from_millis(client::STREAM_IDLE_TIMEOUT_MS)))?;
-    Ok(Some((answer, socket)))
+    Ok((reply, socket))
 }
 
 /// Reads frames until the stream ends, applying LTX files as they arrive.
@@ -307,8 +316,12 @@ mod tests {
             filter: Vec::new(),
             pos_map: PosMap::new(),
         };
-        let answer = connect_native(&base, &hello).unwrap();
-        assert!(answer.is_none(), "an HTTP answer must mean 'not native'");
+        let (reply, _) = connect_native(&base, &hello).unwrap();
+        assert_eq!(
+            reply,
+            native::Reply::NotNative,
+            "an HTTP answer means 'not native'"
+        );
         let sent = server.join().unwrap();
         assert_eq!(
             &sent[..4],

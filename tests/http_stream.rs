@@ -528,9 +528,9 @@ fn native_hello_split_across_segments_is_recognised() {
     s.write_all(&hello[..2]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     s.write_all(&hello[2..]).unwrap();
-    let answer = Answer::read_from(&mut s)
-        .unwrap()
-        .expect("a native answer, not HTTP");
+    let litefs::http::native::Reply::Native(answer) = Answer::read_from(&mut s).unwrap() else {
+        panic!("a native answer, not HTTP");
+    };
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.node_id, t.store().node_id());
     let first = Frame::read_from(&mut s).unwrap();

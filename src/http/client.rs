@@ -11,7 +11,7 @@ use crate::types::NodeId;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io::{self, Read};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -20,8 +20,11 @@ use tokio::sync::mpsc;
 /// Longest silence on a stream before it is considered dead: the primary sends a heartbeat
 /// every second, so ten missed heartbeats mean a broken connection or a hung primary.
 pub const STREAM_IDLE_TIMEOUT_MS: u64 = 10_000;
-/// Longest wait for the TCP connection and the HTTP/2 handshake.
+/// Longest wait for the TCP connection, and again for the HTTP/2 handshake and the response
+/// head together.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// HTTP/2 pings while waiting on a stream, so a peer that vanished without a reset is noticed.
+const KEEP_ALIVE_INTERVAL_MS: u64 = 5_000;
 /// Response body blocks queued between the network thread and the reader.
 const BODY_QUEUE_DEPTH_MAX: usize = 64;
 
@@ -121,20 +124,33 @@ pub fn request(
                                 io::Error::new(e.kind(), format!("connect to {authority}: {e}"))
                             })?;
                     tcp.set_nodelay(true)?;
-                    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-                        TokioExecutor::new(),
-                        TokioIo::new(tcp),
-                    )
-                    .await
-                    .map_err(io::Error::other)?;
-                    tokio::spawn(conn);
-                    let req = Request::builder()
-                        .method(method)
-                        .uri(&uri)
-                        .header("litefs-id", node_id.to_string())
-                        .body(Full::new(Bytes::from(body)))
-                        .map_err(io::Error::other)?;
-                    sender.send_request(req).await.map_err(io::Error::other)
+                    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .keep_alive_interval(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS))
+                        .keep_alive_timeout(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS))
+                        .keep_alive_while_idle(true)
+                        .handshake(TokioIo::new(tcp));
+                    let exchange = async move {
+                        let (mut sender, conn) = handshake.await.map_err(io::Error::other)?;
+                        tokio::spawn(conn);
+                        let req = Request::builder()
+                            .method(method)
+                            .uri(&uri)
+                            .header("litefs-id", node_id.to_string())
+                            .body(Full::new(Bytes::from(body)))
+                            .map_err(io::Error::other)?;
+                        sender.send_request(req).await.map_err(io::Error::other)
+                    };
+                    tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), exchange)
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!(
+                                    "no response head from {authority} within {CONNECT_TIMEOUT_MS} ms"
+                                ),
+                            )
+                        })?
                 };
                 let resp = match head.await {
                     Ok(resp) => resp,

@@ -5,13 +5,14 @@
 //! Negotiation: a replica opens a connection to the primary's API port and sends the native
 //! hello (below) instead of an HTTP request. Our server peeks at the first four bytes of every
 //! connection: `LFSN` goes here, anything else to hyper. A Go LiteFS primary answers the hello
-//! with an HTTP error (it is not an HTTP request) and closes; the replica then falls back to
-//! the compat transport (h2c `POST /stream`) and keeps using it for that primary.
+//! with an HTTP error (its first line is a malformed request line) and closes; the replica then
+//! falls back to the compat transport (h2c `POST /stream`) and keeps using it for that primary.
+//! A peer that closes or stays silent gets the compat transport for that connection only.
 //!
 //! ```text
-//! hello    "LFSN" · version u32 (1) · node id u64 · filter length u32 · filter (comma-separated
-//!          names, ≤ 64 KiB) · position map (spec §4.4 encoding)
-//! answer   "LFSN" · version u32 · status u32 (200, 400, 503) · node id u64 ·
+//! hello    "LFSN/1\r\n" · node id u64 · filter length u32 · filter (comma-separated names,
+//!          ≤ 64 KiB) · position map (spec §4.4 encoding); ≤ 64 MiB in all
+//! answer   "LFSN/1\r\n" · status u32 (200, 400, 503) · node id u64 ·
 //!          cluster id length u32 · cluster id · message length u32 · message (≤ 4 KiB each)
 //! frames   as compat, except that an LTX frame's payload is `length u64 · raw bytes` instead
 //!          of the chunked encoding (the frame header's size field stays 0)
@@ -30,8 +31,14 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the accept loop peeks at.
 pub const MAGIC: &[u8; 4] = b"LFSN";
-pub const VERSION: u32 = 1;
+/// The first line of a hello and of an answer: the magic and the protocol version. A line, so
+/// that an HTTP server (Go LiteFS) reads it as a malformed request line and answers `400` at
+/// once instead of waiting for the rest of a request.
+pub const PREFIX: &[u8; 8] = b"LFSN/1\r\n";
+/// Largest hello accepted (the compat transport's position-map body limit).
+const HELLO_BYTES_MAX: u64 = 64 << 20;
 /// Longest filter and texts in the hello and answer.
 const FILTER_LEN_MAX: u32 = 64 * 1024;
 const TEXT_LEN_MAX: u32 = 4096;
@@ -87,8 +94,7 @@ pub struct Hello {
 impl Hello {
     pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&VERSION.to_be_bytes());
+        buf.extend_from_slice(PREFIX);
         buf.extend_from_slice(&self.node_id.0.to_be_bytes());
         put_text(&mut buf, &self.filter.join(","));
         proto::write_pos_map(&mut buf, &self.pos_map).map_err(io::Error::other)?;
@@ -97,20 +103,16 @@ impl Hello {
 
     /// Reads a hello whose magic was already checked (peeked) by the caller.
     pub fn read_from(r: &mut impl Read) -> io::Result<Hello> {
-        let mut magic = [0u8; 4];
-        r.read_exact(&mut magic)?;
-        if &magic != MAGIC {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "native stream: bad magic",
-            ));
-        }
-        let version = read_u32(r)?;
-        if version != VERSION {
+        let r = &mut r.take(HELLO_BYTES_MAX);
+        let mut prefix = [0u8; PREFIX.len()];
+        r.read_exact(&mut prefix)?;
+        if &prefix != PREFIX {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "native stream: version {version} not supported (this node speaks {VERSION})"
+                    "native stream: hello starts {:?}; this node speaks {:?}",
+                    String::from_utf8_lossy(&prefix),
+                    String::from_utf8_lossy(PREFIX)
                 ),
             ));
         }
@@ -141,8 +143,7 @@ pub struct Answer {
 impl Answer {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut buf = Vec::new();
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&VERSION.to_be_bytes());
+        buf.extend_from_slice(PREFIX);
         buf.extend_from_slice(&self.status.to_be_bytes());
         buf.extend_from_slice(&self.node_id.0.to_be_bytes());
         put_text(&mut buf, &self.cluster_id);
@@ -150,27 +151,54 @@ impl Answer {
         buf
     }
 
-    /// `Ok(None)`: the peer does not speak the native protocol (e.g. it answered in HTTP).
-    pub fn read_from(r: &mut impl Read) -> io::Result<Option<Answer>> {
-        let mut magic = [0u8; 4];
-        match r.read_exact(&mut magic) {
-            Ok(()) => {}
-            // A Go LiteFS node may just close the connection on a non-HTTP request.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
-            Err(e) => return Err(e),
+    /// Reads the peer's reply to a hello.
+    pub fn read_from(r: &mut impl Read) -> io::Result<Reply> {
+        let mut prefix = [0u8; PREFIX.len()];
+        let mut got = 0;
+        while got < prefix.len() {
+            match r.read(&mut prefix[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Closed with a reset, or silent until the read timeout: no verdict.
+                Err(e)
+                    if got == 0
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return Ok(Reply::NoReply);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        if &magic != MAGIC {
-            return Ok(None);
+        if got == 0 {
+            return Ok(Reply::NoReply);
         }
-        let _version = read_u32(r)?;
-        Ok(Some(Answer {
+        if got < prefix.len() || prefix != *PREFIX {
+            // Bytes that are not ours (an HTTP status line from Go LiteFS).
+            return Ok(Reply::NotNative);
+        }
+        Ok(Reply::Native(Answer {
             status: read_u32(r)?,
             node_id: NodeId(read_u64(r)?),
             cluster_id: read_text(r, TEXT_LEN_MAX, "cluster id")?,
             message: read_text(r, TEXT_LEN_MAX, "message")?,
         }))
     }
+}
+
+/// What a peer did with a hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Native(Answer),
+    /// It answered in another protocol: it does not speak the native stream.
+    NotNative,
+    /// It closed or said nothing: no verdict (use compat for this connection only).
+    NoReply,
 }
 
 /// The native transport's sink: frames by `write`, LTX payloads by `sendfile`. Counts the
@@ -229,8 +257,24 @@ impl FrameSink for NativeSink {
     }
 
     fn abort(&mut self, _e: io::Error) {
-        // A reset tells the replica it was not a clean end.
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        // A reset (linger 0, then close when the sink is dropped) tells the replica it was not
+        // a clean end; a FIN at a frame boundary would read as one.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: the descriptor is open (owned by `self.socket`), and `linger` is a valid
+        // `struct linger` of the size passed.
+        unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        let _ = self.socket.shutdown(std::net::Shutdown::Read);
     }
 }
 
@@ -322,8 +366,7 @@ mod tests {
         };
         let bytes = hello.to_bytes().unwrap();
         let want: Vec<u8> = [
-            &b"LFSN"[..],
-            &[0, 0, 0, 1],
+            &b"LFSN/1\r\n"[..],
             &[1, 2, 3, 4, 5, 6, 7, 8],
             &[0, 0, 0, 3],
             b"a,b",
@@ -343,19 +386,23 @@ mod tests {
             message: "node is not the primary".into(),
         };
         let bytes = answer.to_bytes();
-        assert_eq!(&bytes[..12], b"LFSN\0\0\0\x01\0\0\x01\xf7");
+        assert_eq!(&bytes[..12], b"LFSN/1\r\n\0\0\x01\xf7");
         assert_eq!(
             Answer::read_from(&mut bytes.as_slice()).unwrap(),
-            Some(answer)
+            Reply::Native(answer)
         );
     }
 
     #[test]
-    fn a_non_native_answer_is_recognised_and_limits_hold() {
+    fn replies_that_are_not_native_and_limits() {
         let http = b"HTTP/1.1 400 Bad Request\r\n\r\n";
-        assert_eq!(Answer::read_from(&mut &http[..]).unwrap(), None);
-        assert_eq!(Answer::read_from(&mut &b""[..]).unwrap(), None);
-        let mut hostile = b"LFSN\0\0\0\x01".to_vec();
+        assert_eq!(Answer::read_from(&mut &http[..]).unwrap(), Reply::NotNative);
+        assert_eq!(
+            Answer::read_from(&mut &b"HT"[..]).unwrap(),
+            Reply::NotNative
+        );
+        assert_eq!(Answer::read_from(&mut &b""[..]).unwrap(), Reply::NoReply);
+        let mut hostile = b"LFSN/1\r\n".to_vec();
         hostile.extend_from_slice(&[0; 8]);
         hostile.extend_from_slice(&u32::MAX.to_be_bytes());
         let err = Hello::read_from(&mut hostile.as_slice()).unwrap_err();
@@ -364,8 +411,8 @@ mod tests {
                 .contains("filter of 4294967295 bytes exceeds 65536"),
             "{err}"
         );
-        let old = b"LFSN\0\0\0\x02";
-        let err = Hello::read_from(&mut &old[..]).unwrap_err();
-        assert!(err.to_string().contains("version 2 not supported"), "{err}");
+        let newer = b"LFSN/2\r\n";
+        let err = Hello::read_from(&mut &newer[..]).unwrap_err();
+        assert!(err.to_string().contains("this node speaks"), "{err}");
     }
 }

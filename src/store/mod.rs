@@ -63,7 +63,14 @@ fn set_aside(dbs_dir: &Path, name: &str) -> Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let from = dbs_dir.join(name);
-    let to = dbs_dir.join(format!(".{name}.damaged-{secs}"));
+    // Unique even for two set-asides within a second (a crash loop).
+    let to = (0u32..)
+        .map(|n| match n {
+            0 => dbs_dir.join(format!(".{name}.damaged-{secs}")),
+            n => dbs_dir.join(format!(".{name}.damaged-{secs}-{n}")),
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dbs_dir.join(format!(".{name}.damaged-{secs}-x")));
     fs::rename(&from, &to).io_context("rename", &from)?;
     Ok(to)
 }
@@ -110,7 +117,9 @@ impl Store {
             }
             let db = match Db::open(&dbs_dir, &name, options, shared.clone()) {
                 Ok(db) => db,
-                Err(e) if options.replica => {
+                // Only damage: an I/O error such as EMFILE or EACCES says nothing about the
+                // files, and a good copy must not be thrown away for it.
+                Err(e @ (Error::Corrupt { .. } | Error::Ltx { .. })) if options.replica => {
                     // A replica's files are a cache of the primary's transactions: keep the
                     // damaged copy for inspection and start this database empty, so the
                     // primary sends a snapshot (spec §4.4: TXID 0 ⇒ snapshot).

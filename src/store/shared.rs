@@ -12,7 +12,10 @@ use std::sync::{OnceLock, RwLock};
 /// could not be captured, spec §3.7 step 8; an apply that failed half way, spec §3.11 step 7:
 /// exit code 99). Set once by the store's owner.
 #[derive(Default)]
-pub struct FatalHook(OnceLock<FatalHandler>);
+pub struct FatalHook {
+    handler: OnceLock<FatalHandler>,
+    raised: std::sync::atomic::AtomicBool,
+}
 
 /// Called with the error's text; must not block (it runs on a FUSE worker).
 pub type FatalHandler = Box<dyn Fn(&str) + Send + Sync>;
@@ -20,14 +23,21 @@ pub type FatalHandler = Box<dyn Fn(&str) + Send + Sync>;
 impl FatalHook {
     /// Installs the handler; later calls are ignored.
     pub fn set(&self, handler: FatalHandler) {
-        let _ = self.0.set(handler);
+        let _ = self.handler.set(handler);
     }
 
     pub fn raise(&self, message: &str) {
         eprintln!("litefs: FATAL: {message}");
-        if let Some(handler) = self.0.get() {
+        self.raised
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(handler) = self.handler.get() {
             handler(message);
         }
+    }
+
+    /// Whether a fatal error was raised: the process is going down, nothing more may change.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -1,14 +1,20 @@
 //! Receiving and applying LTX files from the primary (spec §4.4 "Processing an LTX frame",
 //! §3.10, §3.11, §3.12).
 //!
-//! Order: the file is verified while it is copied to a temp name (so a damaged transfer never
-//! gets an LTX name — LiteFS renames first and verifies later, and a bad file then stops the
-//! next start), fsynced and renamed; only then are its pages written to the database file.
-//! A replica store ([`DbOptions::replica`](super::DbOptions)) skips the fsyncs: the order
-//! alone keeps a killed process consistent (the page cache survives it), and after a power
-//! loss its recovery falls back to a snapshot from the primary.
-//! From that point an error is fatal (exit 99): the LTX file is the truth, and the restart's
-//! recovery re-applies it. The transfer happens before the internal write lock is taken (LiteFS
+//! Order: the whole file is received and verified first (so a damaged transfer never gets an
+//! LTX name — LiteFS renames first and verifies later, and a bad file then stops the next
+//! start). Then, under the internal write lock, either
+//! - (large files, and every file of a non-replica store) it is fsynced and renamed from its
+//!   temp name, and only then are its pages written; or
+//! - (a replica store's files up to [`RECEIVE_IN_MEMORY_BYTES_MAX`]) its pages are written from
+//!   memory first — visible at once — and the file is written under its final name after.
+//!
+//! A replica store ([`DbOptions::replica`](super::DbOptions)) never fsyncs received files; a
+//! crash or power loss that leaves its database unexplained by its files makes its recovery
+//! fall back to a snapshot from the primary (ARCHITECTURE §4.1).
+//!
+//! From the first change to the database on, an error is fatal (exit 99) and the restart's
+//! recovery settles it. The transfer happens before the internal write lock is taken (LiteFS
 //! holds it for the whole transfer, so a large snapshot on a slow link blocks every reader on
 //! the replica); the position check, rename and apply run under it, so no SQLite reader is
 //! inside a transaction while pages, the `-shm` index and the kernel's caches change.
@@ -207,11 +213,7 @@ impl Db {
             // replica's recovery resolves by fetching a snapshot).
             Kept::Memory(bytes) => {
                 let pos = self.apply_fatal(&final_path, || self.apply_received_from(&bytes[..]))?;
-                if let Err(e) = fs::write(&final_path, &bytes) {
-                    // No half-written file under an LTX name (recovery would trip on it).
-                    let _ = fs::remove_file(&final_path);
-                    return Err(e).io_context("write", &final_path);
-                }
+                self.write_received(&final_path, &bytes)?;
                 if header.is_snapshot() {
                     self.remove_ltx_except(&final_path)?;
                 }
@@ -241,6 +243,36 @@ impl Db {
         Ok(Received::Applied {
             pos: applied,
             timestamp_ms: header.timestamp_ms,
+        })
+    }
+
+    /// Writes a received file under its final name after it was applied from memory. A file of
+    /// that name may exist (the same snapshot sent again after a divergence): it is replaced
+    /// by rename, never rewritten in place. A failure is fatal like the apply's: the database
+    /// is ahead of its files until the restart's recovery settles it.
+    fn write_received(&self, final_path: &Path, bytes: &[u8]) -> Result<()> {
+        let written = if final_path.exists() {
+            let seq = RECEIVE_SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = self
+                .ltx_dir
+                .join(format!("receive-{}-{seq}.tmp", std::process::id()));
+            fs::write(&tmp, bytes)
+                .and_then(|()| fs::rename(&tmp, final_path))
+                .inspect_err(|_| {
+                    let _ = fs::remove_file(&tmp);
+                })
+        } else {
+            fs::write(final_path, bytes).inspect_err(|_| {
+                // No half-written file under an LTX name.
+                let _ = fs::remove_file(final_path);
+            })
+        };
+        written.io_context("write", final_path).inspect_err(|e| {
+            self.shared.fatal.raise(&format!(
+                "record {} for database {:?} after applying it: {e}; restart to recover it",
+                final_path.display(),
+                self.name
+            ));
         })
     }
 
@@ -278,7 +310,12 @@ impl Db {
             }
         }
         for path in doomed {
-            fs::remove_file(&path).io_context("remove", &path)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                // Retention removed it meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).io_context("remove", &path),
+            }
         }
         Ok(())
     }

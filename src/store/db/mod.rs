@@ -95,8 +95,9 @@ pub struct DbOptions {
     /// Recompute the whole database checksum from disk after every commit (tests run with it).
     pub strict_verify: bool,
     /// This store follows a primary (a static `lease.candidate: false` node). LTX files
-    /// received from the primary are renamed into place and applied without fsync, so a
-    /// transaction is visible without waiting for the disk; and a database whose recovery
+    /// received from the primary are applied and recorded without fsync (small ones applied
+    /// from memory before they are written), so a transaction is visible without waiting
+    /// for the disk; and a database whose recovery
     /// fails at startup is set aside and fetched again by snapshot instead of stopping the
     /// node. The primary holds every transaction durably; a replica's files are a cache of
     /// them (docs/ARCHITECTURE.md §4.1). The node's own commits are always synced.
@@ -450,6 +451,11 @@ impl Db {
             return Ok(());
         }
         let mut state = self.lock();
+        // Again under the lock: a write-back that passed the check above may have waited here
+        // while an apply rewrote `-shm` (it would put the old index back).
+        if kind == FileKind::Shm && self.shm_discard.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let result = match kind {
             FileKind::Database => self.write_database(&mut state, offset, data),
             FileKind::Journal => self.write_journal(&mut state, offset, data),

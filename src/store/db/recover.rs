@@ -6,6 +6,7 @@ use crate::sqlite::{self, DbHeader, JournalReader};
 use crate::store::error::{Error, IoContext, Result};
 use crate::types::{Pos, TxId};
 use std::fs::{self, File};
+use std::io::Read as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,15 @@ impl Db {
         let mut state = self.lock();
         let db_path = self.path(FileKind::Database);
         // 1. The database header: page size, page count and mode.
-        match fs::read(&db_path) {
+        // Only the header: the file may be far larger than memory.
+        let head = File::open(&db_path).and_then(|f| {
+            let mut head = Vec::with_capacity(100);
+            std::io::Read::take(f, 100).read_to_end(&mut head)?;
+            Ok(head)
+        });
+        match head {
             Ok(bytes) if bytes.is_empty() => {}
-            Ok(bytes) => match DbHeader::parse(&bytes[..bytes.len().min(100)]) {
+            Ok(bytes) => match DbHeader::parse(&bytes) {
                 Ok(Some(h)) => {
                     state.page_size = h.page_size_bytes;
                     state.page_count = h.page_count;
