@@ -20,7 +20,7 @@ pub use metrics::{FrameKind, Metrics};
 
 use crate::store::Store;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
@@ -29,6 +29,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// HTTP/2 ping interval and ack timeout on served connections.
+const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
 /// How long shutdown waits for stream handlers to send their End frame.
 const SHUTDOWN_GRACE_MS: u64 = 1000;
 
@@ -186,7 +188,14 @@ async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
                         });
                         // `auto` reads the first bytes: the HTTP/2 preface means h2c with prior
                         // knowledge, anything else HTTP/1.1.
-                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        // Pings find a replica that vanished without a reset, so its stream
+                        // (and a spooled snapshot) is released in seconds, not when TCP gives up.
+                        builder
+                            .http2()
+                            .timer(TokioTimer::new())
+                            .keep_alive_interval(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS))
+                            .keep_alive_timeout(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS));
                         let _ = builder.serve_connection(TokioIo::new(socket), service).await;
                     });
                 }
