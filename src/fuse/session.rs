@@ -112,9 +112,17 @@ impl Mount {
                                 if let Err(e) =
                                     server.handle_message(reader, writer.into(), None, Some(&hook))
                                 {
-                                    if let fuse_backend_rs::Error::EncodeMessage(_) = e {
-                                        // The kernel closed the session.
-                                        break;
+                                    if let fuse_backend_rs::Error::EncodeMessage(io) = &e {
+                                        // ENODEV: the kernel closed the session; stop. Anything
+                                        // else (ENOENT: the request was interrupted and is gone)
+                                        // concerns one reply: a worker that left for it would
+                                        // leave the mount with fewer workers, and with none the
+                                        // next request hangs its caller for good.
+                                        if io.raw_os_error() == Some(libc::ENODEV)
+                                            || stopping.load(Ordering::Acquire)
+                                        {
+                                            break;
+                                        }
                                     }
                                     eprintln!("litefs: fuse request failed: {e}");
                                 }
