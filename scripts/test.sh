@@ -64,6 +64,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# FUSE-over-io_uring (kernel >= 6.14) is off unless this module parameter says Y; the first
+# test run below requires it (fuse.transport: uring refuses to mount without it).
+if [ -e /sys/module/fuse/parameters/enable_uring ]; then
+  [ "$(cat /sys/module/fuse/parameters/enable_uring)" = Y ] ||
+    echo Y > /sys/module/fuse/parameters/enable_uring
+else
+  echo "scripts/test.sh: this kernel has no FUSE-over-io_uring; the uring test run will fail" >&2
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -71,11 +80,18 @@ cargo fmt --all -- --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-log "tests"
+# Every test once with the FUSE-over-io_uring transport, then every integration test (the
+# real-mount ones; unit tests do not mount) again on /dev/fuse: tests/common reads
+# LITEFS_TEST_FUSE_TRANSPORT into every mount and config it makes.
+log "tests (FUSE transport: uring)"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  LITEFS_TEST_FUSE_TRANSPORT=uring cargo nextest run --workspace --no-fail-fast
+  log "integration tests (FUSE transport: devfuse)"
+  LITEFS_TEST_FUSE_TRANSPORT=devfuse cargo nextest run --workspace --no-fail-fast -E 'kind(test)'
 else
-  cargo test --workspace --no-fail-fast
+  LITEFS_TEST_FUSE_TRANSPORT=uring cargo test --workspace --no-fail-fast
+  log "integration tests (FUSE transport: devfuse)"
+  LITEFS_TEST_FUSE_TRANSPORT=devfuse cargo test --workspace --no-fail-fast --tests
 fi
 # nextest does not run doc tests.
 cargo test --workspace --doc

@@ -16,6 +16,15 @@
 //! recovery, locks), [`fuse`] (the mount), [`http`] (the node API and the primary side of
 //! `/stream`) and [`cli`] (the `litefs` command).
 
+/// mimalloc for every binary linking the library — the daemon, and the tests and benchmarks
+/// that serve a mount in their own process. Besides speed, that matters there: a client
+/// thread unmapping a `-shm` mapping holds the process's `mmap_lock` while it waits for the
+/// FUSE write-back of its dirty pages, so a FUSE worker of the same process that then grows
+/// a glibc arena (`mprotect`, a writer of that lock) deadlocks with it. mimalloc takes its
+/// memory in large reserved arenas and rarely makes such calls after start-up.
+#[global_allocator]
+pub static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cli;
 pub mod config;
 pub mod fuse;

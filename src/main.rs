@@ -1,9 +1,7 @@
 //! The `litefs` binary: argument handling lives in `litefs::cli`.
 
-use mimalloc::MiMalloc;
-
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+// The global allocator (mimalloc) is declared in the library, so tests and benchmarks that
+// mount in-process use it too (see `litefs::GLOBAL`).
 
 fn main() {
     let code = litefs::cli::run(std::env::args().collect());

@@ -45,9 +45,10 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\n  posix-locks: {posix_locks}\ndata:\n  dir: {}\nstrict-verify: true\nhttp:\n  addr: 127.0.0.1:0\nlease:\n  type: static\n  advertise-url: http://127.0.0.1:20202\n",
+                "fuse:\n  dir: {}\n  posix-locks: {posix_locks}\n  transport: {transport}\ndata:\n  dir: {}\nstrict-verify: true\nhttp:\n  addr: 127.0.0.1:0\nlease:\n  type: static\n  advertise-url: http://127.0.0.1:20202\n",
                 mnt.display(),
-                data.display()
+                data.display(),
+                transport = common::fuse_transport_name(),
             ),
         )
         .unwrap();

@@ -7,6 +7,8 @@
 //! Go's framing (chunked payloads, an HWM frame after each incremental, Ready, heartbeats),
 //! so what is tested is that our replica applies Go-written bytes exactly.
 
+mod common;
+
 use hyper::body::{Body, Bytes, Frame as BodyFrame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -156,7 +158,11 @@ impl ReplicaNode {
         };
         let store = Arc::new(Store::open(&dir.path().join("data"), options).unwrap());
         let mnt = dir.path().join("mnt");
-        let mount = Mount::new(store.clone(), &mnt, MountOptions::default()).unwrap();
+        let options = MountOptions {
+            transport: common::fuse_transport(),
+            ..MountOptions::default()
+        };
+        let mount = Mount::new(store.clone(), &mnt, options).unwrap();
         let replica = Replica::start(
             store.clone(),
             ReplicaOptions {

@@ -8,7 +8,7 @@ mod report;
 mod target;
 mod workloads;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use report::{Samples, WorkloadResult};
 use serde::Serialize;
@@ -48,6 +48,28 @@ struct Args {
     /// them in the kernel (`--posix-locks false`; docs/ARCHITECTURE.md §7).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     posix_locks: bool,
+    /// FUSE transports to measure, each on its own mount (default: uring and devfuse; uring
+    /// needs /sys/module/fuse/parameters/enable_uring = Y).
+    #[arg(long, value_delimiter = ',', default_values = ["uring", "devfuse"])]
+    transports: Vec<TransportArg>,
+    /// Also write the % of raw chart as SVG here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Uring,
+    Devfuse,
+}
+
+impl TransportArg {
+    fn kind(self) -> TargetKind {
+        match self {
+            TransportArg::Uring => TargetKind::LitefsUring,
+            TransportArg::Devfuse => TargetKind::LitefsDevfuse,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -286,6 +308,15 @@ fn main() -> Result<()> {
     if args.workloads.is_empty() {
         args.workloads = Workload::ALL.to_vec();
     }
+    if args.transports.contains(&TransportArg::Uring)
+        && litefs::fuse::uring::enabled_in_kernel() != Some(true)
+    {
+        eprintln!(
+            "litefs-perf: FUSE-over-io_uring is not available ({} is not Y): measuring devfuse only",
+            litefs::fuse::uring::ENABLE_PARAM
+        );
+        args.transports.retain(|t| *t != TransportArg::Uring);
+    }
     let mut seen = Vec::new();
     args.workloads.retain(|w| {
         let first = !seen.contains(w);
@@ -296,12 +327,15 @@ fn main() -> Result<()> {
     let threads = args.fuse_threads.unwrap_or(cpus);
     let started_utc = utc_now();
     let steps = plan(&args.workloads);
+    let mut kinds = vec![TargetKind::Raw];
+    kinds.extend(args.transports.iter().map(|t| t.kind()));
+    kinds.dedup();
     let mut all = AllSamples::new();
     for run in 1..=args.runs {
         eprintln!("run {run}/{}", args.runs);
         for step in &steps {
-            // Raw then litefs for each step, so both see the same machine state.
-            for kind in [TargetKind::Raw, TargetKind::Litefs] {
+            // Raw then each litefs transport for each step, so all see the same machine state.
+            for &kind in &kinds {
                 run_step(step, kind, run, &args, threads, &mut all);
             }
         }
@@ -316,7 +350,9 @@ fn main() -> Result<()> {
             }
             let empty = Samples::default();
             let get = |k| all.get(&(w, k)).unwrap_or(&empty);
-            WorkloadResult::new(w, get(TargetKind::Raw), get(TargetKind::Litefs))
+            let litefs: Vec<(TargetKind, &Samples)> =
+                kinds[1..].iter().map(|&k| (k, get(k))).collect();
+            WorkloadResult::new(w, get(TargetKind::Raw), &litefs)
         })
         .collect();
     let document = Document {
@@ -335,6 +371,11 @@ fn main() -> Result<()> {
         lag,
         stream,
     };
+    if let Some(path) = &args.svg {
+        std::fs::write(path, report::chart_svg(&document.results))
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("litefs-perf: chart written to {}", path.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
@@ -351,6 +392,8 @@ fn main() -> Result<()> {
             args.reads_journal_mode
         );
         report::print_table(&document.results);
+        let transports: Vec<&str> = kinds[1..].iter().map(|k| k.name()).collect();
+        println!("(litefs transports measured: {})", transports.join(", "));
         report::print_replication(&document.lag, &document.stream);
     }
     Ok(())

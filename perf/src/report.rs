@@ -27,6 +27,21 @@ pub struct TargetResult {
     pub ltx_bytes: Option<u64>,
     pub ltx_bytes_per_tx: Option<f64>,
     pub daemon_cpu_us_per_op: Option<f64>,
+    /// FUSE requests per operation (per transaction, per lookup): the round trips it cost.
+    pub fuse_requests_per_op: Option<f64>,
+    /// Process RSS (client and, for litefs, the in-process daemon) at the start and the end
+    /// of the timed section, MiB.
+    pub rss_idle_mib: Option<f64>,
+    pub rss_load_mib: Option<f64>,
+}
+
+/// One litefs transport's result for a workload.
+#[derive(Debug, Serialize)]
+pub struct LitefsResult {
+    pub result: TargetResult,
+    /// Median over runs of litefs ops/s / raw ops/s of the same run, in percent: a pair
+    /// measured seconds apart shares the machine's load, a ratio of medians need not.
+    pub percent_of_raw: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,10 +53,8 @@ pub struct WorkloadResult {
     /// Set when the workload cannot run yet (lag, stream).
     pub not_available: Option<&'static str>,
     pub raw: Option<TargetResult>,
-    pub litefs: Option<TargetResult>,
-    /// Median over runs of litefs ops/s / raw ops/s of the same run, in percent: a pair
-    /// measured seconds apart shares the machine's load, a ratio of medians need not.
-    pub litefs_percent_of_raw: Option<f64>,
+    /// One entry per FUSE transport measured.
+    pub litefs: Vec<LitefsResult>,
 }
 
 pub const NOT_AVAILABLE: &str = "a replication workload: see the replication table";
@@ -94,18 +107,35 @@ impl TargetResult {
             ltx_bytes: median_u64(daemon.iter().map(|d| d.ltx_bytes)),
             ltx_bytes_per_tx: median(per_tx),
             daemon_cpu_us_per_op: median(cpu_per_op),
+            fuse_requests_per_op: median(
+                ok.iter()
+                    .filter_map(|s| Some(s.daemon?.fuse_requests as f64 / s.ops.max(1) as f64))
+                    .collect(),
+            ),
+            rss_idle_mib: median(ok.iter().map(|s| s.rss_idle_kib as f64 / 1024.0).collect()),
+            rss_load_mib: median(ok.iter().map(|s| s.rss_load_kib as f64 / 1024.0).collect()),
         }
     }
 }
 
 impl WorkloadResult {
-    pub fn new(workload: Workload, raw: &Samples, litefs: &Samples) -> Self {
-        let per_run_percent: Vec<f64> = litefs
-            .ok
+    /// `litefs`: each measured transport with its samples.
+    pub fn new(workload: Workload, raw: &Samples, litefs: &[(TargetKind, &Samples)]) -> Self {
+        let litefs = litefs
             .iter()
-            .filter_map(|l| {
-                let r = raw.ok.iter().find(|r| r.run == l.run)?;
-                Some(l.ops_per_sec() / r.ops_per_sec() * 100.0)
+            .map(|&(kind, samples)| {
+                let per_run_percent: Vec<f64> = samples
+                    .ok
+                    .iter()
+                    .filter_map(|l| {
+                        let r = raw.ok.iter().find(|r| r.run == l.run)?;
+                        Some(l.ops_per_sec() / r.ops_per_sec() * 100.0)
+                    })
+                    .collect();
+                LitefsResult {
+                    result: TargetResult::from_samples(kind, samples),
+                    percent_of_raw: median(per_run_percent),
+                }
             })
             .collect();
         WorkloadResult {
@@ -115,8 +145,7 @@ impl WorkloadResult {
             goal_percent: workload.goal_percent(),
             not_available: None,
             raw: Some(TargetResult::from_samples(TargetKind::Raw, raw)),
-            litefs: Some(TargetResult::from_samples(TargetKind::Litefs, litefs)),
-            litefs_percent_of_raw: median(per_run_percent),
+            litefs,
         }
     }
 
@@ -128,8 +157,7 @@ impl WorkloadResult {
             goal_percent: workload.goal_percent(),
             not_available: Some(NOT_AVAILABLE),
             raw: None,
-            litefs: None,
-            litefs_percent_of_raw: None,
+            litefs: Vec::new(),
         }
     }
 }
@@ -151,7 +179,7 @@ fn opt(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
     value.map(format).unwrap_or_else(|| "-".into())
 }
 
-fn rate(result: &Option<TargetResult>) -> String {
+fn rate(result: Option<&TargetResult>) -> String {
     match result {
         None => "-".into(),
         Some(r) if r.ops_per_sec.is_none() && !r.errors.is_empty() => "FAILED".into(),
@@ -159,59 +187,119 @@ fn rate(result: &Option<TargetResult>) -> String {
     }
 }
 
+/// The table, in Markdown: one row per workload and litefs transport.
 pub fn print_table(results: &[WorkloadResult]) {
     println!(
-        "{:<12} {:>9} {:>12} {:>12} {:>8} {:>6} {:>9} {:>10} {:>12} {:>12}",
-        "workload",
-        "unit",
-        "raw ops/s",
-        "litefs ops/s",
-        "ratio %",
-        "goal %",
-        "LTX files",
-        "LTX B/tx",
-        "LTX MB total",
-        "daemon µs/op"
+        "| workload | unit | raw ops/s | transport | litefs ops/s | % of raw | goal % | FUSE req/op | LTX B/tx | daemon µs/op | RSS idle/load MiB (raw) |"
     );
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         if let Some(why) = r.not_available {
-            println!("{:<12} {why} (goal {})", r.workload.name(), r.goal);
+            println!(
+                "| {} | {} | {why} (goal {}) | | | | | | | | |",
+                r.workload.name(),
+                r.unit,
+                r.goal
+            );
             continue;
         }
-        let litefs = r.litefs.as_ref();
-        println!(
-            "{:<12} {:>9} {:>12} {:>12} {:>8} {:>6} {:>9} {:>10} {:>12} {:>12}",
-            r.workload.name(),
-            r.unit,
-            rate(&r.raw),
-            rate(&r.litefs),
-            opt(r.litefs_percent_of_raw, |p| format!("{p:.1}")),
-            opt(r.goal_percent, |p| format!("{p:.0}")),
-            opt(litefs.and_then(|l| l.ltx_files.map(|v| v as f64)), group),
-            opt(litefs.and_then(|l| l.ltx_bytes_per_tx), group),
-            opt(litefs.and_then(|l| l.ltx_bytes.map(|v| v as f64)), |b| {
-                format!("{:.1}", b / 1e6)
-            }),
-            opt(litefs.and_then(|l| l.daemon_cpu_us_per_op), |v| {
-                format!("{v:.1}")
-            }),
-        );
-    }
-    let failures: Vec<_> = results
-        .iter()
-        .flat_map(|r| {
-            [&r.raw, &r.litefs]
-                .into_iter()
-                .flatten()
-                .map(move |t| (r, t))
-        })
-        .filter(|(_, t)| !t.errors.is_empty())
-        .collect();
-    for (r, t) in failures {
-        for e in &t.errors {
-            println!("FAILED {} on {}: {e}", r.workload.name(), t.target.name());
+        let raw = r.raw.as_ref();
+        let mib = |t: Option<&TargetResult>| {
+            format!(
+                "{}/{}",
+                opt(t.and_then(|t| t.rss_idle_mib), |v| format!("{v:.0}")),
+                opt(t.and_then(|t| t.rss_load_mib), |v| format!("{v:.0}"))
+            )
+        };
+        for l in &r.litefs {
+            let t = &l.result;
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
+                r.workload.name(),
+                r.unit,
+                rate(raw),
+                t.target.name(),
+                rate(Some(t)),
+                opt(l.percent_of_raw, |p| format!("{p:.1}")),
+                opt(r.goal_percent, |p| format!("{p:.0}")),
+                opt(t.fuse_requests_per_op, |v| format!("{v:.2}")),
+                opt(t.ltx_bytes_per_tx, group),
+                opt(t.daemon_cpu_us_per_op, |v| format!("{v:.1}")),
+                mib(Some(t)),
+                mib(raw),
+            );
         }
     }
+    for r in results {
+        let targets = r.raw.iter().chain(r.litefs.iter().map(|l| &l.result));
+        for t in targets {
+            for e in &t.errors {
+                println!("FAILED {} on {}: {e}", r.workload.name(), t.target.name());
+            }
+        }
+    }
+}
+
+/// A bar chart of % of raw per workload and transport, with each goal as a tick, as SVG.
+pub fn chart_svg(results: &[WorkloadResult]) -> String {
+    const ROW_PX: f64 = 22.0;
+    const LEFT_PX: f64 = 170.0;
+    const WIDTH_PX: f64 = 560.0;
+    // The axis ends at the larger of 100 % and the best result, so nothing is cut off.
+    let top = results
+        .iter()
+        .flat_map(|r| r.litefs.iter().filter_map(|l| l.percent_of_raw))
+        .fold(100.0f64, f64::max);
+    let scale = |p: f64| LEFT_PX + p / top * WIDTH_PX;
+    let rows: Vec<(&WorkloadResult, &LitefsResult)> = results
+        .iter()
+        .flat_map(|r| r.litefs.iter().map(move |l| (r, l)))
+        .collect();
+    let height = 40.0 + ROW_PX * rows.len() as f64 + 30.0;
+    let width = LEFT_PX + WIDTH_PX + 90.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">litefs throughput as % of raw SQLite (bars), goal (black tick)</text>\n"
+    );
+    for (i, (r, l)) in rows.iter().enumerate() {
+        let y = 40.0 + ROW_PX * i as f64;
+        let p = l.percent_of_raw.unwrap_or(0.0);
+        let color = if l.result.target == TargetKind::LitefsUring {
+            "#3b7dd8"
+        } else {
+            "#e08a2c"
+        };
+        svg += &format!(
+            "<text x=\"10\" y=\"{:.0}\">{} {}</text>\n<rect x=\"{LEFT_PX}\" y=\"{:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{:.0}\">{}</text>\n",
+            y + 14.0,
+            r.workload.name(),
+            l.result.target.name(),
+            y + 3.0,
+            scale(p) - LEFT_PX,
+            ROW_PX - 6.0,
+            scale(p) + 4.0,
+            y + 14.0,
+            opt(l.percent_of_raw, |p| format!("{p:.1} %")),
+        );
+        if let Some(goal) = r.goal_percent {
+            svg += &format!(
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\" stroke-width=\"2\"/>\n",
+                y,
+                y + ROW_PX - 2.0,
+                x = scale(goal)
+            );
+        }
+    }
+    let axis_y = 40.0 + ROW_PX * rows.len() as f64 + 16.0;
+    for tick in [0.0, 25.0, 50.0, 75.0, 100.0] {
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{axis_y:.0}\" text-anchor=\"middle\">{tick:.0} %</text>\n",
+            scale(tick)
+        );
+    }
+    svg += "</svg>\n";
+    svg
 }
 
 /// The replication workloads: lag percentiles and stream throughput, one line per run.

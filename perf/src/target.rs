@@ -3,6 +3,7 @@
 //! only difference between them is the mount.
 
 use anyhow::{Context, Result};
+use litefs::config::FuseTransport;
 use litefs::fuse::session::is_mounted;
 use litefs::fuse::{Mount, MountOptions};
 use litefs::store::{DbOptions, Store};
@@ -18,14 +19,28 @@ pub const DB_NAME: &str = "db";
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
     Raw,
-    Litefs,
+    /// A litefs mount served through FUSE-over-io_uring.
+    LitefsUring,
+    /// A litefs mount served through /dev/fuse.
+    LitefsDevfuse,
 }
 
 impl TargetKind {
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::Raw => "raw",
-            TargetKind::Litefs => "litefs",
+            TargetKind::LitefsUring => "uring",
+            TargetKind::LitefsDevfuse => "devfuse",
+        }
+    }
+
+    /// The mount's `fuse.transport`; `None` for raw. Explicit, never `auto`: a run that asked
+    /// for io_uring fails rather than silently measuring /dev/fuse.
+    pub fn transport(self) -> Option<FuseTransport> {
+        match self {
+            TargetKind::Raw => None,
+            TargetKind::LitefsUring => Some(FuseTransport::Uring),
+            TargetKind::LitefsDevfuse => Some(FuseTransport::DevFuse),
         }
     }
 }
@@ -51,6 +66,21 @@ pub struct Snapshot {
     pub ltx_bytes: u64,
     /// CPU time of the FUSE worker threads (request decoding and store work, not the client).
     pub daemon_cpu_ns: u64,
+    /// FUSE requests the mount has answered (every opcode, both transports' paths).
+    pub fuse_requests: u64,
+}
+
+/// This process's resident set (`VmRSS`), in KiB. In-process, it is client (SQLite) and
+/// daemon together; the raw target's figure is the client alone.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 impl Target {
@@ -65,9 +95,9 @@ impl Target {
             .prefix(&format!("litefs-perf-{}-", kind.name()))
             .tempdir_in(base_dir)
             .with_context(|| format!("create a temporary directory in {}", base_dir.display()))?;
-        let (db_dir, litefs) = match kind {
-            TargetKind::Raw => (dir.path().to_path_buf(), None),
-            TargetKind::Litefs => {
+        let (db_dir, litefs) = match kind.transport() {
+            None => (dir.path().to_path_buf(), None),
+            Some(transport) => {
                 let data_dir = dir.path().join("data");
                 let mountpoint = dir.path().join("mnt");
                 // The LiteFS defaults (compression on); strict verification is a test aid
@@ -85,6 +115,7 @@ impl Target {
                 let mount_options = MountOptions {
                     threads: fuse_threads,
                     posix_locks,
+                    transport,
                     ..MountOptions::default()
                 };
                 let mount = Mount::new(store.clone(), &mountpoint, mount_options)
@@ -115,6 +146,10 @@ impl Target {
         };
         let mut snapshot = Snapshot {
             daemon_cpu_ns: fuse_threads_cpu_ns()?,
+            fuse_requests: litefs
+                .mount
+                .as_ref()
+                .map_or(0, |m| m.request_stats().snapshot().total()),
             ..Snapshot::default()
         };
         let Some(db) = litefs.store.db(DB_NAME) else {
@@ -158,8 +193,8 @@ impl Target {
     }
 }
 
-/// Sum of on-CPU time of this process's FUSE worker threads (named `fuse-<i>` by
-/// `litefs::fuse::Mount`), from /proc/self/task/*/schedstat (nanoseconds, unlike the
+/// Sum of on-CPU time of this process's FUSE worker threads (named `fuse-<i>` and
+/// `fuse-ring-<cpu>-<i>` by `litefs::fuse::Mount`), from /proc/self/task/*/schedstat (nanoseconds, unlike the
 /// 10 ms ticks of `stat`).
 fn fuse_threads_cpu_ns() -> Result<u64> {
     let mut total_ns = 0;

@@ -3,7 +3,7 @@
 //! the loop). Each runner times only the measured section; setup (schema, population) and
 //! teardown stay outside the clock.
 
-use crate::target::{Snapshot, Target};
+use crate::target::{Snapshot, Target, rss_kib};
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use rusqlite::Connection;
@@ -112,6 +112,9 @@ pub struct Sample {
     pub elapsed: Duration,
     /// Daemon activity during the timed section (litefs only).
     pub daemon: Option<Snapshot>,
+    /// Process RSS at the start of the timed section (setup done, idle) and at its end.
+    pub rss_idle_kib: u64,
+    pub rss_load_kib: u64,
 }
 
 impl Sample {
@@ -123,21 +126,26 @@ impl Sample {
 /// Times `body` (which returns its operation count) and the daemon's work during it.
 fn timed(target: &Target, body: impl FnOnce() -> Result<u64>) -> Result<Sample> {
     let before = target.snapshot()?;
+    let rss_idle_kib = rss_kib();
     let start = Instant::now();
     let ops = body()?;
     let elapsed = start.elapsed();
+    let rss_load_kib = rss_kib();
     let after = target.snapshot()?;
     let daemon = before.zip(after).map(|(b, a)| Snapshot {
         txid: a.txid.saturating_sub(b.txid),
         ltx_files: a.ltx_files.saturating_sub(b.ltx_files),
         ltx_bytes: a.ltx_bytes.saturating_sub(b.ltx_bytes),
         daemon_cpu_ns: a.daemon_cpu_ns.saturating_sub(b.daemon_cpu_ns),
+        fuse_requests: a.fuse_requests.saturating_sub(b.fuse_requests),
     });
     Ok(Sample {
         run: 0, // set by the caller, which knows the run
         ops,
         elapsed,
         daemon,
+        rss_idle_kib,
+        rss_load_kib,
     })
 }
 

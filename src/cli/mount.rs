@@ -20,6 +20,20 @@ use std::time::Duration;
 
 /// FUSE worker threads: one per core (2 on the machines we target) plus one, so a request
 /// blocked on an fsync does not stall readers.
+/// Why `auto` fell back to /dev/fuse, for the startup line.
+fn transport_note(config: &Config) -> &'static str {
+    if config.fuse.transport != crate::config::FuseTransport::Auto {
+        return "";
+    }
+    match crate::fuse::uring::enabled_in_kernel() {
+        None => " (this kernel has no FUSE-over-io_uring)",
+        Some(false) => {
+            " (FUSE-over-io_uring is off: /sys/module/fuse/parameters/enable_uring is N)"
+        }
+        Some(true) => "",
+    }
+}
+
 fn fuse_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
 }
@@ -294,6 +308,8 @@ fn start(
         posix_locks: config.fuse.posix_locks,
         threads: fuse_threads(),
         allow_other: config.fuse.allow_other,
+        transport: config.fuse.transport,
+        ..MountOptions::default()
     };
     let store = Arc::new(store);
     if config.lease.candidate {
@@ -310,6 +326,11 @@ fn start(
     let mount = Mount::new(store.clone(), &config.fuse.dir, options)
         .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
     eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
+    eprintln!(
+        "litefs: FUSE transport: {}{}",
+        mount.transport(),
+        transport_note(config)
+    );
     let server = Server::start(
         store.clone(),
         ServerOptions {

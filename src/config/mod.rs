@@ -31,8 +31,8 @@ mod tests_load;
 pub use duration::{DurationError, GoDuration};
 pub use expand::expand_env;
 pub use section::{
-    BackupConfig, Config, ConsulConfig, DataConfig, ExecConfig, FuseConfig, HttpConfig,
-    LeaseConfig, LogConfig, ProxyConfig, TracingConfig,
+    BackupConfig, Config, ConsulConfig, DataConfig, ExecConfig, FuseConfig, FuseTransport,
+    HttpConfig, LeaseConfig, LogConfig, ProxyConfig, TracingConfig,
 };
 
 use std::io;

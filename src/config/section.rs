@@ -112,7 +112,21 @@ section! {
         /// request (reads_warm 94 % of raw instead of 6 %, docs/ARCHITECTURE.md §7.1), but the
         /// daemon cannot see or take SQLite's locks. Default: true.
         "posix-locks" => posix_locks: bool = true, as YamlBool;
+        /// litefs-rs only: how requests reach the daemon. `auto` uses FUSE-over-io_uring when
+        /// the kernel offers it (≥ 6.14 with `/sys/module/fuse/parameters/enable_uring` = Y)
+        /// and `/dev/fuse` otherwise; `uring` refuses to mount without it; `devfuse` never
+        /// uses it. Default: auto.
+        "transport" => transport: FuseTransport = FuseTransport::Auto, as FuseTransport;
     }
+}
+
+/// `fuse.transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "one of auto, uring, devfuse")]
+pub enum FuseTransport {
+    Auto,
+    Uring,
+    DevFuse,
 }
 
 section! {

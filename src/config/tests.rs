@@ -36,6 +36,7 @@ fuse:
   allow-other: true
   debug: true
   posix-locks: false
+  transport: devfuse
 http:
   addr: 127.0.0.1:30303
   snapshot-timeout: 2m
@@ -113,6 +114,7 @@ fn every_key_parses() {
             allow_other: true,
             debug: true,
             posix_locks: false,
+            transport: FuseTransport::DevFuse,
         },
         http: HttpConfig {
             addr: "127.0.0.1:30303".into(),

@@ -1,5 +1,6 @@
 //! The FUSE layer: translates kernel requests into store calls (spec §3). The file-system
-//! logic (`fs`) is separate from the transport (`session`, /dev/fuse today).
+//! logic (`fs`) is separate from the transports (`session`: /dev/fuse and `uring`:
+//! FUSE-over-io_uring).
 
 pub mod errno;
 pub mod fs;
@@ -7,7 +8,8 @@ pub mod node;
 pub mod notify;
 pub mod session;
 pub mod stats;
+pub mod uring;
 
 pub use fs::LitefsFs;
-pub use session::{Mount, MountOptions};
+pub use session::{ActiveTransport, Mount, MountOptions};
 pub use stats::{RequestCounts, RequestStats};

@@ -199,7 +199,7 @@ impl RequestCounts {
 }
 
 /// The hook handed to `Server::handle_message`.
-pub(super) struct Hook(pub(super) Arc<RequestStats>);
+pub(crate) struct Hook(pub(crate) Arc<RequestStats>);
 
 impl MetricsHook for Hook {
     fn collect(&self, ih: &InHeader) {

@@ -71,8 +71,9 @@ impl NodeConfig {
     fn yaml(&self) -> String {
         let primary_port = self.primary_port.unwrap_or(self.port);
         format!(
-            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
+            "fuse:\n  dir: {mnt}\n  transport: {transport}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
             host = self.host,
+            transport = super::fuse_transport_name(),
             native = self.native_stream,
             primary_host = self.primary_host,
             mnt = self.dir.join("mnt").display(),

@@ -4,12 +4,33 @@
 
 pub mod cluster;
 
+use litefs::config::FuseTransport;
 use litefs::fuse::{Mount, MountOptions, RequestCounts};
 use litefs::store::{DbOptions, Store};
 use litefs::types::{NodeId, Pos, TxId};
 use litefs::{ltx, sqlite};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The FUSE transport the mount tests run on: `LITEFS_TEST_FUSE_TRANSPORT` = `uring`,
+/// `devfuse` or `auto` (the default). `scripts/test.sh` runs the suite once with each of the
+/// first two, so every real-mount test proves both transports.
+pub fn fuse_transport_name() -> String {
+    let name = std::env::var("LITEFS_TEST_FUSE_TRANSPORT").unwrap_or_else(|_| "auto".into());
+    assert!(
+        ["auto", "uring", "devfuse"].contains(&name.as_str()),
+        "LITEFS_TEST_FUSE_TRANSPORT={name}: expected auto, uring or devfuse"
+    );
+    name
+}
+
+pub fn fuse_transport() -> FuseTransport {
+    match fuse_transport_name().as_str() {
+        "uring" => FuseTransport::Uring,
+        "devfuse" => FuseTransport::DevFuse,
+        _ => FuseTransport::Auto,
+    }
+}
 
 pub struct TestMount {
     mount: Option<Mount>,
@@ -57,6 +78,8 @@ impl TestMount {
             threads: 2,
             allow_other: false,
             posix_locks: self.posix_locks,
+            transport: fuse_transport(),
+            ..MountOptions::default()
         };
         self.mount = Some(Mount::new(store.clone(), &self.mnt, mount_options).unwrap());
         self.store = Some(store);

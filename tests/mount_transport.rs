@@ -1,0 +1,105 @@
+//! The two FUSE transports as such: FUSE-over-io_uring really serves the requests when asked
+//! for (and the kernel allows it), `/dev/fuse` never touches a ring, and unmounting leaves no
+//! worker thread behind. Everything else about them is proven by running the whole real-mount
+//! suite once per transport (`scripts/test.sh`).
+
+mod common;
+
+use fuse_backend_rs::abi::fuse_abi::Opcode;
+use litefs::config::FuseTransport;
+use litefs::fuse::uring;
+use litefs::fuse::{ActiveTransport, Mount, MountOptions};
+use litefs::store::{DbOptions, Store};
+use litefs::types::NodeId;
+use std::path::Path;
+use std::sync::Arc;
+
+fn mount(dir: &Path, transport: FuseTransport) -> (Arc<Store>, Mount) {
+    let options = DbOptions {
+        node_id: NodeId(0x51),
+        compress: false,
+        strict_verify: true,
+        replica: false,
+    };
+    let store = Arc::new(Store::open(&dir.join("data"), options).unwrap());
+    let mount_options = MountOptions {
+        transport,
+        ..MountOptions::default()
+    };
+    let mount = Mount::new(store.clone(), &dir.join("mnt"), mount_options).unwrap();
+    (store, mount)
+}
+
+/// 200 single-row transactions in `mode`, then a count; returns the count.
+fn write_and_read(db: &Path, mode: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.pragma_update(None, "journal_mode", mode).unwrap();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    for i in 0..200 {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {i}")])
+            .unwrap();
+    }
+    let reader = rusqlite::Connection::open(db).unwrap();
+    reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn ring_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("fuse-ring"))
+        .count()
+}
+
+#[test]
+fn uring_transport_serves_every_request_through_rings() {
+    assert_eq!(
+        uring::enabled_in_kernel(),
+        Some(true),
+        "this test needs FUSE-over-io_uring: `echo Y > {}` (scripts/test.sh does)",
+        uring::ENABLE_PARAM
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, mount) = mount(dir.path(), FuseTransport::Uring);
+    let queues = uring::queue_count().unwrap();
+    assert_eq!(
+        mount.transport(),
+        ActiveTransport::Uring {
+            queues,
+            threads_per_cpu: 2
+        }
+    );
+    assert_eq!(
+        ring_threads(),
+        queues * 2,
+        "ring worker threads while mounted"
+    );
+    let mnt = dir.path().join("mnt");
+    assert_eq!(write_and_read(&mnt.join("wal.db"), "wal"), 200);
+    assert_eq!(write_and_read(&mnt.join("del.db"), "delete"), 200);
+    let total: u64 = mount.request_stats().snapshot().total();
+    let ring = mount.ring_requests();
+    // INIT and FORGETs come through /dev/fuse; everything else should have used a ring.
+    let forgets = mount.request_stats().snapshot().get(Opcode::Forget);
+    eprintln!("requests: {total} in all, {ring} through rings, {forgets} forgets");
+    assert!(
+        ring + forgets + 1 >= total && ring > 1000,
+        "{ring} of {total} requests came through rings ({forgets} forgets)"
+    );
+    mount.unmount().unwrap();
+    assert_eq!(ring_threads(), 0, "ring worker threads after unmount");
+}
+
+#[test]
+fn devfuse_transport_never_uses_a_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, mount) = mount(dir.path(), FuseTransport::DevFuse);
+    assert_eq!(mount.transport(), ActiveTransport::DevFuse);
+    let mnt = dir.path().join("mnt");
+    assert_eq!(write_and_read(&mnt.join("wal.db"), "wal"), 200);
+    assert!(mount.request_stats().snapshot().total() > 1000);
+    assert_eq!(mount.ring_requests(), 0);
+}
