@@ -15,6 +15,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn mount(dir: &Path, transport: FuseTransport) -> (Arc<Store>, Mount) {
+    let options = MountOptions {
+        transport,
+        ..MountOptions::default()
+    };
+    try_mount(dir, options).unwrap()
+}
+
+fn try_mount(dir: &Path, mount_options: MountOptions) -> std::io::Result<(Arc<Store>, Mount)> {
     let options = DbOptions {
         node_id: NodeId(0x51),
         compress: false,
@@ -22,12 +30,8 @@ fn mount(dir: &Path, transport: FuseTransport) -> (Arc<Store>, Mount) {
         replica: false,
     };
     let store = Arc::new(Store::open(&dir.join("data"), options).unwrap());
-    let mount_options = MountOptions {
-        transport,
-        ..MountOptions::default()
-    };
-    let mount = Mount::new(store.clone(), &dir.join("mnt"), mount_options).unwrap();
-    (store, mount)
+    let mount = Mount::new(store.clone(), &dir.join("mnt"), mount_options)?;
+    Ok((store, mount))
 }
 
 /// 200 single-row transactions in `mode`, then a count; returns the count.
@@ -102,4 +106,47 @@ fn devfuse_transport_never_uses_a_ring() {
     assert_eq!(write_and_read(&mnt.join("wal.db"), "wal"), 200);
     assert!(mount.request_stats().snapshot().total() > 1000);
     assert_eq!(mount.ring_requests(), 0);
+}
+
+/// The kernel refuses REGISTER (payload buffer below its minimum) after FUSE_INIT accepted
+/// io_uring: `auto` must end up serving over /dev/fuse — not hang — and `uring` must fail the
+/// mount with the reason, leaving nothing mounted.
+#[test]
+fn a_refused_ring_registration_falls_back_or_fails_without_hanging() {
+    assert_eq!(
+        uring::enabled_in_kernel(),
+        Some(true),
+        "needs enable_uring=Y"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let small = MountOptions {
+        transport: FuseTransport::Auto,
+        ring_payload_bytes: Some(4096),
+        ..MountOptions::default()
+    };
+    let (_store, mount) = try_mount(dir.path(), small).unwrap();
+    assert_eq!(mount.transport(), ActiveTransport::DevFuse);
+    let mnt = dir.path().join("mnt");
+    assert_eq!(write_and_read(&mnt.join("db"), "wal"), 200);
+    assert_eq!(mount.ring_requests(), 0);
+    mount.unmount().unwrap();
+    assert_eq!(ring_threads(), 0, "ring worker threads after unmount");
+
+    let dir = tempfile::tempdir().unwrap();
+    let forced = MountOptions {
+        transport: FuseTransport::Uring,
+        ..small
+    };
+    let err = match try_mount(dir.path(), forced) {
+        Ok(_) => panic!("a refused REGISTER must fail fuse.transport: uring"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("REGISTER"),
+        "error names the refused step: {err}"
+    );
+    assert!(
+        !litefs::fuse::session::is_mounted(&dir.path().join("mnt")),
+        "nothing stays mounted"
+    );
 }

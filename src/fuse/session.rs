@@ -38,6 +38,10 @@ pub struct MountOptions {
     /// io_uring workers per possible CPU, each with one ring entry: more than one, so a
     /// request that blocks (a commit's fsync) does not stall that CPU's queue.
     pub ring_threads_per_cpu: usize,
+    /// Size of each ring entry's payload buffer; `None`: what the kernel requires (1 MiB).
+    /// Tests set a smaller one to make the kernel refuse REGISTER.
+    #[doc(hidden)]
+    pub ring_payload_bytes: Option<usize>,
 }
 
 impl Default for MountOptions {
@@ -48,6 +52,7 @@ impl Default for MountOptions {
             posix_locks: true,
             transport: FuseTransport::Auto,
             ring_threads_per_cpu: 2,
+            ring_payload_bytes: None,
         }
     }
 }
@@ -187,7 +192,20 @@ fn answer_init(
     })
 }
 
-/// One read from the (non-blocking) `/dev/fuse` fd, waiting at most `wait` for a request.
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    // SAFETY: F_GETFL on a descriptor we own; no pointers.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFL on a descriptor we own; no pointers.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One read from a non-blocking `/dev/fuse` fd, waiting at most `wait` for a request.
 fn read_dev_fuse(dev: &File, buf: &mut [u8], wait: Duration) -> io::Result<usize> {
     let deadline = std::time::Instant::now() + wait;
     loop {
@@ -265,11 +283,88 @@ fn spawn_dev_worker(
         })
 }
 
+/// The FUSE connection number of the mount at `mountpoint` (the minor of its device, the
+/// name of its directory under /sys/fs/fuse/connections), from mountinfo text; `None` if not
+/// mounted. Reading mountinfo sends no request to the (maybe stuck) file system.
+fn connection_id(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
+    mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && Path::new(&f[4].replace("\\040", " ")) == mountpoint)
+        .filter_map(|f| f[2].split_once(':')?.1.parse().ok())
+        .next_back()
+}
+
+/// Aborts the FUSE connection of the mount at `mountpoint` (canonical path): every waiting
+/// and future request fails with ENOTCONN instead of hanging. The last resort when requests
+/// can no longer be served (fusectl is mounted if needed).
+pub fn abort_connection(mountpoint: &Path) -> io::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let id = connection_id(&info, mountpoint)
+        .ok_or_else(|| io::Error::other(format!("{} is not mounted", mountpoint.display())))?;
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if !dir.join(id.to_string()).exists() {
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let (src, target, fstype) = (c("fusectl"), c("/sys/fs/fuse/connections"), c("fusectl"));
+        // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+        unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+    }
+    std::fs::write(dir.join(id.to_string()).join("abort"), "1")
+}
+
+/// Why a mount attempt failed.
+struct MountFailure {
+    error: io::Error,
+    /// After FUSE_INIT accepted io_uring: `auto` may try again over /dev/fuse.
+    uring: bool,
+}
+
+impl From<io::Error> for MountFailure {
+    fn from(error: io::Error) -> Self {
+        MountFailure {
+            error,
+            uring: false,
+        }
+    }
+}
+
 impl Mount {
     /// Mounts `store` at `mountpoint` and serves it with the transport `options` ask for.
+    /// With `auto`, a FUSE-over-io_uring start that fails after the kernel accepted it
+    /// (the connection is then aborted) is followed by a fresh mount over /dev/fuse.
     pub fn new(store: Arc<Store>, mountpoint: &Path, options: MountOptions) -> io::Result<Mount> {
+        match Self::try_mount(store.clone(), mountpoint, options) {
+            Err(f) if f.uring && options.transport == FuseTransport::Auto => {
+                eprintln!(
+                    "litefs: FUSE-over-io_uring failed to start ({}); mounting again over /dev/fuse",
+                    f.error
+                );
+                let devfuse = MountOptions {
+                    transport: FuseTransport::DevFuse,
+                    ..options
+                };
+                Self::try_mount(store, mountpoint, devfuse).map_err(|f| f.error)
+            }
+            other => other.map_err(|f| f.error),
+        }
+    }
+
+    fn try_mount(
+        store: Arc<Store>,
+        mountpoint: &Path,
+        options: MountOptions,
+    ) -> Result<Mount, MountFailure> {
         std::fs::create_dir_all(mountpoint)?;
         unmount_stale(mountpoint)?;
+        let mountpoint = mountpoint.canonicalize()?;
         let kernel_uring = uring::enabled_in_kernel();
         if options.transport == FuseTransport::Uring && kernel_uring != Some(true) {
             return Err(io::Error::other(match kernel_uring {
@@ -282,7 +377,8 @@ impl Mount {
                     uring::ENABLE_PARAM,
                     uring::ENABLE_PARAM
                 ),
-            }));
+            })
+            .into());
         }
         // Rings exist before INIT is answered: accepting FUSE_OVER_IO_URING without them
         // would leave every request waiting for queues that never fill.
@@ -291,16 +387,16 @@ impl Mount {
             match uring::prepare(options.ring_threads_per_cpu) {
                 Ok(r) => rings = Some(r),
                 Err(e) if options.transport == FuseTransport::Uring => {
-                    return Err(io::Error::other(format!(
-                        "cannot create io_uring rings: {e}"
-                    )));
+                    return Err(
+                        io::Error::other(format!("cannot create io_uring rings: {e}")).into(),
+                    );
                 }
                 Err(e) => eprintln!("litefs: cannot create io_uring rings ({e}); using /dev/fuse"),
             }
         }
 
         let mut session =
-            FuseSession::new(mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
+            FuseSession::new(&mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
         session.set_allow_other(options.allow_other);
         session.mount().map_err(io::Error::other)?;
         let fs = LitefsFs::new(store.clone(), &options);
@@ -308,22 +404,100 @@ impl Mount {
         let names = fs.names();
         let server = Arc::new(Server::new(fs));
         let null = Arc::new(std::fs::OpenOptions::new().write(true).open("/dev/null")?);
+        let ring_served = uring::served_counter();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut mount = Mount {
+            store: store.clone(),
+            session: Some(session),
+            stats: stats.clone(),
+            workers: Vec::new(),
+            rings: None,
+            transport: ActiveTransport::DevFuse,
+            ring_served: ring_served.clone(),
+            mountpoint: mountpoint.clone(),
+            stopping: stopping.clone(),
+        };
+        let session = mount.session.as_ref().expect("mounted");
+
+        // Ring workers start before INIT is answered, so that only the kernel can still
+        // refuse io_uring once we accept it.
+        if let Some(rings) = rings {
+            let lost_mountpoint = mountpoint.clone();
+            let shared = Arc::new(uring::Shared {
+                server: server.clone(),
+                hook: Hook(stats.clone()),
+                null: null.clone(),
+                wake: uring::wake_fd()?,
+                served: ring_served,
+                lost: Box::new(move |why| {
+                    eprintln!(
+                        "litefs: {why}; aborting the FUSE connection of {} (requests on that \
+                         CPU would wait forever); restart litefs",
+                        lost_mountpoint.display()
+                    );
+                    if let Err(e) = abort_connection(&lost_mountpoint) {
+                        eprintln!("litefs: abort failed: {e}");
+                    }
+                }),
+            });
+            match uring::spawn(
+                rings,
+                || session.clone_fuse_file().map_err(io::Error::other),
+                shared,
+                options
+                    .ring_payload_bytes
+                    .unwrap_or_else(uring::payload_bytes),
+            ) {
+                Ok(workers) => mount.rings = Some(workers),
+                Err(e) if options.transport == FuseTransport::Uring => {
+                    return Err(
+                        io::Error::other(format!("cannot start io_uring workers: {e}")).into(),
+                    );
+                }
+                Err(e) => eprintln!("litefs: cannot start io_uring workers ({e}); using /dev/fuse"),
+            }
+        }
         let init_dev = session.clone_fuse_file().map_err(io::Error::other)?;
+        set_nonblocking(&init_dev)?;
         let init = answer_init(
             &init_dev,
             &null,
             &server,
             &Hook(stats.clone()),
-            rings.is_some(),
-        );
-        let init = match init {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = session.umount();
-                return Err(e);
+            mount.rings.is_some(),
+        )?;
+        if init.uring_enabled {
+            let workers = mount.rings.as_mut().expect("ring workers");
+            if let Err(e) = workers.go() {
+                // Some queue may have no entry, and the kernel holds requests until each has
+                // one: fail this connection rather than leave callers hanging.
+                let _ = abort_connection(&mountpoint);
+                return Err(MountFailure {
+                    error: io::Error::other(format!("ring workers did not register: {e}")),
+                    uring: true,
+                });
             }
-        };
+            let workers = mount.rings.as_ref().expect("ring workers");
+            mount.transport = ActiveTransport::Uring {
+                queues: workers.queues,
+                threads_per_cpu: workers.threads_per_cpu,
+            };
+        } else if let Some(workers) = mount.rings.take() {
+            workers.stop();
+        }
+        if options.transport == FuseTransport::Uring && !init.uring_enabled {
+            return Err(io::Error::other(format!(
+                "fuse.transport is uring, but the kernel {} FUSE_OVER_IO_URING at FUSE_INIT",
+                if init.uring_offered {
+                    "offered it and the workers did not start, so refused"
+                } else {
+                    "did not offer"
+                }
+            ))
+            .into());
+        }
 
+        let session = mount.session.as_ref().expect("mounted");
         let dev = session.clone_fuse_file().map_err(io::Error::other)?;
         let notifier = Notifier::new(dev, names);
         store
@@ -331,72 +505,13 @@ impl Mount {
             .set(Box::new(move |inv| notifier.send(inv)));
         // `GET /metrics` reports this mount's requests per opcode through the store.
         store.request_counts_hook().set(stats.clone());
-        let stopping = Arc::new(AtomicBool::new(false));
-        let ring_served = uring::served_counter();
-        let mut mount = Mount {
-            store,
-            session: Some(session),
-            stats: stats.clone(),
-            workers: Vec::new(),
-            rings: None,
-            transport: ActiveTransport::DevFuse,
-            ring_served: ring_served.clone(),
-            mountpoint: mountpoint.to_path_buf(),
-            stopping: stopping.clone(),
+        // With io_uring, /dev/fuse carries only FORGET and INTERRUPT.
+        let dev_threads = if mount.rings.is_some() {
+            1
+        } else {
+            options.threads.max(1)
         };
-        let mut dev_threads = options.threads.max(1);
-        match rings {
-            Some(rings) if init.uring_enabled => {
-                let shared = Arc::new(uring::Shared {
-                    server: server.clone(),
-                    hook: Hook(stats.clone()),
-                    null: null.clone(),
-                    wake: uring::wake_fd()?,
-                    served: ring_served,
-                });
-                let session = mount.session.as_ref().expect("mounted");
-                let (workers, started) = uring::start(
-                    rings,
-                    || session.clone_fuse_file().map_err(io::Error::other),
-                    shared,
-                );
-                match started {
-                    Ok(()) => {
-                        mount.transport = ActiveTransport::Uring {
-                            queues: workers.queues,
-                            threads_per_cpu: workers.threads_per_cpu,
-                        };
-                        // FORGET and INTERRUPT still come through /dev/fuse.
-                        dev_threads = 1;
-                        mount.rings = Some(workers);
-                    }
-                    Err(e) => {
-                        // A queue without an entry: the kernel turned io_uring off for this
-                        // connection when REGISTER failed, so /dev/fuse serves everything.
-                        workers.stop();
-                        if options.transport == FuseTransport::Uring {
-                            return Err(io::Error::other(format!(
-                                "FUSE-over-io_uring registration failed: {e}"
-                            )));
-                        }
-                        eprintln!("litefs: FUSE-over-io_uring registration failed ({e})");
-                    }
-                }
-            }
-            _ => {}
-        }
-        if options.transport == FuseTransport::Uring && mount.rings.is_none() {
-            return Err(io::Error::other(format!(
-                "fuse.transport is uring, but the kernel {} FUSE_OVER_IO_URING at FUSE_INIT",
-                if init.uring_offered {
-                    "offered and then refused"
-                } else {
-                    "did not offer"
-                }
-            )));
-        }
         for i in 0..dev_threads {
-            let session = mount.session.as_ref().expect("mounted");
             let channel = session.new_channel().map_err(io::Error::other)?;
             let worker = spawn_dev_worker(
                 i,
@@ -458,5 +573,20 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_id_is_the_minor_of_the_mount_device() {
+        let info = "22 1 0:21 / /proc rw - proc proc rw\n\
+                    88 30 0:63 / /tmp/a\\040b/mnt rw,nosuid - fuse.litefs litefs rw\n\
+                    90 30 0:70 / /tmp/c rw - fuse.litefs litefs rw\n";
+        assert_eq!(connection_id(info, Path::new("/tmp/a b/mnt")), Some(63));
+        assert_eq!(connection_id(info, Path::new("/tmp/c")), Some(70));
+        assert_eq!(connection_id(info, Path::new("/tmp/d")), None);
     }
 }

@@ -42,10 +42,13 @@ pub const SQE_CMD_BYTES: usize = 80;
 pub enum AbiError {
     /// `fuse_in_header.len` disagrees with the payload size the kernel reported.
     BadLength { len_bytes: u32, payload_bytes: u32 },
-    /// The assembled request would not fit the buffer it is copied into.
+    /// The request claims more bytes than the payload buffer or the buffer it is copied into
+    /// holds.
     TooLarge {
-        need_bytes: usize,
-        have_bytes: usize,
+        len_bytes: usize,
+        payload_bytes: usize,
+        payload_buffer_bytes: usize,
+        out_bytes: usize,
     },
 }
 
@@ -61,11 +64,14 @@ impl fmt::Display for AbiError {
                  header + ≤{OP_IN_BYTES_MAX}-byte op header + {payload_bytes}-byte payload"
             ),
             AbiError::TooLarge {
-                need_bytes,
-                have_bytes,
+                len_bytes,
+                payload_bytes,
+                payload_buffer_bytes,
+                out_bytes,
             } => write!(
                 f,
-                "ring entry: request of {need_bytes} bytes exceeds the {have_bytes}-byte buffer"
+                "ring entry: request of {len_bytes} bytes ({payload_bytes}-byte payload) exceeds \
+                 the {payload_buffer_bytes}-byte payload buffer or the {out_bytes}-byte request buffer"
             ),
         }
     }
@@ -148,8 +154,10 @@ pub fn assemble_request(
     let len = req.len_bytes as usize;
     if len > out.len() || payload_bytes > payload.len() {
         return Err(AbiError::TooLarge {
-            need_bytes: len,
-            have_bytes: out.len().min(payload.len() + IN_HEADER_BYTES + op_bytes),
+            len_bytes: len,
+            payload_bytes,
+            payload_buffer_bytes: payload.len(),
+            out_bytes: out.len(),
         });
     }
     out[..IN_HEADER_BYTES].copy_from_slice(&header[..IN_HEADER_BYTES]);
@@ -228,24 +236,27 @@ pub fn enable_uring_in_init_reply(reply: &mut [u8]) -> bool {
     true
 }
 
-/// Number of entries in a CPU list such as `/sys/devices/system/cpu/possible` ("0-3,5"):
-/// the kernel makes one ring queue per possible CPU, and a ring serves requests only once
-/// every queue has an entry.
-pub fn cpu_list_count(list: &str) -> Option<usize> {
-    let mut count = 0usize;
+/// The CPUs of a list such as `/sys/devices/system/cpu/possible` ("0-3,5"), ascending. The
+/// kernel makes one ring queue per possible CPU, and a ring serves requests only once every
+/// queue has an entry.
+pub fn cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
-        count += match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-                b.checked_sub(a)? + 1
-            }
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
             None => {
-                part.parse::<usize>().ok()?;
-                1
+                let a: usize = part.parse().ok()?;
+                (a, a)
             }
         };
+        if b < a || b - a >= 1 << 16 {
+            return None;
+        }
+        cpus.extend(a..=b);
     }
-    (count > 0).then_some(count)
+    cpus.sort_unstable();
+    cpus.dedup();
+    (!cpus.is_empty()).then_some(cpus)
 }
 
 #[cfg(test)]
@@ -318,13 +329,7 @@ mod tests {
         let h = header_with(40 + 8 + 100, 1, &[1; 8], 100, 1);
         let e = assemble_request(&h, &[0u8; 100], &mut [0u8; 64]).unwrap_err();
         assert!(
-            matches!(
-                e,
-                AbiError::TooLarge {
-                    need_bytes: 148,
-                    ..
-                }
-            ),
+            matches!(e, AbiError::TooLarge { len_bytes: 148, .. }),
             "{e}"
         );
     }
@@ -375,11 +380,11 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(cpu_list_count("0-1\n"), Some(2));
-        assert_eq!(cpu_list_count("0"), Some(1));
-        assert_eq!(cpu_list_count("0-3,6,8-9"), Some(7));
-        assert_eq!(cpu_list_count(""), None);
-        assert_eq!(cpu_list_count("3-1"), None);
-        assert_eq!(cpu_list_count("x"), None);
+        assert_eq!(cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(cpu_list("0"), Some(vec![0]));
+        assert_eq!(cpu_list("0-3,6,8-9"), Some(vec![0, 1, 2, 3, 6, 8, 9]));
+        assert_eq!(cpu_list(""), None);
+        assert_eq!(cpu_list("3-1"), None);
+        assert_eq!(cpu_list("x"), None);
     }
 }

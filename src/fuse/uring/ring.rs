@@ -7,43 +7,52 @@
 //! Each worker holds exactly one entry: the file system is synchronous, and an entry held by
 //! a thread that is busy (an fsync) would queue requests behind it while a sibling idles.
 
-use super::abi::{self, HEADER_BYTES, OUT_HEADER_BYTES, OutHeader, RingRequest};
+use super::abi::{self, HEADER_BYTES, IN_HEADER_BYTES, OP_IN_BYTES_MAX, OUT_HEADER_BYTES};
+use super::abi::{OutHeader, RingRequest};
 use crate::fuse::fs::LitefsFs;
 use crate::fuse::stats::Hook;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use std::alloc::Layout;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
 /// `user_data` of the ring entry's command, and of the poll on the shutdown eventfd.
 const ENTRY_TAG: u64 = 1;
 const WAKE_TAG: u64 = 2;
-/// Room before the registered payload for the 16-byte `fuse_out_header`, so a reply's
-/// arguments are encoded straight into the payload buffer (a page keeps it aligned).
+/// Room before the registered payload buffer for the 16-byte `fuse_out_header`, so a reply's
+/// arguments are encoded straight into the payload buffer; a page keeps the payload
+/// page-aligned (its allocation is).
 const OUT_PREFIX_BYTES: usize = 4096;
-/// Retries of a command the kernel answered with EAGAIN/EINTR (1 ms apart), and of
-/// re-registering after a rejected commit, before the worker gives up.
+const PAGE_BYTES: usize = 4096;
+/// Retries of a command the kernel answered with EAGAIN/EINTR, 1 ms apart.
 const RETRIES_MAX: u32 = 1000;
+/// Longest a worker waits for the mount to answer FUSE_INIT before it registers.
+const GO_WAIT: Duration = Duration::from_secs(30);
 
 /// A prepared ring: created before FUSE_INIT is answered, since once FUSE_OVER_IO_URING is
 /// negotiated the kernel holds every request until each CPU's queue has an entry.
 pub struct Ring {
     pub(super) qid: u16,
+    /// Pin the worker to CPU `qid` (false for a possible but offline CPU).
+    pub(super) pin: bool,
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
 }
 
 impl Ring {
-    pub fn new(qid: u16) -> io::Result<Ring> {
+    pub fn new(qid: u16, pin: bool) -> io::Result<Ring> {
         // Entries: the ring entry's command and the shutdown poll; completions twice that.
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
             .setup_cqsize(8)
             .build(4)?;
-        Ok(Ring { qid, ring })
+        Ok(Ring { qid, pin, ring })
     }
 }
 
@@ -59,50 +68,95 @@ pub(crate) struct Shared {
     pub wake: Arc<OwnedFd>,
     /// Requests answered through rings.
     pub served: Arc<AtomicU64>,
+    /// Called when a worker stops serving while the connection lives (its CPU's queue would
+    /// otherwise hold requests forever): fails the connection loudly instead.
+    pub lost: Box<dyn Fn(&str) + Send + Sync>,
 }
 
-/// The user memory of one ring entry. The kernel writes into it until the worker thread has
+/// Memory the kernel reads and writes behind Rust's back: a raw page-aligned allocation,
+/// borrowed as a slice only while the entry belongs to user space (between a completion and
+/// the next submission).
+struct RawBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl RawBuf {
+    fn new(len: usize) -> RawBuf {
+        let layout = Layout::from_size_align(len.max(1), PAGE_BYTES).expect("buffer layout");
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let buf = RawBuf { ptr, layout };
+        // Touch every page now: the kernel copies requests in from this thread's context, and
+        // a first-touch fault there should not have to wait on the process's memory map.
+        for offset in (0..len).step_by(PAGE_BYTES) {
+            // SAFETY: `offset` < `len`, inside the allocation.
+            unsafe { std::ptr::write_volatile(buf.ptr.as_ptr().add(offset), 0) };
+        }
+        buf
+    }
+
+    fn addr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// # Safety
+    /// The kernel must not be using the buffer: no command naming it is in flight, or the
+    /// entry has been handed to user space by a completion.
+    unsafe fn slice(&mut self) -> &mut [u8] {
+        // SAFETY: the allocation is `layout.size()` bytes and lives as long as `self`; the
+        // caller guarantees nobody else accesses it meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for RawBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// The memory of one ring entry. The kernel writes into it until the worker thread has
 /// exited (request copies run in that thread's context), so it is handed back to the mount
 /// and freed only after the thread is joined.
 pub struct EntryBufs {
     /// `struct fuse_uring_req_header`.
-    header: Box<[u8; HEADER_BYTES]>,
+    header: RawBuf,
     /// `OUT_PREFIX_BYTES`, then the payload buffer registered with the kernel.
-    payload: Box<[u8]>,
-    /// The request re-assembled as `/dev/fuse` delivers it, for fuse-backend-rs's `Reader`.
-    input: Box<[u8]>,
-    /// `struct iovec[2]` (header, payload) as the kernel reads it at REGISTER: base, length.
-    iov: Box<[u64; 4]>,
+    payload: RawBuf,
+    /// The request re-assembled as `/dev/fuse` delivers it (ours alone, never registered).
+    input: Vec<u8>,
+    /// The two iovecs (header, payload) the kernel reads at REGISTER.
+    iov: Box<[libc::iovec; 2]>,
 }
+
+// SAFETY: the raw pointers (buffers, iovecs) all point into allocations this struct owns;
+// sending it to another thread moves that ownership with it.
+unsafe impl Send for EntryBufs {}
 
 impl EntryBufs {
     fn new(payload_bytes: usize) -> EntryBufs {
-        let header = Box::new([0u8; HEADER_BYTES]);
-        let payload = vec![0u8; OUT_PREFIX_BYTES + payload_bytes].into_boxed_slice();
-        let input = vec![0u8; OUT_PREFIX_BYTES + payload_bytes].into_boxed_slice();
-        let mut bufs = EntryBufs {
+        let header = RawBuf::new(HEADER_BYTES);
+        let payload = RawBuf::new(OUT_PREFIX_BYTES + payload_bytes);
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: header.addr().cast(),
+                iov_len: HEADER_BYTES,
+            },
+            libc::iovec {
+                // SAFETY: OUT_PREFIX_BYTES is inside the allocation.
+                iov_base: unsafe { payload.addr().add(OUT_PREFIX_BYTES) }.cast(),
+                iov_len: payload_bytes,
+            },
+        ]);
+        EntryBufs {
             header,
             payload,
-            input,
-            iov: Box::new([0; 4]),
-        };
-        // Touch every page now: the kernel copies requests in from this thread's context,
-        // and a first-touch fault there should not have to wait on the process's memory map.
-        for buf in [&mut bufs.payload, &mut bufs.input] {
-            for page in buf.chunks_mut(4096) {
-                // SAFETY: `page` is a live, exclusively borrowed, non-empty slice.
-                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
-            }
+            input: vec![0u8; IN_HEADER_BYTES + OP_IN_BYTES_MAX + payload_bytes],
+            iov,
         }
-        let header_addr = bufs.header.as_ptr() as u64;
-        let payload_addr = bufs.payload[OUT_PREFIX_BYTES..].as_ptr() as u64;
-        *bufs.iov = [
-            header_addr,
-            HEADER_BYTES as u64,
-            payload_addr,
-            payload_bytes as u64,
-        ];
-        bufs
     }
 }
 
@@ -124,15 +178,17 @@ fn set_sqe_len(sqe: &mut squeue::Entry128, len: u32) {
 }
 
 fn pin_to_cpu(cpu: usize) {
+    // CPU_SET has room for CPU_SETSIZE (1024) CPUs; beyond that, run unpinned.
+    if cpu >= 1024 {
+        return;
+    }
     // SAFETY: `cpu_set_t` is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes bit `cpu` of `set`, which holds 1024 bits; `cpu` < the number of
-    // possible CPUs, far below that.
+    // SAFETY: CPU_SET writes bit `cpu` (< 1024, checked above) of `set`.
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid, initialised cpu_set_t of the size passed; pid 0 = this thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        // An offline CPU: the worker still serves its queue, from wherever it runs.
         eprintln!(
             "litefs: cannot pin the io_uring worker for CPU {cpu}: {}",
             io::Error::last_os_error()
@@ -147,6 +203,14 @@ enum Cmd {
     CommitAndFetch(u64),
 }
 
+/// Why a worker stopped.
+enum Exit {
+    /// Shutdown was asked for, or the kernel ended the connection (unmount, abort).
+    Done,
+    /// It could not go on while the connection lives.
+    Lost(String),
+}
+
 struct Worker<'a> {
     ring: &'a mut IoUring<squeue::Entry128, cqueue::Entry>,
     qid: u16,
@@ -157,22 +221,26 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     fn push(&mut self, cmd: Cmd) -> io::Result<()> {
-        let (op, commit_id) = match cmd {
-            Cmd::Register => (abi::CMD_REGISTER, 0),
-            Cmd::CommitAndFetch(id) => (abi::CMD_COMMIT_AND_FETCH, id),
+        let sqe = match cmd {
+            Cmd::Register => {
+                let mut sqe =
+                    opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), abi::CMD_REGISTER)
+                        .cmd(abi::cmd_req(self.qid, 0))
+                        .addr(Some(self.bufs.iov.as_ptr() as u64))
+                        .build();
+                set_sqe_len(&mut sqe, 2);
+                sqe
+            }
+            Cmd::CommitAndFetch(id) => {
+                opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), abi::CMD_COMMIT_AND_FETCH)
+                    .cmd(abi::cmd_req(self.qid, id))
+                    .build()
+            }
         };
-        let mut sqe = opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), op)
-            .cmd(abi::cmd_req(self.qid, commit_id))
-            .addr(Some(self.bufs.iov.as_ptr() as u64))
-            .build()
-            .user_data(ENTRY_TAG);
-        if matches!(cmd, Cmd::Register) {
-            set_sqe_len(&mut sqe, 2);
-        }
         // SAFETY: the SQE refers to `self.bufs` (iovecs, header and payload buffers), which
-        // outlive the ring: they are returned to the mount and dropped after this thread is
-        // joined, and the ring is dropped in this thread before it returns.
-        unsafe { self.ring.submission().push(&sqe) }
+        // outlive the ring: `serve` drops the ring first, and the mount frees the buffers only
+        // after this thread is joined.
+        unsafe { self.ring.submission().push(&sqe.user_data(ENTRY_TAG)) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))
     }
 
@@ -188,26 +256,39 @@ impl Worker<'_> {
     }
 
     /// Decodes the request in the entry, runs it through the file system and leaves the reply
-    /// in the entry. Always leaves *a* reply: an entry without one would hang its caller.
-    fn serve(&mut self) {
+    /// in the entry; returns the commit id to answer with. Always leaves *a* reply: an entry
+    /// without one would hang its caller.
+    fn serve(&mut self) -> u64 {
         let bufs = &mut *self.bufs;
-        let req = RingRequest::parse(&bufs.header);
-        let payload = &bufs.payload[OUT_PREFIX_BYTES..];
-        let in_len = match abi::assemble_request(&bufs.header, payload, &mut bufs.input) {
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("litefs: {e}; answering EIO");
-                abi::put_reply(&mut bufs.header, &OutHeader::error(req.unique, libc::EIO));
-                return;
-            }
-        };
+        // SAFETY: called after a completion with result 0, which hands the entry to user
+        // space: the kernel does not touch these buffers until our next COMMIT_AND_FETCH.
+        let (header, payload) = unsafe { (bufs.header.slice(), bufs.payload.slice()) };
+        let header: &mut [u8; HEADER_BYTES] = (&mut header[..HEADER_BYTES])
+            .try_into()
+            .expect("header size");
+        let req = RingRequest::parse(header);
+        let in_len =
+            match abi::assemble_request(header, &payload[OUT_PREFIX_BYTES..], &mut bufs.input) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("litefs: {e}; answering EIO");
+                    abi::put_reply(header, &OutHeader::error(req.unique, libc::EIO));
+                    return req.commit_id;
+                }
+            };
         // The reply is encoded as for /dev/fuse, [out header | arguments], into an area that
         // starts 16 bytes before the registered payload buffer: the arguments land in place.
-        let area = &mut bufs.payload[OUT_PREFIX_BYTES - OUT_HEADER_BYTES..];
+        let area = &mut payload[OUT_PREFIX_BYTES - OUT_HEADER_BYTES..];
         area[..OUT_HEADER_BYTES].fill(0);
         let area_len = area.len();
-        let result = dispatch(self.shared, &mut bufs.input[..in_len], area);
-        let out_bytes: &[u8; OUT_HEADER_BYTES] = bufs.payload
+        let shared = self.shared;
+        let input = &mut bufs.input[..in_len];
+        // A panic in the file system must still answer the request.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatch(shared, input, area)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("the file system panicked")));
+        let out_bytes: &[u8; OUT_HEADER_BYTES] = payload
             [OUT_PREFIX_BYTES - OUT_HEADER_BYTES..OUT_PREFIX_BYTES]
             .try_into()
             .expect("16 bytes");
@@ -216,25 +297,27 @@ impl Worker<'_> {
             && out.len_bytes as usize >= OUT_HEADER_BYTES
             && out.len_bytes as usize <= area_len;
         if valid {
-            abi::put_reply(&mut bufs.header, &out);
+            abi::put_reply(header, &out);
         } else {
             if let Err(e) = result {
                 eprintln!("litefs: fuse request {} failed: {e}", req.unique);
             }
-            abi::put_reply(&mut bufs.header, &OutHeader::error(req.unique, libc::EIO));
+            abi::put_reply(header, &OutHeader::error(req.unique, libc::EIO));
         }
         self.shared.served.fetch_add(1, Ordering::Relaxed);
+        req.commit_id
     }
 
-    /// Serves until shutdown or until the kernel ends the connection.
-    fn run(&mut self, ready: &std::sync::mpsc::SyncSender<io::Result<()>>) {
+    /// Registers the entry, reports on `ready`, then serves until shutdown or until the
+    /// kernel ends the connection.
+    fn run(&mut self, ready: &SyncSender<io::Result<()>>) -> Exit {
         let registered = self
             .push(Cmd::Register)
             .and_then(|_| self.push_wake_poll())
             .and_then(|_| self.ring.submit().map(|_| ()));
         if let Err(e) = registered {
-            let _ = ready.send(Err(e));
-            return;
+            let _ = ready.send(Err(io::Error::new(e.kind(), format!("REGISTER: {e}"))));
+            return Exit::Done;
         }
         // A rejected REGISTER completes at once; a good one stays pending until a request.
         let first = self.ring.completion().next();
@@ -243,24 +326,32 @@ impl Worker<'_> {
             && cqe.result() < 0
             && cqe.result() != -libc::EAGAIN
         {
-            let _ = ready.send(Err(io::Error::from_raw_os_error(-cqe.result())));
-            return;
+            let e = io::Error::from_raw_os_error(-cqe.result());
+            let _ = ready.send(Err(io::Error::new(e.kind(), format!("REGISTER: {e}"))));
+            return Exit::Done;
         }
         let _ = ready.send(Ok(()));
         let mut last = Cmd::Register;
         let mut retries = 0u32;
+        let mut stopping = false;
         let mut pending: Vec<cqueue::Entry> = first.into_iter().collect();
         loop {
             for cqe in pending.drain(..) {
                 if cqe.user_data() == WAKE_TAG {
-                    return;
+                    // Finish what was handed to us first: a request taken and not answered
+                    // would hang its caller.
+                    stopping = true;
+                    continue;
                 }
                 let res = cqe.result();
                 let next = if res == 0 {
                     retries = 0;
-                    self.serve();
-                    Cmd::CommitAndFetch(RingRequest::parse(&self.bufs.header).commit_id)
+                    Cmd::CommitAndFetch(self.serve())
                 } else if res == -libc::EAGAIN || res == -libc::EINTR {
+                    retries += 1;
+                    if retries > RETRIES_MAX {
+                        return Exit::Lost(format!("{RETRIES_MAX} retries of {res}"));
+                    }
                     std::thread::sleep(Duration::from_millis(1));
                     last
                 } else if [
@@ -271,37 +362,29 @@ impl Worker<'_> {
                 ]
                 .contains(&-res)
                 {
-                    return; // unmounted or aborted
+                    return Exit::Done; // unmounted or aborted
                 } else {
-                    // E.g. ENOENT: the kernel no longer knew the request we answered (it was
-                    // aborted); the entry is gone with it, so register the buffers afresh.
-                    eprintln!(
-                        "litefs: io_uring queue {}: command failed: {}; re-registering",
-                        self.qid,
+                    // The kernel refused our answer (e.g. the entry in an unexpected state):
+                    // the entry is gone and re-registering would not serve the requests
+                    // already queued on it.
+                    return Exit::Lost(format!(
+                        "command failed: {}",
                         io::Error::from_raw_os_error(-res)
-                    );
-                    Cmd::Register
+                    ));
                 };
-                if !matches!(next, Cmd::CommitAndFetch(_)) {
-                    retries += 1;
-                    if retries > RETRIES_MAX {
-                        eprintln!("litefs: io_uring queue {}: giving up", self.qid);
-                        return;
-                    }
-                }
                 last = next;
                 if let Err(e) = self.push(next) {
-                    eprintln!("litefs: io_uring queue {}: {e}", self.qid);
-                    return;
+                    return Exit::Lost(e.to_string());
                 }
+            }
+            if stopping {
+                let _ = self.ring.submit();
+                return Exit::Done;
             }
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => {
-                    eprintln!("litefs: io_uring queue {}: {e}", self.qid);
-                    return;
-                }
+                Err(e) => return Exit::Lost(e.to_string()),
             }
             pending.extend(self.ring.completion());
         }
@@ -325,19 +408,28 @@ fn dispatch(shared: &Shared, input: &mut [u8], area: &mut [u8]) -> io::Result<()
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// The body of a worker thread: pins itself to its CPU, registers an entry of `payload_bytes`
-/// with the kernel, reports on `ready`, then serves. Returns the entry's memory, which the
-/// caller frees only after this thread has ended.
+/// The body of a worker thread: pins itself to its CPU, waits for `go` (true once FUSE_INIT
+/// accepted io_uring; false or nothing: leave), registers an entry of `payload_bytes`,
+/// reports on `ready`, then serves. Returns the entry's memory, which the caller frees only
+/// after this thread has ended.
 pub(crate) fn serve(
     ring: Ring,
     dev: File,
     payload_bytes: usize,
     shared: Arc<Shared>,
-    ready: std::sync::mpsc::SyncSender<io::Result<()>>,
+    go: Receiver<bool>,
+    ready: SyncSender<io::Result<()>>,
 ) -> EntryBufs {
-    let Ring { qid, mut ring } = ring;
-    pin_to_cpu(qid as usize);
+    // Declared before the ring, so even an unwinding thread drops the ring (cancelling its
+    // commands) before the buffers those commands name.
     let mut bufs = EntryBufs::new(payload_bytes);
+    let Ring { qid, pin, mut ring } = ring;
+    if pin {
+        pin_to_cpu(qid as usize);
+    }
+    if go.recv_timeout(GO_WAIT) != Ok(true) {
+        return bufs;
+    }
     let mut worker = Worker {
         ring: &mut ring,
         qid,
@@ -345,8 +437,11 @@ pub(crate) fn serve(
         bufs: &mut bufs,
         shared: &shared,
     };
-    worker.run(&ready);
+    let exit = worker.run(&ready);
     // The ring goes first: closing it cancels the entry's pending command.
     drop(ring);
+    if let Exit::Lost(why) = exit {
+        (shared.lost)(&format!("io_uring worker for CPU {qid} stopped: {why}"));
+    }
     bufs
 }
