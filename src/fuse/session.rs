@@ -105,10 +105,7 @@ pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    // Field 5 is the mount point, with spaces escaped as \040.
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(&m.replace("\\040", " ")) == path)
+    connection_id(&info, &path).is_some()
 }
 
 /// Lazily unmounts whatever is mounted at `path` (a stale mount left by a crash).
@@ -283,9 +280,10 @@ fn spawn_dev_worker(
         })
 }
 
-/// The FUSE connection number of the mount at `mountpoint` (the minor of its device, the
-/// name of its directory under /sys/fs/fuse/connections), from mountinfo text; `None` if not
-/// mounted. Reading mountinfo sends no request to the (maybe stuck) file system.
+/// The minor device number of the mount at `mountpoint` — for FUSE, the connection number
+/// (its directory under /sys/fs/fuse/connections) — from mountinfo text (field 3 is
+/// `major:minor`, field 5 the mount point with spaces as `\040`); `None` if not mounted.
+/// Reading mountinfo sends no request to the (maybe stuck) file system.
 fn connection_id(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
     mountinfo
         .lines()

@@ -1,10 +1,11 @@
 //! FUSE-over-io_uring (kernel ≥ 6.14, Documentation/filesystems/fuse-io-uring.rst): one
-//! pinned worker thread per ring entry, `ring_threads_per_cpu` of them for every possible
-//! CPU, each feeding the same fuse-backend-rs `Server` as the `/dev/fuse` workers. The
-//! `/dev/fuse` reader stays: FORGET and INTERRUPT still arrive there, and notifications are
-//! written there.
+//! pinned worker thread per ring entry, `ring_threads_per_cpu` of them for every online CPU
+//! (one for a possible CPU that is offline), each feeding the same fuse-backend-rs `Server`
+//! as the `/dev/fuse` workers. The `/dev/fuse` reader stays: FORGET and INTERRUPT still
+//! arrive there, and notifications are written there.
 //!
 //! `abi` is the pure byte layout; `ring` the worker loop; this file starts and stops them.
+//! Order at mount: [`prepare`] rings, [`spawn`] workers, answer FUSE_INIT, [`Workers::go`].
 
 pub mod abi;
 mod ring;
