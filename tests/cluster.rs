@@ -48,8 +48,15 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The sqlite3 CLI with a busy timeout, as any client of a replica needs: an apply holds the
+/// database's write lock while it writes pages (readers get SQLITE_BUSY meanwhile).
 fn sqlite3(db: &Path, sql: &str) -> std::process::Output {
-    Command::new("sqlite3").arg(db).arg(sql).output().unwrap()
+    Command::new("sqlite3")
+        .args(["-cmd", ".timeout 5000"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap()
 }
 
 fn sqlite3_ok(db: &Path, sql: &str) -> String {

@@ -196,7 +196,7 @@ impl Db {
             return Ok(Received::Own);
         }
         let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
-        let _guard = self.acquire_write_lock(deadline)?;
+        let guard = self.acquire_write_lock(deadline)?;
         if !header.is_snapshot() {
             let pos = self.pos();
             if pos != header.pre_apply_pos() {
@@ -213,6 +213,9 @@ impl Db {
             // replica's recovery resolves by fetching a snapshot).
             Kept::Memory(bytes) => {
                 let pos = self.apply_fatal(&final_path, || self.apply_received_from(&bytes[..]))?;
+                // The database is consistent at its new position: SQLite readers need not
+                // wait (SQLITE_BUSY) while we write our own file.
+                drop(guard);
                 self.write_received(&final_path, &bytes)?;
                 if header.is_snapshot() {
                     self.remove_ltx_except(&final_path)?;
