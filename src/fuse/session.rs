@@ -35,7 +35,7 @@ pub struct MountOptions {
     pub posix_locks: bool,
     /// `fuse.transport`.
     pub transport: FuseTransport,
-    /// io_uring workers per possible CPU, each with one ring entry: more than one, so a
+    /// io_uring workers per online CPU, each with one ring entry: more than one, so a
     /// request that blocks (a commit's fsync) does not stall that CPU's queue.
     pub ring_threads_per_cpu: usize,
     /// Size of each ring entry's payload buffer; `None`: what the kernel requires (1 MiB).
