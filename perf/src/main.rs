@@ -162,6 +162,7 @@ fn run_step(
     args: &Args,
     threads: usize,
     all: &mut AllSamples,
+    spent: &mut Vec<tempfile::TempDir>,
 ) {
     let workloads: Vec<Workload> = match *step {
         Step::Write(w) => vec![w],
@@ -217,7 +218,7 @@ fn run_step(
             }
         }
     }
-    if let Err(e) = target.close() {
+    if let Err(e) = target.close(spent) {
         eprintln!("  {} FAILED to close: {e:#}", kind.name());
         for &w in &workloads {
             all.entry((w, kind))
@@ -331,12 +332,14 @@ fn main() -> Result<()> {
     kinds.extend(args.transports.iter().map(|t| t.kind()));
     kinds.dedup();
     let mut all = AllSamples::new();
+    // Targets' directories, removed only once everything is measured (`Target::close`).
+    let mut spent = Vec::new();
     for run in 1..=args.runs {
         eprintln!("run {run}/{}", args.runs);
         for step in &steps {
             // Raw then each litefs transport for each step, so all see the same machine state.
             for &kind in &kinds {
-                run_step(step, kind, run, &args, threads, &mut all);
+                run_step(step, kind, run, &args, threads, &mut all, &mut spent);
             }
         }
     }

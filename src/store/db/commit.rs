@@ -1,9 +1,12 @@
 //! Writing one LTX file for a captured transaction, then publishing the new position.
 //!
-//! Order (write → sync → publish): encode to `<name>.tmp`, fsync, rename, fsync the `ltx/`
-//! directory, and only then change the in-memory checksums and position. A failure before the
-//! rename leaves the state as it was; recovery deletes the `.tmp` file.
+//! Order: encode to `<name>.tmp`, (fsync), rename, (fsync the `ltx/` directory), and only
+//! then change the in-memory checksums and position. A failure before the rename leaves the
+//! state as it was; recovery deletes the `.tmp` file. The fsyncs in parentheses are skipped
+//! for WAL commits, whose frames hold the transaction until the file is synced with its
+//! batch (`durability.rs`).
 
+use super::durability::Durability;
 use super::{Db, FileKind, State, now_ms, sync_dir};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
@@ -98,8 +101,8 @@ impl Db {
         });
     }
 
-    /// Writes LTX file TXID+1 holding `pgnos` (ascending) read from `source`, syncs it and
-    /// publishes the new position and page checksums.
+    /// Writes LTX file TXID+1 holding `pgnos` (ascending) read from `source`, makes it as
+    /// durable as `durability` asks, and publishes the new position and page checksums.
     pub(super) fn write_ltx(
         &self,
         state: &mut State,
@@ -107,6 +110,7 @@ impl Db {
         commit: u32,
         pgnos: &[u32],
         wal: WalFields,
+        durability: Durability,
     ) -> Result<()> {
         let started = Instant::now();
         let txid = TxId(state.pos.txid.0 + 1);
@@ -172,10 +176,25 @@ impl Db {
             .into_inner()
             .map_err(|e| e.into_error())
             .io_context("write", &tmp_path)?;
-        file.sync_all().io_context("fsync", &tmp_path)?;
         let len_bytes = file.metadata().io_context("stat", &tmp_path)?.len();
-        fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
-        sync_dir(&self.ltx_dir)?;
+        match durability {
+            // Pending deferred files first: one syncfs covers them, this file and its name.
+            Durability::Synced if state.unsynced.files > 0 => {
+                fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
+                self.sync_unsynced(state)?;
+            }
+            Durability::Synced => {
+                file.sync_all().io_context("fsync", &tmp_path)?;
+                fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
+                sync_dir(&self.ltx_dir)?;
+            }
+            Durability::Deferred => {
+                fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
+                if state.unsynced.add(len_bytes) {
+                    self.sync_unsynced(state)?;
+                }
+            }
+        }
         self.remember_written(
             len_bytes,
             ltx::Summary {
@@ -184,7 +203,7 @@ impl Db {
                 page_count: pgnos.iter().filter(|&&p| p != lock).count() as u32,
             },
         );
-        // Published: the transaction is durable as an LTX file.
+        // Published: the transaction is durable, as an LTX file or (deferred) in the WAL.
         for (pgno, checksum) in updates {
             state.checksums.set_checksum(pgno, checksum);
         }

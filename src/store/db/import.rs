@@ -168,6 +168,8 @@ impl Db {
     /// Spec step 2 (truncate the WAL), after copying its committed frames into the database
     /// file so that the file holds the current position until the LTX file is applied.
     fn fold_and_truncate_wal(&self, state: &mut State) -> Result<()> {
+        // The frames go into the database file and then away: their LTX files first.
+        self.sync_unsynced(state)?;
         if !state.wal_frames.is_empty() {
             let wal = self.file(state, FileKind::Wal)?;
             let (db_file, db_path) = self.open_database_rw()?;
@@ -190,7 +192,7 @@ impl Db {
             return Ok(());
         }
         // Captures anything committed and not yet recorded (nothing, under the write lock).
-        self.reset_wal(state);
+        self.reset_wal(state)?;
         let wal = self.file(state, FileKind::Wal)?;
         wal.set_len(0).io_context("truncate", &wal_path)?;
         wal.sync_all().io_context("fsync", &wal_path)

@@ -1,6 +1,7 @@
 //! Rollback-journal transactions (spec §3.6): the journal's invalidation is the commit.
 
 use super::commit::{PageSource, WalFields};
+use super::durability::Durability;
 use super::{Db, FileKind, JOURNAL_HEADER_SIZE, JournalMode, State};
 use crate::sqlite;
 use crate::store::error::{IoContext, Result};
@@ -66,6 +67,7 @@ impl Db {
             commit,
             &pages,
             WalFields::default(),
+            Durability::Synced,
         )?;
         self.invalidate_journal(state, mode)?;
         state.dirty.clear();

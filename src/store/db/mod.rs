@@ -27,6 +27,7 @@ pub(super) const JOURNAL_HEADER_SIZE: usize = 28;
 /// The backing files of a database, as named in `dbs/<name>/`.
 mod apply;
 mod commit;
+mod durability;
 mod export;
 mod import;
 mod journal;
@@ -122,6 +123,8 @@ pub(super) struct State {
     pub(super) wal_cursor: Option<WalCursor>,
     /// Page → offset of its newest committed frame in the WAL.
     pub(super) wal_frames: BTreeMap<u32, u64>,
+    /// LTX files of WAL commits written but not yet synced (`durability.rs`).
+    pub(super) unsynced: durability::Unsynced,
 }
 
 pub struct Db {
@@ -130,6 +133,9 @@ pub struct Db {
     pub(super) shared: Arc<Shared>,
     pub(super) dir: PathBuf,
     pub(super) ltx_dir: PathBuf,
+    /// `ltx/`, open for the life of the database: `syncfs` on it makes deferred LTX files
+    /// durable and reports every write-back error since it was opened.
+    ltx_dir_file: File,
     pub(super) options: DbOptions,
     state: Mutex<State>,
     /// SQLite's fcntl locks on this database's files, as the FUSE layer reports them (spec
@@ -152,6 +158,20 @@ pub struct Db {
     /// The LTX file this process wrote last, with its length and what its encoder computed
     /// (see [`Db::written_summary`]).
     last_written: Mutex<Option<(u64, ltx::Summary)>>,
+}
+
+impl Drop for Db {
+    /// A clean close leaves every LTX file durable (`durability.rs`).
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if state.unsynced.files == 0 || self.shared.fatal.is_raised() {
+            return;
+        }
+        let mut state = std::mem::take(state);
+        if let Err(e) = self.sync_unsynced(&mut state) {
+            eprintln!("litefs: database {:?}: at close: {e}", self.name);
+        }
+    }
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -180,10 +200,12 @@ impl Db {
         let dir = dbs_dir.join(name);
         let ltx_dir = dir.join("ltx");
         fs::create_dir_all(&ltx_dir).io_context("create directory", &ltx_dir)?;
+        let ltx_dir_file = File::open(&ltx_dir).io_context("open", &ltx_dir)?;
         let db = Db {
             name: name.to_string(),
             dir,
             ltx_dir,
+            ltx_dir_file,
             options,
             shared,
             state: Mutex::new(State::default()),
@@ -518,10 +540,14 @@ impl Db {
                 "database write at offset {offset} is beyond the largest page number"
             ))
         })?;
-        self.write_at(state, FileKind::Database, offset, data)?;
         // In WAL mode with no journal, database writes are SQLite's checkpoints copying frames
-        // we already captured: the logical database (and its checksum) does not change.
+        // we already captured: the logical database (and its checksum) does not change. The
+        // file must not receive a page whose LTX file could still be lost.
         let in_transaction = !state.wal_mode || state.files[FileKind::Journal.index()].is_some();
+        if !in_transaction {
+            self.sync_unsynced(state)?;
+        }
+        self.write_at(state, FileKind::Database, offset, data)?;
         if in_transaction {
             if pgno != lock_pgno(state.page_size) {
                 state.checksums.set(pgno, data);
@@ -563,7 +589,7 @@ impl Db {
                 Err(self.invalid_write(format!("wal can only be truncated to 0 bytes, not {size}")))
             }
             FileKind::Wal => {
-                self.reset_wal(&mut state);
+                self.reset_wal(&mut state)?;
                 let f = self.file(&mut state, kind)?;
                 f.set_len(0).io_context("truncate", self.path(kind))
             }
@@ -576,6 +602,8 @@ impl Db {
                         state.page_count
                     )));
                 }
+                // A checkpoint's truncation: as for its writes (`write_database`).
+                self.sync_unsynced(&mut state)?;
                 let f = self.file(&mut state, kind)?;
                 f.set_len(size).io_context("truncate", self.path(kind))
             }
@@ -595,7 +623,7 @@ impl Db {
         match kind {
             FileKind::Journal => self.commit_journal(&mut state, JournalMode::Delete),
             FileKind::Wal => {
-                self.reset_wal(&mut state);
+                self.reset_wal(&mut state)?;
                 state.files[kind.index()] = None;
                 fs::remove_file(self.path(kind)).io_context("remove", self.path(kind))
             }
@@ -627,6 +655,7 @@ impl Db {
                 0,
                 &[],
                 commit::WalFields::default(),
+                durability::Durability::Synced,
             )?;
         }
         for kind in FileKind::ALL {

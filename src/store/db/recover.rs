@@ -1,5 +1,6 @@
 //! Startup recovery (spec §2.4).
 
+use super::durability::unsynced_window_start;
 use super::{Db, FileKind, State, sync_dir};
 use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{self, DbHeader, JournalReader};
@@ -53,16 +54,17 @@ impl Db {
         if shm.exists() {
             fs::remove_file(&shm).io_context("remove", &shm)?;
         }
-        // Temp files are LTX files that never became durable: discard them.
-        let files = self.scan_ltx_dir()?;
-        let last_header = match files.last() {
-            Some(path) => Some(self.read_ltx_header(path)?),
+        // Temp files are LTX files that never became durable: discard them. So are torn ones
+        // (a machine crash before their batch was synced); the WAL re-derives what it holds.
+        let files = self.drop_torn_tail(self.scan_ltx_dir()?)?;
+        let last = match files.last() {
+            Some(path) => Some(self.read_ltx_ends(path)?),
             None => None,
         };
         // 6a. Roll back a hot journal.
         self.rollback_hot_journal(&mut state)?;
         // 5 + 6b. Fold the WAL frames the LTX files already hold into the database file.
-        let wal = self.read_wal_for_recovery(&mut state, last_header.as_ref())?;
+        let wal = self.read_wal_for_recovery(&mut state, last.as_ref())?;
         if let Some(r) = &wal {
             self.checkpoint_covered(&state, r)?;
         }
@@ -138,7 +140,7 @@ impl Db {
         sync_dir(&self.dir)
     }
 
-    fn init_checksums(&self, state: &mut State) -> Result<()> {
+    pub(super) fn init_checksums(&self, state: &mut State) -> Result<()> {
         state.checksums.clear();
         if state.page_size == 0 {
             return Ok(());
@@ -175,14 +177,79 @@ impl Db {
         Ok(())
     }
 
-    fn read_ltx_header(&self, path: &Path) -> Result<ltx::Header> {
+    /// The header and trailer of an LTX file, without reading its pages.
+    fn read_ltx_ends(&self, path: &Path) -> Result<(ltx::Header, ltx::Trailer)> {
         let file = File::open(path).io_context("open", path)?;
+        let len_bytes = file.metadata().io_context("stat", path)?.len();
+        let mut trailer = [0u8; ltx::TRAILER_SIZE];
+        let at = len_bytes.checked_sub(ltx::TRAILER_SIZE as u64);
+        at.map_or(Err(std::io::ErrorKind::UnexpectedEof.into()), |at| {
+            file.read_exact_at(&mut trailer, at)
+        })
+        .io_context("read trailer", path)?;
         let dec =
             ltx::Decoder::new(std::io::BufReader::new(file)).map_err(|source| Error::Ltx {
                 db: self.name.clone(),
                 source,
             })?;
-        Ok(*dec.header())
+        Ok((*dec.header(), ltx::Trailer::from_bytes(&trailer)))
+    }
+
+    /// Verifies every LTX file that may not have been synced (`durability.rs`), oldest first;
+    /// the first one that does not decode, or that does not follow the file before it (the
+    /// file between them lost its name), is torn, and it and every later file are removed (a
+    /// later file cannot be applied without it). Returns the files that remain.
+    fn drop_torn_tail(&self, mut files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+        let mut sizes_bytes = Vec::with_capacity(files.len());
+        for path in &files {
+            sizes_bytes.push(fs::metadata(path).io_context("stat", path)?.len());
+        }
+        let range = |path: &Path| {
+            let name = path.file_name().map(|n| n.to_string_lossy());
+            name.and_then(|n| ltx::parse_filename(&n))
+        };
+        for i in unsynced_window_start(&sizes_bytes)..files.len() {
+            let path = &files[i];
+            let follows = match (i.checked_sub(1).map(|p| range(&files[p])), range(path)) {
+                (Some(Some((_, prev_max))), Some((min, _))) => min.0 == prev_max.0 + 1,
+                _ => true,
+            };
+            let why = if follows {
+                let file = File::open(path).io_context("open", path)?;
+                match ltx::verify(std::io::BufReader::new(file)) {
+                    Ok(_) => continue,
+                    Err(e) => match e.root() {
+                        ltx::Error::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
+                            return Err(Error::Ltx {
+                                db: self.name.clone(),
+                                source: e,
+                            });
+                        }
+                        _ => e.to_string(),
+                    },
+                }
+            } else {
+                "the file before it is missing".to_string()
+            };
+            for torn in &files[i..] {
+                eprintln!(
+                    "litefs: database {:?}: removing {} ({} bytes): {}; an LTX file torn by a crash before it was synced — the WAL restores what it still holds",
+                    self.name,
+                    torn.display(),
+                    fs::metadata(torn).map_or(0, |m| m.len()),
+                    if torn == path {
+                        why.as_str()
+                    } else {
+                        "after a torn file"
+                    }
+                );
+                fs::remove_file(torn).io_context("remove", torn)?;
+            }
+            sync_dir(&self.ltx_dir)?;
+            files.truncate(i);
+            break;
+        }
+        Ok(files)
     }
 
     /// Writes one LTX file's pages into the database file (or removes the files for a

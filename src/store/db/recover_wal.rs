@@ -6,7 +6,7 @@
 //! LTX file, then all frames are copied into the database file and the WAL is emptied.
 
 use super::{Db, FileKind, State};
-use crate::ltx::Header;
+use crate::ltx::{Header, Trailer};
 use crate::sqlite::{WalHeader, WalTxn, committed_transactions};
 use crate::store::error::{Error, IoContext, Result};
 use std::collections::BTreeMap;
@@ -24,12 +24,12 @@ pub(super) struct WalRecovery {
 
 impl Db {
     /// Reads the WAL and decides which transactions the LTX files already hold. A WAL that
-    /// belongs to neither the last LTX file nor the generation after it is set aside as
+    /// belongs to neither the last LTX file nor a generation after it is set aside as
     /// `wal.removed` (as LiteFS does), never replayed.
     pub(super) fn read_wal_for_recovery(
         &self,
         state: &mut State,
-        last: Option<&Header>,
+        last: Option<&(Header, Trailer)>,
     ) -> Result<Option<WalRecovery>> {
         let path = self.path(FileKind::Wal);
         let mut wal = match File::open(&path) {
@@ -44,19 +44,13 @@ impl Db {
         };
         let (txns, _) = committed_transactions(BufReader::new(&wal), &header, header.start())
             .map_err(Error::Sqlite)?;
+        let last_header = last.map(|(h, _)| h);
         let same_generation =
-            last.is_some_and(|h| h.wal_salt1 == header.salt1 && h.wal_salt2 == header.salt2);
-        let next_generation = match last {
-            None => true,
-            Some(h) => {
-                (h.wal_salt1 == 0 && h.wal_salt2 == 0)
-                    || header.salt1 == h.wal_salt1.wrapping_add(1)
-            }
-        };
+            last_header.is_some_and(|h| h.wal_salt1 == header.salt1 && h.wal_salt2 == header.salt2);
         let (covered, uncovered) = if same_generation {
-            let end = last.map_or(0, |h| (h.wal_offset + h.wal_size) as u64);
+            let end = last_header.map_or(0, |h| (h.wal_offset + h.wal_size) as u64);
             txns.into_iter().partition(|t| t.end.offset_bytes <= end)
-        } else if next_generation {
+        } else if self.wal_follows(state, &header, last)? {
             (Vec::new(), txns)
         } else {
             let removed = self.dir.join("wal.removed");
@@ -79,6 +73,28 @@ impl Db {
             covered,
             uncovered,
         }))
+    }
+
+    /// Whether a WAL of another generation than the last LTX file was written after it: the
+    /// last file recorded no WAL, or the WAL was restarted from its generation (salt-1 + 1),
+    /// or — a WAL created afresh after the old one was checkpointed and deleted — the
+    /// database file holds exactly the last file's state, which the WAL's frames build on.
+    /// The last case matters when every LTX file of the new WAL was torn by a crash.
+    fn wal_follows(
+        &self,
+        state: &mut State,
+        header: &WalHeader,
+        last: Option<&(Header, Trailer)>,
+    ) -> Result<bool> {
+        let Some((h, trailer)) = last else {
+            return Ok(true);
+        };
+        if (h.wal_salt1 == 0 && h.wal_salt2 == 0) || header.salt1 == h.wal_salt1.wrapping_add(1) {
+            return Ok(true);
+        }
+        // Recomputed after this decision; reading the file twice happens only here.
+        self.init_checksums(state)?;
+        Ok(state.checksums.value() == trailer.post_apply_checksum.0)
     }
 
     /// Copies the newest committed frame of every page in `txns` into the database file and
@@ -120,6 +136,8 @@ impl Db {
                 self.name, state.pos.txid, txn.offset_bytes
             );
         }
+        // Durable before their frames reach the database file and leave the WAL.
+        self.sync_unsynced(state)?;
         self.checkpoint_txns(state, &r.wal, &r.uncovered)?;
         state.wal_frames.clear();
         let wal_path = self.path(FileKind::Wal);

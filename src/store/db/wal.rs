@@ -10,6 +10,7 @@
 //! transaction, and the last checksum rewrite (the commit frame's header) triggers it again.
 
 use super::commit::{PageSource, WalFields};
+use super::durability::Durability;
 use super::{Db, FileKind, State};
 use crate::sqlite::{WalHeader, WalScanner, WalTxn};
 use crate::store::error::{Error, IoContext, Result};
@@ -23,8 +24,10 @@ impl Db {
     pub(super) fn write_wal(&self, state: &mut State, offset: u64, data: &[u8]) -> Result<()> {
         if offset == 0 {
             // A new WAL generation (first write, or a restart after a full checkpoint): first
-            // make sure nothing of the old one is left uncaptured.
+            // make sure nothing of the old one is left uncaptured, or unsynced — the new
+            // frames overwrite the old ones.
             self.capture_or_die(state)?;
+            self.sync_unsynced(state)?;
             if data.len() as u64 != WAL_HEADER_SIZE {
                 return Err(self.invalid_write(format!(
                     "wal header write must be 32 bytes, got {}",
@@ -141,7 +144,8 @@ impl Db {
             frames: &txn.frame_offsets,
             db,
         };
-        self.write_ltx(state, source, commit, &pgnos, fields)?;
+        // The WAL holds this transaction until the file is synced with its batch.
+        self.write_ltx(state, source, commit, &pgnos, fields, Durability::Deferred)?;
         state
             .wal_frames
             .extend(txn.frame_offsets.iter().map(|(&p, &o)| (p, o)));
@@ -149,8 +153,10 @@ impl Db {
         self.verify_if_strict(state)
     }
 
-    /// Forgets the WAL after SQLite truncated or deleted it (all frames were checkpointed).
-    pub(super) fn reset_wal(&self, state: &mut State) {
+    /// Forgets the WAL before SQLite (or an import) truncates or deletes it (all frames were
+    /// checkpointed). Fails, and the WAL must then stay, if its transactions' LTX files could
+    /// not be made durable.
+    pub(super) fn reset_wal(&self, state: &mut State) -> Result<()> {
         // Anything committed but not yet captured must be captured before it disappears.
         if let Err(e) = self.commit_wal(state) {
             eprintln!(
@@ -158,8 +164,10 @@ impl Db {
                 self.name
             );
         }
+        self.sync_unsynced(state)?;
         state.wal_header = None;
         state.wal_cursor = None;
         state.wal_frames.clear();
+        Ok(())
     }
 }

@@ -1,0 +1,153 @@
+//! When LTX files become durable (docs/ARCHITECTURE.md §4.1).
+//!
+//! A WAL-mode transaction is held durably by SQLite's own WAL: its committed frames survive a
+//! crash of the daemon (page cache) and, once SQLite fsyncs the WAL, of the machine; startup
+//! recovery turns committed frames without an LTX file into LTX files (`recover_wal.rs`). So
+//! the LTX file of a WAL commit is written without fsync ([`Durability::Deferred`]) and made
+//! durable in batches — one `syncfs` — at the latest when its frames could leave the WAL:
+//! - before a checkpoint writes or truncates the database file (the file must never hold a
+//!   page whose LTX file could be lost, or recovery could not explain it);
+//! - before the WAL is restarted (header rewritten), truncated or deleted;
+//! - before a synced LTX file (journal commits, deletions, import) gets its name, so the chain
+//!   on disk never has a hole behind a durable file;
+//! - when [`UNSYNCED_LTX_FILES_MAX`] files or [`UNSYNCED_LTX_BYTES_MAX`] bytes are pending;
+//! - when the database is closed.
+//!
+//! A machine crash may then leave the newest LTX files torn (zero-length, short, or garbage).
+//! Recovery verifies the files that can be unsynced — those inside [`unsynced_window_start`]
+//! — and removes a torn one with every file after it; the WAL re-derives what it still holds.
+//! Rollback-journal commits stay synced before SQLite hears of the commit: the journal holds
+//! only the old pages, so nothing else could re-derive the new ones.
+
+use super::{Db, State};
+use crate::store::error::{Error, Result};
+use std::os::fd::AsRawFd;
+
+/// At most this many LTX files are unsynced at once; the commit that reaches it syncs them.
+pub(super) const UNSYNCED_LTX_FILES_MAX: u32 = 1024;
+
+/// At most this many bytes of LTX files are unsynced at once; the commit that reaches it
+/// syncs them. Bounds what recovery verifies at startup.
+pub(super) const UNSYNCED_LTX_BYTES_MAX: u64 = 64 << 20;
+
+/// Whether an LTX file must be durable before the position moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// fsync the file and `ltx/` (with any pending files) before publishing.
+    Synced,
+    /// Publish at once; the file is synced later with its batch (WAL commits only).
+    Deferred,
+}
+
+/// LTX files written with [`Durability::Deferred`] and not yet synced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Unsynced {
+    pub(crate) files: u32,
+    pub(crate) bytes: u64,
+}
+
+impl Unsynced {
+    /// Counts one more file; true when the batch must be synced now.
+    pub(super) fn add(&mut self, len_bytes: u64) -> bool {
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(len_bytes);
+        self.files >= UNSYNCED_LTX_FILES_MAX || self.bytes >= UNSYNCED_LTX_BYTES_MAX
+    }
+}
+
+/// Given the sizes of the LTX files in TXID order, the index of the oldest one that may not
+/// be durable. The newest file always may be (a crash between its rename and the sync its
+/// size called for); before it, at most `UNSYNCED_LTX_FILES_MAX - 1` files of fewer than
+/// `UNSYNCED_LTX_BYTES_MAX` bytes in all, since every commit that reached a limit synced.
+pub(super) fn unsynced_window_start(sizes_bytes: &[u64]) -> usize {
+    let Some(newest) = sizes_bytes.len().checked_sub(1) else {
+        return 0;
+    };
+    let mut start = newest;
+    let mut bytes = 0u64;
+    while start > 0 {
+        let size = sizes_bytes[start - 1];
+        let files = (newest - start + 1) as u32;
+        if files >= UNSYNCED_LTX_FILES_MAX || bytes.saturating_add(size) >= UNSYNCED_LTX_BYTES_MAX {
+            break;
+        }
+        bytes += size;
+        start -= 1;
+    }
+    start
+}
+
+impl Db {
+    /// Makes every deferred LTX file of this database durable (names included), with one
+    /// `syncfs` of the file system holding `ltx/`. A failure is fatal: after a failed sync
+    /// the kernel may have dropped the pages, and only a restart (whose recovery verifies the
+    /// unsynced files and re-derives torn ones from the WAL) can tell what is on disk.
+    pub(super) fn sync_unsynced(&self, state: &mut State) -> Result<()> {
+        if state.unsynced.files == 0 {
+            return Ok(());
+        }
+        // SAFETY: syncfs takes a file descriptor we own (the open `ltx/` directory, alive for
+        // the call) and no pointers.
+        let rc = unsafe { libc::syncfs(self.ltx_dir_file.as_raw_fd()) };
+        if rc != 0 {
+            let source = std::io::Error::last_os_error();
+            let message = format!(
+                "database {:?}: syncfs of {} for {} LTX files ending at TXID {}: {source}",
+                self.name,
+                self.ltx_dir.display(),
+                state.unsynced.files,
+                state.pos.txid
+            );
+            self.shared.fatal.raise(&message);
+            return Err(Error::Io {
+                op: "syncfs",
+                path: self.ltx_dir.clone(),
+                source,
+            });
+        }
+        state.unsynced = Unsynced::default();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_batch_reaches_its_limits() {
+        let mut u = Unsynced::default();
+        for i in 1..UNSYNCED_LTX_FILES_MAX {
+            assert!(!u.add(100), "synced early at file {i}");
+        }
+        assert!(u.add(100), "not synced at {} files", u.files);
+        let mut u = Unsynced::default();
+        assert!(!u.add(UNSYNCED_LTX_BYTES_MAX - 1));
+        assert!(u.add(1), "not synced at {} bytes", u.bytes);
+    }
+
+    #[test]
+    fn window_covers_every_file_that_can_be_unsynced() {
+        assert_eq!(unsynced_window_start(&[]), 0);
+        assert_eq!(unsynced_window_start(&[10]), 0);
+        assert_eq!(unsynced_window_start(&[10, 20, 30]), 0);
+        // The newest file is always in, however large.
+        let big = UNSYNCED_LTX_BYTES_MAX * 4;
+        assert_eq!(unsynced_window_start(&[10, big]), 0);
+        // An older file that alone reaches the byte limit was synced when written.
+        assert_eq!(unsynced_window_start(&[10, big, 10, 10]), 2);
+        assert_eq!(
+            unsynced_window_start(&[10, UNSYNCED_LTX_BYTES_MAX - 20, 10, 5]),
+            1
+        );
+        // By count: the newest plus UNSYNCED_LTX_FILES_MAX - 1 before it.
+        let sizes = vec![1u64; UNSYNCED_LTX_FILES_MAX as usize + 10];
+        let start = unsynced_window_start(&sizes);
+        assert_eq!(
+            sizes.len() - start,
+            UNSYNCED_LTX_FILES_MAX as usize,
+            "window of {} files from {start}",
+            sizes.len() - start
+        );
+    }
+}
