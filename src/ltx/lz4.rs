@@ -56,7 +56,9 @@ impl<W: Write> FrameWriter<W> {
         Ok(FrameWriter {
             inner,
             block: Vec::with_capacity(WRITE_BLOCK_SIZE),
-            compressed: vec![0; lz4_flex::block::get_maximum_output_size(WRITE_BLOCK_SIZE)],
+            // Sized per block in `flush_block`: a one-page commit's file should not zero the
+            // room a full 64 KiB block could need.
+            compressed: Vec::new(),
             content_hash: Xxh32::new(0),
         })
     }
@@ -64,6 +66,10 @@ impl<W: Write> FrameWriter<W> {
     fn flush_block(&mut self) -> io::Result<()> {
         if self.block.is_empty() {
             return Ok(());
+        }
+        let room = lz4_flex::block::get_maximum_output_size(self.block.len());
+        if self.compressed.len() < room {
+            self.compressed.resize(room, 0);
         }
         let n = lz4_flex::block::compress_into(&self.block, &mut self.compressed)
             .map_err(|e| io::Error::other(format!("lz4 compress: {e}")))?;

@@ -14,7 +14,7 @@ use crate::store::events::Event;
 use crate::types::{Checksum, Pos, TxId};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,6 +33,43 @@ pub(super) enum PageSource<'a> {
         frames: &'a BTreeMap<u32, u64>,
         db: Option<&'a File>,
     },
+}
+
+/// Bytes an LTX file is buffered in before they are written: a small commit's file is one
+/// `write`; a large one is written in chunks of this size.
+const LTX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Buffers an LTX file on its way to `file` in a buffer kept between commits
+/// (`State::ltx_write_buf`), so a commit allocates nothing for it; counts the bytes.
+struct LtxWriter {
+    file: File,
+    buf: Vec<u8>,
+    len_bytes: u64,
+}
+
+impl Write for LtxWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > LTX_WRITE_BUFFER_BYTES {
+            self.flush()?;
+            if data.len() >= LTX_WRITE_BUFFER_BYTES {
+                self.file.write_all(data)?;
+                self.len_bytes += data.len() as u64;
+                return Ok(data.len());
+            }
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(LTX_WRITE_BUFFER_BYTES);
+        }
+        self.buf.extend_from_slice(data);
+        self.len_bytes += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.file.write_all(&self.buf);
+        self.buf.clear();
+        result
+    }
 }
 
 /// The WAL fields of an LTX header (spec §1.2); zero for rollback-journal commits.
@@ -139,15 +176,25 @@ impl Db {
             ..Header::new()
         };
         let name = ltx::format_filename(txid, txid);
-        let tmp_path = self.ltx_dir.join(format!("{name}.tmp"));
         let final_path = self.ltx_dir.join(&name);
+        // A deferred file is written under its final name: it is not published before the
+        // position moves, and a crash that leaves it short is what recovery's torn-tail check
+        // is for. A synced one gets its name only once complete (`<name>.tmp` is discarded).
+        let tmp_path = match durability {
+            Durability::Synced => self.ltx_dir.join(format!("{name}.tmp")),
+            Durability::Deferred => final_path.clone(),
+        };
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
         };
         let file = File::create(&tmp_path).io_context("create", &tmp_path)?;
-        let mut enc =
-            Encoder::new(BufWriter::with_capacity(256 * 1024, file), &header).map_err(ltx_err)?;
+        let writer = LtxWriter {
+            file,
+            buf: std::mem::take(&mut state.ltx_write_buf),
+            len_bytes: 0,
+        };
+        let mut enc = Encoder::new(writer, &header).map_err(ltx_err)?;
         let lock = lock_pgno(page_size);
         let mut page = vec![0u8; page_size as usize];
         // New page checksums, applied only once the file is durable.
@@ -171,12 +218,14 @@ impl Db {
             enc.encode_page(pgno, &page).map_err(ltx_err)?;
         }
         let post_apply = Checksum(rolling | crate::types::CHECKSUM_FLAG);
-        let (writer, trailer) = enc.finish(post_apply).map_err(ltx_err)?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .io_context("write", &tmp_path)?;
-        let len_bytes = file.metadata().io_context("stat", &tmp_path)?.len();
+        let (mut writer, trailer) = enc.finish(post_apply).map_err(ltx_err)?;
+        writer.flush().io_context("write", &tmp_path)?;
+        let LtxWriter {
+            file,
+            buf,
+            len_bytes,
+        } = writer;
+        state.ltx_write_buf = buf;
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.
             Durability::Synced if state.unsynced.files > 0 => {
@@ -189,7 +238,6 @@ impl Db {
                 sync_dir(&self.ltx_dir)?;
             }
             Durability::Deferred => {
-                fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)?;
                 if state.unsynced.add(len_bytes) {
                     self.sync_unsynced(state)?;
                 }

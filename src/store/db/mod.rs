@@ -125,6 +125,8 @@ pub(super) struct State {
     pub(super) wal_frames: BTreeMap<u32, u64>,
     /// LTX files of WAL commits written but not yet synced (`durability.rs`).
     pub(super) unsynced: durability::Unsynced,
+    /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
+    pub(super) ltx_write_buf: Vec<u8>,
 }
 
 pub struct Db {
