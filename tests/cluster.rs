@@ -36,8 +36,17 @@ fn commit(node: &Node, mode: &str, count: usize) -> String {
 
 /// A primary in `dir/p` and a replica of it in `dir/r`.
 fn primary_and_replica(dir: &Path) -> (Node, Node) {
-    let primary = Node::start(NodeConfig::primary(&dir.join("p")));
-    let replica = Node::start(NodeConfig::replica(&dir.join("r"), primary.config.port));
+    primary_and_replica_with_locks(dir, true)
+}
+
+/// [`primary_and_replica`], both with `fuse.posix-locks: posix_locks`.
+fn primary_and_replica_with_locks(dir: &Path, posix_locks: bool) -> (Node, Node) {
+    let mut pc = NodeConfig::primary(&dir.join("p"));
+    pc.posix_locks = posix_locks;
+    let primary = Node::start(pc);
+    let mut rc = NodeConfig::replica(&dir.join("r"), primary.config.port);
+    rc.posix_locks = posix_locks;
+    let replica = Node::start(rc);
     (primary, replica)
 }
 
@@ -172,9 +181,9 @@ fn three_nodes_wal() {
 
 /// An SQLite connection kept open on a replica reads each of 100 primary commits, without
 /// reopening, as soon as it is applied.
-fn open_connection_sees_each_commit(mode: &str) {
+fn open_connection_sees_each_commit(mode: &str, posix_locks: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let (primary, replica) = primary_and_replica(tmp.path());
+    let (primary, replica) = primary_and_replica_with_locks(tmp.path(), posix_locks);
     let p = rusqlite::Connection::open(primary.path("db")).unwrap();
     p.pragma_update(None, "journal_mode", mode).unwrap();
     p.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)", [])
@@ -224,12 +233,87 @@ fn open_connection_sees_each_commit(mode: &str) {
 
 #[test]
 fn open_connection_sees_each_commit_delete() {
-    open_connection_sees_each_commit("delete");
+    open_connection_sees_each_commit("delete", true);
 }
 
 #[test]
 fn open_connection_sees_each_commit_wal() {
-    open_connection_sees_each_commit("wal");
+    open_connection_sees_each_commit("wal", true);
+}
+
+/// The same with `fuse.posix-locks: false` on both nodes: the kernel keeps SQLite's locks and
+/// the replica's apply takes its own through the mount.
+#[test]
+fn open_connection_sees_each_commit_delete_kernel_locks() {
+    open_connection_sees_each_commit("delete", false);
+}
+
+#[test]
+fn open_connection_sees_each_commit_wal_kernel_locks() {
+    open_connection_sees_each_commit("wal", false);
+}
+
+/// A read transaction open on a replica holds off the apply of the primary's next commit
+/// (spec §3.9, internal write lock): the reader keeps seeing one consistent version, and the
+/// commit becomes visible once the reader ends. With `posix_locks` false the daemon learns of
+/// the reader only through the kernel (OFD locks through its own mount).
+fn a_read_transaction_holds_off_the_apply(mode: &str, posix_locks: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, replica) = primary_and_replica_with_locks(tmp.path(), posix_locks);
+    let p = rusqlite::Connection::open(primary.path("db")).unwrap();
+    p.pragma_update(None, "journal_mode", mode).unwrap();
+    p.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let before = primary.pos("db").unwrap();
+    replica.wait_pos("db", before, CATCH_UP_WAIT_MAX);
+    let r = rusqlite::Connection::open_with_flags(
+        replica.path("db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let count = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap()
+    };
+    r.execute_batch("BEGIN").unwrap();
+    assert_eq!(count(&r), 1);
+    p.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    let after = primary.pos("db").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        replica.pos("db").unwrap(),
+        before,
+        "{mode}, posix-locks {posix_locks}: applied under an open read transaction"
+    );
+    assert_eq!(count(&r), 1, "the reader's version changed under it");
+    let held = Instant::now();
+    r.execute_batch("COMMIT").unwrap();
+    replica.wait_pos("db", after, CATCH_UP_WAIT_MAX);
+    assert_eq!(count(&r), 2);
+    eprintln!(
+        "{mode}, posix-locks {posix_locks}: applied {} ms after the reader ended",
+        held.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_read_transaction_holds_off_the_apply_delete() {
+    a_read_transaction_holds_off_the_apply("delete", true);
+}
+
+#[test]
+fn a_read_transaction_holds_off_the_apply_wal() {
+    a_read_transaction_holds_off_the_apply("wal", true);
+}
+
+#[test]
+fn a_read_transaction_holds_off_the_apply_delete_kernel_locks() {
+    a_read_transaction_holds_off_the_apply("delete", false);
+}
+
+#[test]
+fn a_read_transaction_holds_off_the_apply_wal_kernel_locks() {
+    a_read_transaction_holds_off_the_apply("wal", false);
 }
 
 /// Writes on a replica fail with SQLite's read-only error (rollback modes) or an I/O error
@@ -615,4 +699,45 @@ fn replica_killed_during_replication_recovers_and_converges() {
     eprintln!(
         "{KILLS} kills of a replica under load: all converged; {set_aside} restarts set a database aside and refetched it"
     );
+}
+
+/// With kernel-local locks on both nodes, a replica joining a primary that holds data while a
+/// writer keeps committing gets a snapshot taken under the snapshot read lock — held through
+/// the mount as OFD locks — and then follows; its image equals the primary's.
+#[test]
+fn late_replica_gets_a_consistent_snapshot_with_kernel_locks() {
+    for mode in ["wal", "delete"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut pc = NodeConfig::primary(&tmp.path().join("p"));
+        pc.posix_locks = false;
+        let primary = Node::start(pc);
+        commit(&primary, mode, 200);
+        let db_path = primary.path("db");
+        let writer = std::thread::spawn(move || {
+            let out = Command::new("python3")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/commits.py"))
+                .args([db_path.to_str().unwrap(), mode, "300"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        let mut rc = NodeConfig::replica(&tmp.path().join("r"), primary.config.port);
+        rc.posix_locks = false;
+        let replica = Node::start(rc);
+        writer.join().unwrap();
+        let want = primary.pos("db").unwrap();
+        replica.wait_pos("db", want, CATCH_UP_WAIT_MAX);
+        assert!(
+            export(&replica, "db") == export(&primary, "db"),
+            "{mode}: replica image differs from the primary's"
+        );
+        assert_eq!(
+            sqlite3_ok(&replica.path("db"), "PRAGMA integrity_check"),
+            "ok"
+        );
+    }
 }

@@ -415,7 +415,8 @@ fn ltx_files_with_salts(ltx_dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
 /// latest before a checkpoint or a WAL restart; docs/ARCHITECTURE.md §4.1), while the WAL
 /// that SQLite fsynced (synchronous=FULL) holds their transactions. Simulated after each
 /// `kill -9` by tearing files of the current WAL generation (autocheckpoint off, so none of
-/// them was synced): truncated, zeroed in part or removed, alone or with every later file.
+/// them was synced): truncated, zeroed in part, removed or holding an older file's bytes (a
+/// reused spare inode, `spare.rs`), alone or with every later file.
 /// The restart drops the torn tail and re-derives it from the WAL; nothing acknowledged is
 /// lost and the chain ends at the position.
 #[test]
@@ -470,8 +471,13 @@ fn torn_unsynced_ltx_files_are_rederived_from_the_wal() {
         };
         for path in &unsynced[first..=last] {
             let len = std::fs::metadata(path).unwrap().len();
-            match rng.below(4) {
+            match rng.below(5) {
                 0 => std::fs::remove_file(path).unwrap(),
+                // A reused spare inode renamed into place before it was overwritten: a valid
+                // LTX file, but of other TXIDs.
+                4 => {
+                    std::fs::copy(&files[0].0, path).unwrap();
+                }
                 1 => {
                     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
                     f.set_len(rng.below(len as usize) as u64).unwrap();

@@ -248,3 +248,81 @@ fn database_larger_than_1gib_skips_the_lock_page() {
     check_newest_ltx(&t, "db", 65536);
     integrity(&conn);
 }
+
+/// Retention moves old LTX files into `spare/` instead of unlinking them, and WAL commits
+/// reuse those inodes (on ext4 without a journal, creating a file after many deletions is
+/// slow: docs/ARCHITECTURE.md §8). A reused inode holds only its new file, and the chain
+/// recovers after a restart.
+#[test]
+fn retired_ltx_inodes_are_reused_for_new_commits() {
+    use std::os::unix::fs::MetadataExt;
+    let mut t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch("CREATE TABLE t(x)").unwrap();
+    // Large rows first: the spares are then longer than the files later written into them.
+    for i in 0..40 {
+        conn.execute("INSERT INTO t VALUES (randomblob(20000 + ?1))", [i])
+            .unwrap();
+    }
+    let db = t.store().db("db").unwrap();
+    let spare_dir = t.data.join("dbs/db/spare");
+    let inodes = |dir: &std::path::Path| -> std::collections::BTreeSet<u64> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect()
+    };
+    let retired = db
+        .enforce_retention(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
+    let spares = inodes(&spare_dir);
+    assert_eq!(
+        (retired, spares.len(), db.spare_ltx_files()),
+        (41, 41, 41),
+        "every file but the newest retired into the spare pool"
+    );
+    let before = t.pos("db").txid;
+    for i in 40..50 {
+        conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+    }
+    let after = t.pos("db").txid;
+    assert_eq!(after.0 - before.0, 10);
+    assert_eq!(db.spare_ltx_files(), 31, "one spare per new commit");
+    let ltx_inodes = inodes(&t.ltx_dir("db"));
+    assert_eq!(
+        ltx_inodes.intersection(&spares).count(),
+        10,
+        "the new LTX files are the spare inodes"
+    );
+    check_newest_ltx(&t, "db", 4096);
+    for txid in before.0 + 1..=after.0 {
+        let name =
+            litefs::ltx::format_filename(litefs::types::TxId(txid), litefs::types::TxId(txid));
+        let bytes = std::fs::read(t.ltx_dir("db").join(name)).unwrap();
+        let summary = litefs::ltx::verify(bytes.as_slice()).unwrap();
+        assert_eq!(summary.header.max_txid.0, txid);
+        // Nothing of the spare's old content after the trailer.
+        let mut dec = litefs::ltx::Decoder::new(bytes.as_slice()).unwrap();
+        let mut page = vec![0u8; 4096];
+        while dec.decode_page(&mut page).unwrap().is_some() {}
+        let (_, rest) = dec.finish().unwrap();
+        assert!(
+            rest.is_empty(),
+            "TXID {txid}: {} bytes after the trailer",
+            rest.len()
+        );
+    }
+    drop(conn);
+    drop(db);
+    t.stop();
+    t.start();
+    assert_eq!(t.pos("db").txid, after, "position after a restart");
+    assert_eq!(t.store().db("db").unwrap().spare_ltx_files(), 31);
+    let conn = Connection::open(t.path("db")).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 50);
+    integrity(&conn);
+}

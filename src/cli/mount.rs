@@ -271,13 +271,6 @@ fn start(
     events: mpsc::SyncSender<Event>,
     received: &mpsc::Receiver<Event>,
 ) -> Result<Running> {
-    if !config.lease.candidate && !config.fuse.posix_locks {
-        // The internal write lock excludes SQLite readers only through the daemon's lock
-        // table; with kernel-local locks an apply would change pages under open reads.
-        bail!(
-            "fuse.posix-locks: false cannot be used on a replica (lease.candidate: false): applying the primary's transactions needs the daemon to see SQLite's locks"
-        );
-    }
     match LeaseType::parse(&config.lease.kind) {
         Some(LeaseType::Static) => {}
         Some(LeaseType::Consul) => bail!("consul leasing is not built yet; use lease.type: static"),

@@ -551,9 +551,11 @@ impl FileSystem for LitefsFs {
         self.drop_owner_locks(inode, lock_owner, "flush")
     }
 
-    fn fsync(&self, _ctx: &Context, inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
+    fn fsync(&self, _ctx: &Context, inode: u64, datasync: bool, _handle: u64) -> io::Result<()> {
         match self.db_of_inode(inode) {
-            Ok((db, DbNode::File(kind))) => db.fsync(kind).map_err(|e| to_io_error("fsync", e)),
+            Ok((db, DbNode::File(kind))) => db
+                .fsync(kind, datasync)
+                .map_err(|e| to_io_error("fsync", e)),
             _ => Ok(()),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod errno;
 pub mod fs;
+pub mod kernel_locks;
 pub mod node;
 pub mod notify;
 pub mod session;

@@ -4,6 +4,7 @@
 //! fuse-backend-rs `Server` over [`LitefsFs`]. Unmounts on drop.
 
 use super::fs::LitefsFs;
+use super::kernel_locks::MountLocks;
 use super::notify::Notifier;
 use super::stats::{Hook, RequestStats};
 use super::uring;
@@ -503,6 +504,7 @@ impl Mount {
             .set(Box::new(move |inv| notifier.send(inv)));
         // `GET /metrics` reports this mount's requests per opcode through the store.
         store.request_counts_hook().set(stats.clone());
+
         // With io_uring, /dev/fuse carries only FORGET and INTERRUPT.
         let dev_threads = if mount.rings.is_some() {
             1
@@ -519,6 +521,13 @@ impl Mount {
                 Hook(stats.clone()),
             )?;
             mount.workers.push(worker);
+        }
+        // Without FUSE_POSIX_LOCKS the kernel keeps SQLite's locks: LiteFS takes its own
+        // beside them, through this mount (`kernel_locks.rs`), once it serves requests.
+        if !options.posix_locks {
+            store
+                .kernel_locks_hook()
+                .set(Arc::new(MountLocks::new(&mount.mountpoint)));
         }
         Ok(mount)
     }
@@ -554,6 +563,7 @@ impl Mount {
         self.stopping.store(true, Ordering::Release);
         self.store.invalidate_hook().clear();
         self.store.request_counts_hook().clear();
+        self.store.kernel_locks_hook().clear();
         let result = session.umount().map_err(io::Error::other);
         let _ = session.wake();
         if let Some(rings) = self.rings.take() {

@@ -38,8 +38,8 @@ use crate::sqlite::{
 mod internal;
 mod word;
 pub use internal::{
-    Clock, InternalLockGuard, ReadLockPurpose, SystemClock, WRITE_LOCK_BACKOFF_MAX_MS,
-    WRITE_LOCK_BACKOFF_START_MS, WriteLockMode,
+    Clock, InternalLockGuard, LockTarget, ReadLockPurpose, SystemClock, WRITE_LOCK_BACKOFF_MAX_MS,
+    WRITE_LOCK_BACKOFF_START_MS, WriteLockMode, acquire_read_lock, acquire_write_lock,
 };
 pub use word::{LockWords, OwnerTag, RwState, RwWord};
 

@@ -29,7 +29,10 @@ pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_DEPTH_MAX, Event, Events};
 pub use role::PrimaryInfo;
 use shared::Shared;
-pub use shared::{FatalHandler, FatalHook, InvalidateHandler, InvalidateHook, Invalidation};
+pub use shared::{
+    FatalHandler, FatalHook, InvalidateHandler, InvalidateHook, Invalidation, KernelLocks,
+    KernelLocksHook,
+};
 pub use stats::{HistogramSnapshot, RequestCountSource, RequestCountsHook};
 
 use crate::types::Pos;
@@ -157,6 +160,11 @@ impl Store {
     }
 
     /// Where databases send kernel cache invalidations (set by the mount).
+    /// Where a mount with kernel-local locks lends its lock targets (`fuse/kernel_locks.rs`).
+    pub fn kernel_locks_hook(&self) -> &KernelLocksHook {
+        &self.shared.kernel_locks
+    }
+
     pub fn invalidate_hook(&self) -> &InvalidateHook {
         &self.shared.invalidate
     }

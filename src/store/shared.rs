@@ -4,9 +4,10 @@
 use super::changes::Changes;
 use super::db::FileKind;
 use super::events::Events;
+use super::lock::LockTarget;
 use super::stats::Histogram;
 use std::sync::atomic::AtomicBool;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Where a database reports an error the process cannot continue after (a WAL commit that
 /// could not be captured, spec §3.7 step 8; an apply that failed half way, spec §3.11 step 7:
@@ -38,6 +39,35 @@ impl FatalHook {
     /// Whether a fatal error was raised: the process is going down, nothing more may change.
     pub fn is_raised(&self) -> bool {
         self.raised.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Where LiteFS takes its own locks when the kernel keeps SQLite's (`fuse.posix-locks:
+/// false`): the mount supplies targets holding OFD locks on the files as SQLite sees them
+/// (`fuse/kernel_locks.rs`). Without one, the database's lock table is the target.
+pub trait KernelLocks: Send + Sync {
+    /// A fresh target for `db`'s locks (files are opened when first locked).
+    fn target(&self, db: &str) -> Box<dyn LockTarget>;
+}
+
+/// The store's slot for [`KernelLocks`], set by a mount without `FUSE_POSIX_LOCKS` and
+/// cleared before it unmounts.
+#[derive(Default)]
+pub struct KernelLocksHook {
+    inner: RwLock<Option<Arc<dyn KernelLocks>>>,
+}
+
+impl KernelLocksHook {
+    pub fn set(&self, locks: Arc<dyn KernelLocks>) {
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = Some(locks);
+    }
+
+    pub fn clear(&self) {
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn get(&self) -> Option<Arc<dyn KernelLocks>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -89,6 +119,8 @@ impl InvalidateHook {
 pub struct Shared {
     pub fatal: FatalHook,
     pub invalidate: InvalidateHook,
+    /// Set while mounted with kernel-local locks.
+    pub kernel_locks: KernelLocksHook,
     /// False on a replica (spec §3.5 `Writeable()`).
     pub writable: AtomicBool,
     /// Where each new position is announced (to `/stream` handlers).

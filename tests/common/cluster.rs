@@ -45,6 +45,8 @@ pub struct NodeConfig {
     /// Run inside this network namespace (`/run/netns/<name>`, via nsenter: the mount
     /// namespace stays the test's, so the mount is visible).
     pub netns: Option<String>,
+    /// `fuse.posix-locks` (false: the kernel keeps SQLite's locks).
+    pub posix_locks: bool,
 }
 
 impl NodeConfig {
@@ -58,6 +60,7 @@ impl NodeConfig {
             primary_host: "127.0.0.1".into(),
             native_stream: true,
             netns: None,
+            posix_locks: true,
         }
     }
 
@@ -71,10 +74,11 @@ impl NodeConfig {
     fn yaml(&self) -> String {
         let primary_port = self.primary_port.unwrap_or(self.port);
         format!(
-            "fuse:\n  dir: {mnt}\n  transport: {transport}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
+            "fuse:\n  dir: {mnt}\n  transport: {transport}\n  posix-locks: {posix_locks}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
             host = self.host,
             transport = super::fuse_transport_name(),
             native = self.native_stream,
+            posix_locks = self.posix_locks,
             primary_host = self.primary_host,
             mnt = self.dir.join("mnt").display(),
             data = self.dir.join("data").display(),

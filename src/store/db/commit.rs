@@ -1,10 +1,11 @@
 //! Writing one LTX file for a captured transaction, then publishing the new position.
 //!
-//! Order: encode to `<name>.tmp`, (fsync), rename, (fsync the `ltx/` directory), and only
-//! then change the in-memory checksums and position. A failure before the rename leaves the
-//! state as it was; recovery deletes the `.tmp` file. The fsyncs in parentheses are skipped
-//! for WAL commits, whose frames hold the transaction until the file is synced with its
-//! batch (`durability.rs`).
+//! Order: write the file, make it as durable as its kind needs, and only then change the
+//! in-memory checksums and position. A synced file (journal commits, deletions) is encoded to
+//! `<name>.tmp`, fsynced, renamed, and `ltx/` fsynced; a failure before the rename leaves the
+//! state as it was and recovery deletes the `.tmp` file. A WAL commit's file is written under
+//! its final name without fsync: the WAL holds the transaction until the file is synced with
+//! its batch, and recovery drops a file a crash left short (`durability.rs`).
 
 use super::durability::Durability;
 use super::{Db, FileKind, State, now_ms, sync_dir};
@@ -188,7 +189,13 @@ impl Db {
             db: self.name.clone(),
             source,
         };
-        let file = File::create(&tmp_path).io_context("create", &tmp_path)?;
+        let (file, reused) = match durability {
+            Durability::Synced => (
+                File::create(&tmp_path).io_context("create", &tmp_path)?,
+                false,
+            ),
+            Durability::Deferred => self.create_reusing_spare(&tmp_path)?,
+        };
         let writer = LtxWriter {
             file,
             buf: std::mem::take(&mut state.ltx_write_buf),
@@ -226,6 +233,10 @@ impl Db {
             len_bytes,
         } = writer;
         state.ltx_write_buf = buf;
+        if reused {
+            // The spare's old bytes past this file's end.
+            file.set_len(len_bytes).io_context("truncate", &tmp_path)?;
+        }
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.
             Durability::Synced if state.unsynced.files > 0 => {

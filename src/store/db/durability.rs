@@ -56,7 +56,7 @@ impl Unsynced {
 }
 
 /// Given the sizes of the LTX files in TXID order, the index of the oldest one that may not
-/// be durable. The newest file always may be (a crash between its rename and the sync its
+/// be durable. The newest file always may be (a crash between its write and the sync its
 /// size called for); before it, at most `UNSYNCED_LTX_FILES_MAX - 1` files of fewer than
 /// `UNSYNCED_LTX_BYTES_MAX` bytes in all, since every commit that reached a limit synced.
 pub(super) fn unsynced_window_start(sizes_bytes: &[u64]) -> usize {

@@ -10,7 +10,9 @@ use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{DbHeader, WalCursor, WalHeader};
 use crate::store::checksums::PageChecksums;
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::{InternalLockGuard, LockTable, SystemClock, WriteLockMode};
+use crate::store::lock::{
+    InternalLockGuard, LockTable, LockTarget, SystemClock, WriteLockMode, acquire_write_lock,
+};
 use crate::store::shared::Shared;
 use crate::types::{NodeId, Pos};
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +37,7 @@ mod recover;
 mod recover_wal;
 mod retention;
 mod snapshot;
+mod spare;
 mod wal;
 
 pub use apply::{APPLY_LOCK_TIMEOUT_MS, Received};
@@ -138,6 +141,9 @@ pub struct Db {
     /// `ltx/`, open for the life of the database: `syncfs` on it makes deferred LTX files
     /// durable and reports every write-back error since it was opened.
     ltx_dir_file: File,
+    /// `dbs/<name>/spare/`: inodes of retired LTX files, reused for new ones (`spare.rs`).
+    spare_dir: PathBuf,
+    spares: Mutex<spare::SparePool>,
     pub(super) options: DbOptions,
     state: Mutex<State>,
     /// SQLite's fcntl locks on this database's files, as the FUSE layer reports them (spec
@@ -203,11 +209,15 @@ impl Db {
         let ltx_dir = dir.join("ltx");
         fs::create_dir_all(&ltx_dir).io_context("create directory", &ltx_dir)?;
         let ltx_dir_file = File::open(&ltx_dir).io_context("open", &ltx_dir)?;
+        let spare_dir = dir.join("spare");
+        let spares = Mutex::new(spare::SparePool::open(&spare_dir)?);
         let db = Db {
             name: name.to_string(),
             dir,
             ltx_dir,
             ltx_dir_file,
+            spare_dir,
+            spares,
             options,
             shared,
             state: Mutex::new(State::default()),
@@ -236,17 +246,30 @@ impl Db {
         }
     }
 
+    /// Where LiteFS's own locks are taken: the kernel's record locks through the mount when
+    /// it leaves SQLite's locks to the kernel, else the lock table (which then sees them).
+    pub(super) fn lock_target(&self) -> Box<dyn LockTarget> {
+        match self.shared.kernel_locks.get() {
+            Some(kernel) => kernel.target(&self.name),
+            None => self.locks.target(),
+        }
+    }
+
     /// The internal write lock (spec §3.9) in the current mode, waiting until `deadline`.
     pub(super) fn acquire_write_lock(
         &self,
         deadline: std::time::Instant,
     ) -> Result<InternalLockGuard> {
-        self.locks
-            .acquire_write_lock(|| self.write_lock_mode(), deadline, &SystemClock)
-            .map_err(|source| Error::Lock {
-                db: self.name.clone(),
-                source,
-            })
+        acquire_write_lock(
+            self.lock_target(),
+            || self.write_lock_mode(),
+            deadline,
+            &SystemClock,
+        )
+        .map_err(|source| Error::Lock {
+            db: self.name.clone(),
+            source,
+        })
     }
 
     /// The lock table of this database (decisions live in `store::lock`).
@@ -637,12 +660,17 @@ impl Db {
         }
     }
 
-    pub fn fsync(&self, kind: FileKind) -> Result<()> {
+    /// SQLite's fsync (`datasync`: its fdatasync) of a backing file, passed through as asked.
+    pub fn fsync(&self, kind: FileKind, datasync: bool) -> Result<()> {
         let f = {
             let mut state = self.lock();
             self.file(&mut state, kind)?
         };
-        f.sync_all().io_context("fsync", self.path(kind))
+        if datasync {
+            f.sync_data().io_context("fdatasync", self.path(kind))
+        } else {
+            f.sync_all().io_context("fsync", self.path(kind))
+        }
     }
 
     /// Spec §3.13: unlinking the database records a deletion (Commit 0, no pages) as LTX

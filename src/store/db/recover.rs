@@ -196,8 +196,9 @@ impl Db {
     }
 
     /// Verifies every LTX file that may not have been synced (`durability.rs`), oldest first;
-    /// the first one that does not decode, or that does not follow the file before it (the
-    /// file between them lost its name), is torn, and it and every later file are removed (a
+    /// the first one that does not decode, that holds other TXIDs than its name (a reused
+    /// spare inode not yet overwritten, `spare.rs`), or that does not follow the file before
+    /// it (the file between them lost its name), is torn, and it and every later file are removed (a
     /// later file cannot be applied without it). Returns the files that remain.
     fn drop_torn_tail(&self, mut files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
         let mut sizes_bytes = Vec::with_capacity(files.len());
@@ -217,7 +218,13 @@ impl Db {
             let why = if follows {
                 let file = File::open(path).io_context("open", path)?;
                 match ltx::verify(std::io::BufReader::new(file)) {
-                    Ok(_) => continue,
+                    Ok(s) if range(path) == Some((s.header.min_txid, s.header.max_txid)) => {
+                        continue;
+                    }
+                    Ok(s) => format!(
+                        "it holds TXIDs {}-{}, not those of its name",
+                        s.header.min_txid, s.header.max_txid
+                    ),
                     Err(e) => match e.root() {
                         ltx::Error::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
                             return Err(Error::Ltx {

@@ -1,4 +1,5 @@
-//! LTX retention (spec §8.1): files older than `data.retention` are removed, except the newest,
+//! LTX retention (spec §8.1): files older than `data.retention` are removed (their inodes kept
+//! for reuse, `spare.rs`), except the newest,
 //! which always stays (it is what restart recovery re-applies and what a replica's next
 //! request is compared with). A replica that falls behind the oldest kept file gets a
 //! snapshot instead.
@@ -43,14 +44,10 @@ impl Db {
         }
         let victims = retention_victims(&files, cutoff);
         for name in &victims {
-            let path = self.ltx_dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {
-                    self.ltx_reap_count.fetch_add(1, Ordering::Relaxed);
-                }
-                // Removed meanwhile (a snapshot replaced the chain): nothing left to do.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).io_context("remove", &path),
+            // Into the spare pool (`spare.rs`) while it has room. False: removed meanwhile
+            // (a snapshot replaced the chain), nothing left to do.
+            if self.retire_ltx_file(&self.ltx_dir.join(name))? {
+                self.ltx_reap_count.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(victims.len())

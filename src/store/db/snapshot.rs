@@ -24,7 +24,7 @@
 use super::{Db, FileKind, now_ms};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
-use crate::store::lock::{InternalLockGuard, ReadLockPurpose, SystemClock};
+use crate::store::lock::{InternalLockGuard, ReadLockPurpose, SystemClock, acquire_read_lock};
 use crate::types::{Checksum, Pos, TxId};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -156,19 +156,18 @@ impl Db {
         deadline: Instant,
     ) -> Result<(InternalLockGuard, View)> {
         let mut view: Option<Result<View>> = None;
-        let guard = self
-            .locks()
-            .acquire_read_lock(
-                purpose,
-                || self.write_lock_mode(),
-                || view = Some(self.capture_view(purpose)),
-                deadline,
-                &SystemClock,
-            )
-            .map_err(|source| Error::Lock {
-                db: self.name.clone(),
-                source,
-            })?;
+        let guard = acquire_read_lock(
+            self.lock_target(),
+            purpose,
+            || self.write_lock_mode(),
+            || view = Some(self.capture_view(purpose)),
+            deadline,
+            &SystemClock,
+        )
+        .map_err(|source| Error::Lock {
+            db: self.name.clone(),
+            source,
+        })?;
         let view = view.ok_or_else(|| self.read_error("read lock taken without capture"))??;
         Ok((guard, view))
     }

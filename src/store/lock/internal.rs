@@ -57,15 +57,58 @@ pub enum ReadLockPurpose {
     Export,
 }
 
+/// Where LiteFS's own locks are taken. Two kinds: the database's [`LockTable`], which sees
+/// SQLite's locks when the mount negotiates `FUSE_POSIX_LOCKS`; and, with kernel-local locks,
+/// the kernel's record locks on the files as SQLite sees them (OFD locks through the mount,
+/// `fuse/kernel_locks.rs`), which the kernel arbitrates against SQLite's own.
+pub trait LockTarget: Send + std::fmt::Debug {
+    /// One non-blocking attempt at `kind` on `t`: true if it is now held as asked (an unlock
+    /// always succeeds).
+    fn try_step(&mut self, t: LockType, kind: LockKind) -> bool;
+    /// Releases `types`.
+    fn unlock(&mut self, types: LockSet);
+    /// How `t` is held.
+    fn hold(&self, t: LockType) -> Hold;
+}
+
+/// The lock table as a [`LockTarget`]: a fresh anonymous guard set.
+#[derive(Debug)]
+struct TableTarget {
+    words: Arc<LockWords>,
+    set: GuardSet,
+}
+
+impl LockTarget for TableTarget {
+    fn try_step(&mut self, t: LockType, kind: LockKind) -> bool {
+        self.set.try_set(&self.words, LockSet::one(t), kind).is_ok()
+    }
+
+    fn unlock(&mut self, types: LockSet) {
+        self.set.unlock(&self.words, types);
+    }
+
+    fn hold(&self, t: LockType) -> Hold {
+        self.set.hold(t)
+    }
+}
+
 /// Locks held by LiteFS itself; released when dropped.
 #[derive(Debug)]
 pub struct InternalLockGuard {
-    words: Arc<LockWords>,
-    set: GuardSet,
+    target: Box<dyn LockTarget>,
     mode: WriteLockMode,
 }
 
 impl InternalLockGuard {
+    /// An empty guard on `target`, created first so that an error or a panic (in `capture`)
+    /// at any step releases what earlier steps took.
+    fn new(target: Box<dyn LockTarget>) -> InternalLockGuard {
+        InternalLockGuard {
+            target,
+            mode: WriteLockMode::Rollback,
+        }
+    }
+
     /// The mode seen once SHARED was held (stable while the guard lives: no rollback-mode
     /// writer can commit a `journal_mode` change without SHARED exclusively).
     pub fn mode(&self) -> WriteLockMode {
@@ -74,24 +117,26 @@ impl InternalLockGuard {
 
     /// The types held, in any state.
     pub fn held(&self) -> LockSet {
-        self.set.held()
+        LockType::ALL
+            .into_iter()
+            .filter(|&t| self.target.hold(t) != Hold::None)
+            .collect()
     }
 
     /// How `t` is held.
     pub fn hold(&self, t: LockType) -> Hold {
-        self.set.hold(t)
+        self.target.hold(t)
     }
 }
 
 impl Drop for InternalLockGuard {
     fn drop(&mut self) {
-        self.set.unlock(&self.words, LockSet::ALL);
+        self.target.unlock(LockSet::ALL);
     }
 }
 
-/// One attempt sequence: acquires `steps` in order on `set`, polling each until `deadline`.
+/// One attempt sequence: acquires `steps` in order on a target, polling each until `deadline`.
 struct Acquirer<'a> {
-    words: &'a LockWords,
     clock: &'a dyn Clock,
     deadline: Instant,
     started: Instant,
@@ -99,11 +144,16 @@ struct Acquirer<'a> {
 }
 
 impl Acquirer<'_> {
-    fn step(&self, set: &mut GuardSet, t: LockType, kind: LockKind) -> Result<(), LockError> {
+    fn step(
+        &self,
+        target: &mut dyn LockTarget,
+        t: LockType,
+        kind: LockKind,
+    ) -> Result<(), LockError> {
         let mut backoff = Duration::from_millis(WRITE_LOCK_BACKOFF_START_MS);
         let backoff_max = Duration::from_millis(WRITE_LOCK_BACKOFF_MAX_MS);
         loop {
-            if set.try_set(self.words, LockSet::one(t), kind).is_ok() {
+            if target.try_step(t, kind) {
                 return Ok(());
             }
             let now = self.clock.now();
@@ -123,10 +173,14 @@ impl Acquirer<'_> {
         }
     }
 
-    fn steps(&self, set: &mut GuardSet, steps: &[(LockType, LockKind)]) -> Result<(), LockError> {
+    fn steps(
+        &self,
+        target: &mut dyn LockTarget,
+        steps: &[(LockType, LockKind)],
+    ) -> Result<(), LockError> {
         steps
             .iter()
-            .try_for_each(|&(t, kind)| self.step(set, t, kind))
+            .try_for_each(|&(t, kind)| self.step(target, t, kind))
     }
 }
 
@@ -167,61 +221,25 @@ const WAL_READ_STEPS: [(LockType, LockKind); 7] = [
 ];
 
 impl LockTable {
-    /// An empty guard, created first so that an error or a panic (in `capture`) at any step
-    /// releases what earlier steps took.
-    fn internal_guard(&self) -> InternalLockGuard {
-        InternalLockGuard {
+    /// A fresh anonymous guard set on this table.
+    pub fn target(&self) -> Box<dyn LockTarget> {
+        Box::new(TableTarget {
             words: self.words.clone(),
             set: GuardSet::new(&self.words),
-            mode: WriteLockMode::Rollback,
-        }
+        })
     }
 
-    fn acquirer<'a>(
-        &'a self,
-        clock: &'a dyn Clock,
-        deadline: Instant,
-        purpose: &'static str,
-    ) -> Acquirer<'a> {
-        Acquirer {
-            words: &self.words,
-            clock,
-            deadline,
-            started: clock.now(),
-            purpose,
-        }
-    }
-
-    /// The internal write lock (spec §3.9): shared PENDING, shared SHARED, release PENDING; then
-    /// `mode()` is read (the mode cannot change while SHARED is held) and either exclusive
-    /// RESERVED, PENDING, SHARED (rollback) or shared DMS and exclusive WRITE, CKPT, RECOVER,
-    /// READ0..READ4 (WAL). Each type is polled with backoff from
-    /// [`WRITE_LOCK_BACKOFF_START_MS`] doubling to [`WRITE_LOCK_BACKOFF_MAX_MS`] until
-    /// `deadline`; on timeout everything taken is released and the error names the type and
-    /// the total time waited. At least one attempt is made at each type even past the deadline.
+    /// [`acquire_write_lock`] on this table.
     pub fn acquire_write_lock(
         &self,
         mode: impl FnOnce() -> WriteLockMode,
         deadline: Instant,
         clock: &dyn Clock,
     ) -> Result<InternalLockGuard, LockError> {
-        let acquirer = self.acquirer(clock, deadline, "internal write lock");
-        let mut guard = self.internal_guard();
-        acquirer.steps(&mut guard.set, &SHARED_STEPS)?;
-        guard.mode = mode();
-        let steps: &[(LockType, LockKind)] = match guard.mode {
-            WriteLockMode::Rollback => &ROLLBACK_EXCLUSIVE_STEPS,
-            WriteLockMode::Wal => &WAL_EXCLUSIVE_STEPS,
-        };
-        acquirer.steps(&mut guard.set, steps)?;
-        Ok(guard)
+        acquire_write_lock(self.target(), mode, deadline, clock)
     }
 
-    /// Snapshot/export read locking (spec §3.9): shared PENDING+SHARED (PENDING released). In
-    /// WAL mode, exclusive WRITE is taken briefly and `capture` runs under it (to record the
-    /// position, page count and frame offsets no writer can change then), WRITE is released,
-    /// and CKPT, RECOVER, READ0..4 are taken shared; a snapshot then releases CKPT and RECOVER,
-    /// an export keeps them. In rollback mode `capture` runs under shared SHARED.
+    /// [`acquire_read_lock`] on this table.
     pub fn acquire_read_lock(
         &self,
         purpose: ReadLockPurpose,
@@ -230,28 +248,77 @@ impl LockTable {
         deadline: Instant,
         clock: &dyn Clock,
     ) -> Result<InternalLockGuard, LockError> {
-        let name = match purpose {
-            ReadLockPurpose::Snapshot => "snapshot read lock",
-            ReadLockPurpose::Export => "export read lock",
-        };
-        let acquirer = self.acquirer(clock, deadline, name);
-        let mut guard = self.internal_guard();
-        let set = &mut guard.set;
-        acquirer.steps(set, &SHARED_STEPS)?;
-        let mode = mode();
-        if mode == WriteLockMode::Wal {
-            acquirer.step(set, LockType::Write, LockKind::Write)?;
-            capture();
-            set.unlock(&self.words, LockSet::one(LockType::Write));
-            acquirer.steps(set, &WAL_READ_STEPS)?;
-            if purpose == ReadLockPurpose::Snapshot {
-                let ckpt_recover = LockSet::one(LockType::Ckpt).with(LockType::Recover);
-                set.unlock(&self.words, ckpt_recover);
-            }
-        } else {
-            capture();
-        }
-        guard.mode = mode;
-        Ok(guard)
+        acquire_read_lock(self.target(), purpose, mode, capture, deadline, clock)
     }
+}
+
+fn acquirer<'a>(clock: &'a dyn Clock, deadline: Instant, purpose: &'static str) -> Acquirer<'a> {
+    Acquirer {
+        clock,
+        deadline,
+        started: clock.now(),
+        purpose,
+    }
+}
+
+/// The internal write lock (spec §3.9) on `target`: shared PENDING, shared SHARED, release
+/// PENDING; then `mode()` is read (the mode cannot change while SHARED is held) and either
+/// exclusive RESERVED, PENDING, SHARED (rollback) or shared DMS and exclusive WRITE, CKPT,
+/// RECOVER, READ0..READ4 (WAL). Each type is polled with backoff from
+/// [`WRITE_LOCK_BACKOFF_START_MS`] doubling to [`WRITE_LOCK_BACKOFF_MAX_MS`] until `deadline`;
+/// on timeout everything taken is released and the error names the type and the total time
+/// waited. At least one attempt is made at each type even past the deadline.
+pub fn acquire_write_lock(
+    target: Box<dyn LockTarget>,
+    mode: impl FnOnce() -> WriteLockMode,
+    deadline: Instant,
+    clock: &dyn Clock,
+) -> Result<InternalLockGuard, LockError> {
+    let acquirer = acquirer(clock, deadline, "internal write lock");
+    let mut guard = InternalLockGuard::new(target);
+    acquirer.steps(guard.target.as_mut(), &SHARED_STEPS)?;
+    guard.mode = mode();
+    let steps: &[(LockType, LockKind)] = match guard.mode {
+        WriteLockMode::Rollback => &ROLLBACK_EXCLUSIVE_STEPS,
+        WriteLockMode::Wal => &WAL_EXCLUSIVE_STEPS,
+    };
+    acquirer.steps(guard.target.as_mut(), steps)?;
+    Ok(guard)
+}
+
+/// Snapshot/export read locking (spec §3.9) on `target`: shared PENDING+SHARED (PENDING
+/// released). In WAL mode, exclusive WRITE is taken briefly and `capture` runs under it (to
+/// record the position, page count and frame offsets no writer can change then), WRITE is
+/// released, and CKPT, RECOVER, READ0..4 are taken shared; a snapshot then releases CKPT and
+/// RECOVER, an export keeps them. In rollback mode `capture` runs under shared SHARED.
+pub fn acquire_read_lock(
+    target: Box<dyn LockTarget>,
+    purpose: ReadLockPurpose,
+    mode: impl FnOnce() -> WriteLockMode,
+    capture: impl FnOnce(),
+    deadline: Instant,
+    clock: &dyn Clock,
+) -> Result<InternalLockGuard, LockError> {
+    let name = match purpose {
+        ReadLockPurpose::Snapshot => "snapshot read lock",
+        ReadLockPurpose::Export => "export read lock",
+    };
+    let acquirer = acquirer(clock, deadline, name);
+    let mut guard = InternalLockGuard::new(target);
+    let target = guard.target.as_mut();
+    acquirer.steps(target, &SHARED_STEPS)?;
+    let mode = mode();
+    if mode == WriteLockMode::Wal {
+        acquirer.step(target, LockType::Write, LockKind::Write)?;
+        capture();
+        target.unlock(LockSet::one(LockType::Write));
+        acquirer.steps(target, &WAL_READ_STEPS)?;
+        if purpose == ReadLockPurpose::Snapshot {
+            target.unlock(LockSet::one(LockType::Ckpt).with(LockType::Recover));
+        }
+    } else {
+        capture();
+    }
+    guard.mode = mode;
+    Ok(guard)
 }
