@@ -135,8 +135,13 @@ fn image_of(t: &TestMount, db: &str) -> Vec<u8> {
 
 #[test]
 fn export_equals_the_database_in_wal_and_delete_mode() {
-    for (mode, compress) in [("wal", false), ("delete", true)] {
-        let t = TestMount::new(compress);
+    for (mode, compress, posix_locks) in [
+        ("wal", false, true),
+        ("delete", true, true),
+        ("wal", false, false),
+        ("delete", true, false),
+    ] {
+        let t = TestMount::with_locks(compress, posix_locks);
         let server = start_server(&t);
         let db_path = t.path("db");
         sqlite3(
@@ -483,13 +488,17 @@ fn import_creates_a_new_database() {
 
 #[test]
 fn import_replaces_a_live_database_seen_by_an_open_connection() {
-    for (mode, source_mode) in [
-        ("delete", "delete"),
-        ("wal", "wal"),
-        ("wal", "delete"),
-        ("delete", "wal"),
+    // Kernel-local locks (posix_locks false) in two pairings: the import's internal write
+    // lock is then taken through the mount, beside the open connection's locks.
+    for (mode, source_mode, posix_locks) in [
+        ("delete", "delete", true),
+        ("wal", "wal", true),
+        ("wal", "delete", true),
+        ("delete", "wal", true),
+        ("delete", "delete", false),
+        ("wal", "wal", false),
     ] {
-        let t = TestMount::new(false);
+        let t = TestMount::with_locks(false, posix_locks);
         let server = start_server(&t);
         let conn = Connection::open(t.path("db")).unwrap();
         conn.execute_batch(&format!(
@@ -522,13 +531,21 @@ fn import_replaces_a_live_database_seen_by_an_open_connection() {
             "db",
             src.to_str().unwrap(),
         ]);
-        assert!(run.status.success(), "{mode} <- {source_mode}");
+        assert!(
+            run.status.success(),
+            "{mode} <- {source_mode}, posix-locks {posix_locks}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let summary = check_import_ltx(&t, "db", before, &source);
         assert!(!summary.header.is_snapshot());
 
         let seen = count(&conn);
         println!("{mode} <- {source_mode}: the open connection sees {seen:?}");
-        assert_eq!(seen, (120, "new".to_string()), "{mode} <- {source_mode}");
+        assert_eq!(
+            seen,
+            (120, "new".to_string()),
+            "{mode} <- {source_mode}, posix-locks {posix_locks}"
+        );
         let ok: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();

@@ -116,7 +116,9 @@ fn devfuse_transport_never_uses_a_ring() {
     assert_eq!(mount.transport(), ActiveTransport::DevFuse);
     let mnt = dir.path().join("mnt");
     assert_eq!(write_and_read(&mnt.join("wal.db"), "wal"), 200);
-    assert!(mount.request_stats().snapshot().total() > 1000);
+    // At least the WAL frame write of each of the 200 commits.
+    let total = mount.request_stats().snapshot().total();
+    assert!(total > 600, "{total} requests for 200 commits");
     assert_eq!(mount.ring_requests(), 0);
 }
 

@@ -44,9 +44,10 @@ struct Args {
     /// default (delete); `wal` shows the cost of -shm and WAL lookups through the mount.
     #[arg(long, default_value = "delete")]
     reads_journal_mode: String,
-    /// Negotiate FUSE_POSIX_LOCKS (SQLite's locks decided by the daemon, as LiteFS), or keep
-    /// them in the kernel (`--posix-locks false`; docs/ARCHITECTURE.md §7).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Keep SQLite's locks in the kernel (`fuse.posix-locks: false`, the default), or
+    /// negotiate FUSE_POSIX_LOCKS so the daemon decides them, as LiteFS (`--posix-locks true`;
+    /// docs/ARCHITECTURE.md §7).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     posix_locks: bool,
     /// FUSE transports to measure, each on its own mount (default: uring and devfuse; uring
     /// needs /sys/module/fuse/parameters/enable_uring = Y).

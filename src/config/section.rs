@@ -107,11 +107,13 @@ section! {
         "allow-other" => allow_other: bool = false, as YamlBool;
         /// Log every FUSE operation. Default: false.
         "debug" => debug: bool = false, as YamlBool;
-        /// litefs-rs only: negotiate FUSE_POSIX_LOCKS so the daemon decides SQLite's locks, as
-        /// LiteFS does. `false` keeps locks in the kernel: read transactions then cost no
-        /// request (reads_warm 94 % of raw instead of 6 %, docs/ARCHITECTURE.md §7.1), but the
-        /// daemon cannot see or take SQLite's locks. Default: true.
-        "posix-locks" => posix_locks: bool = true, as YamlBool;
+        /// litefs-rs only: `true` negotiates FUSE_POSIX_LOCKS so the daemon decides SQLite's
+        /// locks, as LiteFS does (every lock is a request; `/debug/vars` shows them). `false`
+        /// keeps them in the kernel, which arbitrates them between processes as on any file
+        /// system: a read transaction costs no request (reads_warm ~80 % of raw instead of
+        /// ~15 %, docs/ARCHITECTURE.md §7.5), and LiteFS's own locks (replica apply, import,
+        /// snapshots) are taken through the mount as OFD locks. Default: false.
+        "posix-locks" => posix_locks: bool = false, as YamlBool;
         /// litefs-rs only: how requests reach the daemon. `auto` uses FUSE-over-io_uring when
         /// the kernel offers it (≥ 6.14 with `/sys/module/fuse/parameters/enable_uring` = Y)
         /// and `/dev/fuse` otherwise; `uring` refuses to mount without it; `devfuse` never

@@ -30,9 +30,10 @@ pub struct MountOptions {
     /// Let users other than the mounting one use the mount (`fuse.allow-other`).
     pub allow_other: bool,
     /// Negotiate `FUSE_POSIX_LOCKS`, so SQLite's fcntl locks on the database and `-shm` files
-    /// are decided by the daemon (spec §3.9), as LiteFS does. With `false` the kernel
-    /// arbitrates them locally: the daemon never sees them, and a read transaction costs no
-    /// lock round trips (ARCHITECTURE §7 measures both).
+    /// are decided by the daemon (spec §3.9), as LiteFS does. With `false` (the default) the
+    /// kernel arbitrates them locally: the daemon never sees them, a read transaction costs
+    /// no lock round trips, and the daemon's own locks go through the mount
+    /// (`kernel_locks.rs`; ARCHITECTURE §7 measures both).
     pub posix_locks: bool,
     /// `fuse.transport`.
     pub transport: FuseTransport,
@@ -50,7 +51,7 @@ impl Default for MountOptions {
         MountOptions {
             threads: 2,
             allow_other: false,
-            posix_locks: true,
+            posix_locks: false,
             transport: FuseTransport::Auto,
             ring_threads_per_cpu: 2,
             ring_payload_bytes: None,

@@ -43,7 +43,7 @@ pub struct TestMount {
 }
 
 impl TestMount {
-    /// A mount with `FUSE_POSIX_LOCKS` (the default, as LiteFS).
+    /// A mount with `FUSE_POSIX_LOCKS` (as LiteFS; not the default since §7.5).
     pub fn new(compress: bool) -> TestMount {
         TestMount::with_locks(compress, true)
     }
