@@ -2,6 +2,7 @@
 # Records where the CPU goes during one perf workload and writes a flamegraph SVG.
 #
 #   scripts/flamegraph.sh [workload] [transport] [output.svg]
+#   (environment: FLAMEGRAPH_SCALE, default 0.2; FLAMEGRAPH_DIR, default /var/tmp)
 #
 # workload: a litefs-perf workload (default wal_normal); transport: uring or devfuse (default
 # uring). The harness runs SQLite and the mount in one process, so the graph shows client,
@@ -16,6 +17,10 @@ workload="${1:-wal_normal}"
 transport="${2:-uring}"
 out="${3:-perf/flamegraph-$workload-$transport.svg}"
 scale="${FLAMEGRAPH_SCALE:-0.2}"
+# Where the harness creates its targets. On ext4 without a journal (these VMs' root file
+# system) file creation is several times slower for minutes after many deletions
+# (docs/ARCHITECTURE.md §8): point this at a freshly made file system for a clean profile.
+base_dir="${FLAMEGRAPH_DIR:-/var/tmp}"
 
 if ! command -v perf >/dev/null 2>&1; then
   apt-get update -qq
@@ -36,7 +41,7 @@ RUSTFLAGS="-C force-frame-pointers=yes" CFLAGS="-fno-omit-frame-pointer -O2" \
   cargo build --release -p litefs-perf
 bin="$CARGO_TARGET_DIR/release/litefs-perf"
 
-work="$(mktemp -d /var/tmp/litefs-flamegraph.XXXXXX)"
+work="$(mktemp -d "$base_dir/litefs-flamegraph.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 perf record -e cpu-clock -F 1999 -g -o "$work/perf.data" -- \
   "$bin" --workloads "$workload" --transports "$transport" --scale "$scale" --runs 1 \

@@ -714,16 +714,7 @@ fn late_replica_gets_a_consistent_snapshot_with_kernel_locks() {
         commit(&primary, mode, 200);
         let db_path = primary.path("db");
         let writer = std::thread::spawn(move || {
-            let out = Command::new("python3")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/commits.py"))
-                .args([db_path.to_str().unwrap(), mode, "300"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            python("commits.py", &[db_path.to_str().unwrap(), mode, "300"]);
         });
         let mut rc = NodeConfig::replica(&tmp.path().join("r"), primary.config.port);
         rc.posix_locks = false;

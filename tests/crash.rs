@@ -159,12 +159,17 @@ fn verify_after_restart(dir: &Path, acked_max: i64, iteration: u32, seed: u64) -
         .unwrap_or(0)
 }
 
-fn crash_loop(mode: &str, posix_locks: bool) {
-    let seed = std::time::SystemTime::now()
+/// A nonzero seed from the clock, printed by each test so a failure can be replayed.
+fn seed_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-        | 1;
+        | 1
+}
+
+fn crash_loop(mode: &str, posix_locks: bool) {
+    let seed = seed_now();
     eprintln!("crash test {mode} (posix-locks {posix_locks}): seed {seed}");
     let mut rng = XorShift64(seed);
     let tmp = tempfile::tempdir().unwrap();
@@ -422,11 +427,7 @@ fn ltx_files_with_salts(ltx_dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
 #[test]
 fn torn_unsynced_ltx_files_are_rederived_from_the_wal() {
     const ITERATIONS: u32 = 12;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = seed_now();
     eprintln!("torn LTX test: seed {seed}");
     let mut rng = XorShift64(seed);
     let tmp = tempfile::tempdir().unwrap();
