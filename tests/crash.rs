@@ -395,7 +395,8 @@ fn wal_salts(wal: &Path) -> Option<(u32, u32)> {
     (bytes.len() >= 32).then(|| (word(16), word(20)))
 }
 
-/// The LTX files of `ltx_dir` in TXID order with the WAL salts their headers record.
+/// The LTX files of `ltx_dir` in TXID order with the WAL salts their headers record; (0, 0)
+/// for a file whose header does not decode (the kill stopped its write: already torn).
 fn ltx_files_with_salts(ltx_dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
     let mut files: Vec<(TxId, PathBuf)> = std::fs::read_dir(ltx_dir)
         .unwrap()
@@ -410,8 +411,10 @@ fn ltx_files_with_salts(ltx_dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
         .into_iter()
         .map(|(_, path)| {
             let file = std::fs::File::open(&path).unwrap();
-            let h = *ltx::Decoder::new(file).unwrap().header();
-            (path, (h.wal_salt1, h.wal_salt2))
+            let salts = ltx::Decoder::new(file)
+                .map(|d| (d.header().wal_salt1, d.header().wal_salt2))
+                .unwrap_or((0, 0));
+            (path, salts)
         })
         .collect()
 }

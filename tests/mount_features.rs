@@ -282,6 +282,10 @@ fn retired_ltx_inodes_are_reused_for_new_commits() {
         (41, 41, 41),
         "every file but the newest retired into the spare pool"
     );
+    for entry in std::fs::read_dir(&spare_dir).unwrap() {
+        let len = entry.unwrap().metadata().unwrap().len();
+        assert_eq!(len, 0, "a spare keeps no data");
+    }
     let before = t.pos("db").txid;
     for i in 40..50 {
         conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
@@ -324,5 +328,70 @@ fn retired_ltx_inodes_are_reused_for_new_commits() {
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 50);
+    integrity(&conn);
+}
+
+/// Retention never retires a file past the committed position: such a file is being written
+/// (a reused spare keeps its old mtime until then), and retiring it would leave a hole.
+#[test]
+fn retention_keeps_a_file_past_the_position() {
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let pos = t.pos("db").txid;
+    let ahead = litefs::types::TxId(pos.0 + 1);
+    let ahead_path = t
+        .ltx_dir("db")
+        .join(litefs::ltx::format_filename(ahead, ahead));
+    std::fs::write(&ahead_path, b"being written").unwrap();
+    let db = t.store().db("db").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    assert_eq!(db.enforce_retention(later).unwrap(), pos.0 as usize - 1);
+    let left: Vec<String> = std::fs::read_dir(t.ltx_dir("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "the newest committed file and the one past it: {left:?}"
+    );
+    std::fs::remove_file(&ahead_path).unwrap();
+}
+
+/// Any write to the database file — a checkpoint here — syncs pending deferred LTX files
+/// first (`durability.rs`), whatever mode the database came from (PERSIST here, whose
+/// journal, had it stayed behind, would make a checkpoint look like a rollback transaction).
+#[test]
+fn a_checkpoint_syncs_deferred_ltx_files_first() {
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "persist"), "persist");
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (0);")
+        .unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    let db = t.store().db("db").unwrap();
+    for i in 1..=5 {
+        conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+    }
+    assert_eq!(db.unsynced_ltx_files(), 5, "WAL commits are deferred");
+    let (busy, log, done): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (busy, log, done),
+        (0, log, log),
+        "the checkpoint copied every frame"
+    );
+    assert!(done > 0);
+    assert_eq!(
+        db.unsynced_ltx_files(),
+        0,
+        "synced before the checkpoint's writes"
+    );
     integrity(&conn);
 }

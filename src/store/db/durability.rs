@@ -11,7 +11,8 @@
 //! - before a synced LTX file (journal commits, deletions, import) gets its name, so the chain
 //!   on disk never has a hole behind a durable file;
 //! - when [`UNSYNCED_LTX_FILES_MAX`] files or [`UNSYNCED_LTX_BYTES_MAX`] bytes are pending;
-//! - when the database is closed.
+//! - when the database is closed, and when it is opened (a killed process's deferred files
+//!   are in no counter; recovery syncs before it writes anything).
 //!
 //! A machine crash may then leave the newest LTX files torn (zero-length, short, or garbage).
 //! Recovery verifies the files that can be unsynced — those inside [`unsynced_window_start`]
@@ -86,6 +87,13 @@ impl Db {
         if state.unsynced.files == 0 {
             return Ok(());
         }
+        self.syncfs(state)
+    }
+
+    /// [`Db::sync_unsynced`] whatever the count says. Recovery starts with it: files a killed
+    /// process deferred are in no counter of ours, and must be durable before recovery writes
+    /// the database file or truncates the WAL (and before this process's own count starts).
+    pub(super) fn syncfs(&self, state: &mut State) -> Result<()> {
         // SAFETY: syncfs takes a file descriptor we own (the open `ltx/` directory, alive for
         // the call) and no pointers.
         let rc = unsafe { libc::syncfs(self.ltx_dir_file.as_raw_fd()) };

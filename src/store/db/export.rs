@@ -34,7 +34,7 @@ impl Db {
         let sum = self.write_image(&view, &mut w)?;
         if view.pos.txid.0 > 0 && sum != view.pos.post_apply_checksum.0 {
             return Err(self.read_error(&format!(
-                "export: pages add up to checksum {sum:016x}, not {} of TXID {}: the database changed while it was read (do SQLite's locks reach the daemon? fuse.posix-locks must be on)",
+                "export: pages add up to checksum {sum:016x}, not {} of TXID {}: the database changed while it was read; the export lock did not hold writers off — please report this with the daemon's log",
                 view.pos.post_apply_checksum, view.pos.txid
             )));
         }

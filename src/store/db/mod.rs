@@ -355,6 +355,11 @@ impl Db {
         self.write_counts[kind.index()].load(Ordering::Relaxed)
     }
 
+    /// LTX files of WAL commits written and not yet synced (`durability.rs`).
+    pub fn unsynced_ltx_files(&self) -> u32 {
+        self.lock().unsynced.files
+    }
+
     /// LTX files removed by retention since the database was opened
     /// (`litefs_db_ltx_reap_count`).
     pub fn ltx_reap_count(&self) -> u64 {
@@ -565,13 +570,13 @@ impl Db {
                 "database write at offset {offset} is beyond the largest page number"
             ))
         })?;
+        // The file must not receive a page whose LTX file could still be lost. Whatever the
+        // write is (a checkpoint, usually): a journal left behind by PERSIST or TRUNCATE mode
+        // after a switch to WAL makes `in_transaction` below true for checkpoints too.
+        self.sync_unsynced(state)?;
         // In WAL mode with no journal, database writes are SQLite's checkpoints copying frames
-        // we already captured: the logical database (and its checksum) does not change. The
-        // file must not receive a page whose LTX file could still be lost.
+        // we already captured: the logical database (and its checksum) does not change.
         let in_transaction = !state.wal_mode || state.files[FileKind::Journal.index()].is_some();
-        if !in_transaction {
-            self.sync_unsynced(state)?;
-        }
         self.write_at(state, FileKind::Database, offset, data)?;
         if in_transaction {
             if pgno != lock_pgno(state.page_size) {

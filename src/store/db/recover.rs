@@ -57,6 +57,9 @@ impl Db {
         // Temp files are LTX files that never became durable: discard them. So are torn ones
         // (a machine crash before their batch was synced); the WAL re-derives what it holds.
         let files = self.drop_torn_tail(self.scan_ltx_dir()?)?;
+        // What a killed process left unsynced is durable before anything below writes the
+        // database file or empties the WAL (`durability.rs`).
+        self.syncfs(&mut state)?;
         let last = match files.last() {
             Some(path) => Some(self.read_ltx_ends(path)?),
             None => None,

@@ -28,13 +28,17 @@ pub fn retention_victims(files: &[(String, SystemTime)], cutoff: SystemTime) -> 
 impl Db {
     /// Removes the LTX files retention no longer keeps; returns how many.
     pub fn enforce_retention(&self, cutoff: SystemTime) -> Result<usize> {
+        // Read before listing: a file past it is being written (its mtime may still be a
+        // reused spare's) and is never a victim.
+        let committed = self.pos().txid;
         let mut files = Vec::new();
         let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
         for entry in entries {
             let entry = entry.io_context("read directory", &self.ltx_dir)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if ltx::parse_filename(&name).is_none() {
-                continue;
+            match ltx::parse_filename(&name) {
+                Some((_, max)) if max <= committed => {}
+                _ => continue,
             }
             let mtime = entry
                 .metadata()

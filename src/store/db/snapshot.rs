@@ -210,7 +210,7 @@ impl Db {
             return Err(self.snapshot_error("no transaction to snapshot yet"));
         }
         if !state.wal_mode && !state.dirty.is_empty() {
-            // Only reachable when the lock table does not see SQLite's locks.
+            // Unreachable while the read lock holds SHARED: no writer can be mid-transaction.
             return Err(self.read_error(&format!(
                 "{}: a rollback-journal transaction is in progress",
                 purpose_name(purpose)

@@ -6,8 +6,9 @@
 //! A busy database under retention deletes one LTX file per commit and creates one, so every
 //! create would scan past minutes' worth of deletions (measured: ~200 µs instead of ~25 µs per
 //! file after ten thousand deletions). Renaming a spare into place and overwriting it allocates
-//! no inode (measured 10 µs against 160 µs for a create 2 s after ten thousand deletions),
-//! and retention then deletes nothing while the pool has room.
+//! no inode (measured 27 µs against 160 µs for a create 2 s after ten thousand deletions),
+//! and retention then deletes nothing while the pool has room. Spares are emptied when
+//! retired (retention's thread), so the pool holds inodes, not disk space.
 //!
 //! The pool lives outside `ltx/`, so no LTX scan (ours or Go LiteFS's) sees it; spares are
 //! plain files with a number for a name. Bounded by [`SPARE_LTX_FILES_MAX`]; beyond it,
@@ -57,11 +58,11 @@ impl SparePool {
 
 impl Db {
     /// Creates `path` for writing, reusing a spare inode when there is one; true if reused.
-    /// A reused file keeps its old bytes until they are overwritten: the caller writes from
-    /// offset 0 and then cuts the file to its new length. Freeing its blocks first (O_TRUNC)
-    /// and allocating them again costs twice the rest (measured 27 µs vs 11 µs per file).
-    /// A crash in between leaves a file whose header names other TXIDs, or that does not
-    /// verify: recovery treats either as torn (`recover.rs::drop_torn_tail`).
+    /// Spares are emptied when retired, so this is an open and a rename; the caller still
+    /// cuts a reused file to the length it wrote (a spare found non-empty, e.g. from an
+    /// older version). A crash in between leaves a file that is short, holds other TXIDs
+    /// than its name, or does not verify: recovery treats each as torn
+    /// (`recover.rs::drop_torn_tail`).
     pub(super) fn create_reusing_spare(&self, path: &Path) -> Result<(File, bool)> {
         let spare = self.spares().files.pop();
         // A spare that vanished or fails (removed by hand) is no reason to fail a commit.
@@ -81,6 +82,14 @@ impl Db {
     pub(super) fn retire_ltx_file(&self, path: &Path) -> Result<bool> {
         let mut spares = self.spares();
         if spares.files.len() < SPARE_LTX_FILES_MAX {
+            // Emptied first: a spare then never holds disk space, and a crash that makes a
+            // reused spare's rename durable but not its new length cannot leave it longer
+            // than what was written into it (recovery's torn-tail window is by size).
+            match OpenOptions::new().write(true).open(path) {
+                Ok(f) => f.set_len(0).io_context("truncate", path)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e).io_context("open", path),
+            }
             let spare = self.spare_dir.join(spares.next_name.to_string());
             match fs::rename(path, &spare) {
                 Ok(()) => {
