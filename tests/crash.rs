@@ -52,7 +52,7 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_litefs"))
+        let child = common::die_with_test(&mut Command::new(env!("CARGO_BIN_EXE_litefs")))
             .args(["mount", "-config", config.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

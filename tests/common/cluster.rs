@@ -110,7 +110,7 @@ impl Node {
                 c
             }
         };
-        let child = cmd
+        let child = super::die_with_test(&mut cmd)
             .args(["mount", "-config", yml.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(log)

@@ -198,6 +198,24 @@ pub fn ltx_chain_end(dir: &Path) -> TxId {
     TxId(next - 1)
 }
 
+/// Makes `cmd`'s process get SIGTERM when the thread that starts it ends: a test process
+/// killed by nextest (a timeout, a cancelled run) runs no `Drop`, and its daemons would
+/// otherwise keep their mounts. SIGTERM lets `litefs mount` unmount cleanly.
+pub fn die_with_test(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec and only calls prctl, which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
 pub struct ChildGuard(pub Option<std::process::Child>);
 
