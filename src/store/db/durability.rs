@@ -15,7 +15,7 @@
 //!   are in no counter; recovery syncs before it writes anything).
 //!
 //! A machine crash may then leave the newest LTX files torn (zero-length, short, or garbage).
-//! Recovery verifies the files that can be unsynced — those inside [`unsynced_window_start`]
+//! Recovery verifies the files that can be unsynced — those inside [`unsynced_window_len`]
 //! — and removes a torn one with every file after it; the WAL re-derives what it still holds.
 //! Rollback-journal commits stay synced before SQLite hears of the commit: the journal holds
 //! only the old pages, so nothing else could re-derive the new ones.
@@ -56,26 +56,30 @@ impl Unsynced {
     }
 }
 
-/// Given the sizes of the LTX files in TXID order, the index of the oldest one that may not
-/// be durable. The newest file always may be (a crash between its write and the sync its
-/// size called for); before it, at most `UNSYNCED_LTX_FILES_MAX - 1` files of fewer than
-/// `UNSYNCED_LTX_BYTES_MAX` bytes in all, since every commit that reached a limit synced.
-pub(super) fn unsynced_window_start(sizes_bytes: &[u64]) -> usize {
-    let Some(newest) = sizes_bytes.len().checked_sub(1) else {
-        return 0;
-    };
-    let mut start = newest;
-    let mut bytes = 0u64;
-    while start > 0 {
-        let size = sizes_bytes[start - 1];
-        let files = (newest - start + 1) as u32;
-        if files >= UNSYNCED_LTX_FILES_MAX || bytes.saturating_add(size) >= UNSYNCED_LTX_BYTES_MAX {
+/// How many of the newest LTX files may not be durable, given their sizes newest first (read
+/// lazily: only the files inside the window are looked at). The newest file always may be
+/// (a crash between its write and the sync its size called for); before it, at most
+/// `UNSYNCED_LTX_FILES_MAX - 1` files of fewer than `UNSYNCED_LTX_BYTES_MAX` bytes in all,
+/// since every commit that reached a limit synced.
+pub(super) fn unsynced_window_len<E>(
+    sizes_newest_first: impl IntoIterator<Item = std::result::Result<u64, E>>,
+) -> std::result::Result<usize, E> {
+    let mut sizes = sizes_newest_first.into_iter();
+    if sizes.next().transpose()?.is_none() {
+        return Ok(0);
+    }
+    let (mut len, mut bytes) = (1usize, 0u64);
+    for size in sizes {
+        let size = size?;
+        if len as u32 >= UNSYNCED_LTX_FILES_MAX
+            || bytes.saturating_add(size) >= UNSYNCED_LTX_BYTES_MAX
+        {
             break;
         }
         bytes += size;
-        start -= 1;
+        len += 1;
     }
-    start
+    Ok(len)
 }
 
 impl Db {
@@ -132,6 +136,12 @@ mod tests {
         let mut u = Unsynced::default();
         assert!(!u.add(UNSYNCED_LTX_BYTES_MAX - 1));
         assert!(u.add(1), "not synced at {} bytes", u.bytes);
+    }
+
+    /// The index (in TXID order) of the oldest file in the window.
+    fn unsynced_window_start(sizes_bytes: &[u64]) -> usize {
+        let newest_first = sizes_bytes.iter().rev().map(|&s| Ok::<u64, ()>(s));
+        sizes_bytes.len() - unsynced_window_len(newest_first).unwrap()
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Startup recovery (spec §2.4).
 
-use super::durability::unsynced_window_start;
+use super::durability::unsynced_window_len;
 use super::{Db, FileKind, State, sync_dir};
 use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{self, DbHeader, JournalReader};
@@ -199,47 +199,18 @@ impl Db {
     }
 
     /// Verifies every LTX file that may not have been synced (`durability.rs`), oldest first;
-    /// the first one that does not decode, that holds other TXIDs than its name (a reused
-    /// spare inode not yet overwritten, `spare.rs`), or that does not follow the file before
-    /// it (the file between them lost its name), is torn, and it and every later file are removed (a
-    /// later file cannot be applied without it). Returns the files that remain.
+    /// the first torn one ([`Db::torn_reason`]) and every later file are removed (a later file
+    /// cannot be applied without it). Returns the files that remain.
     fn drop_torn_tail(&self, mut files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
-        let mut sizes_bytes = Vec::with_capacity(files.len());
-        for path in &files {
-            sizes_bytes.push(fs::metadata(path).io_context("stat", path)?.len());
-        }
-        let range = |path: &Path| {
-            let name = path.file_name().map(|n| n.to_string_lossy());
-            name.and_then(|n| ltx::parse_filename(&n))
-        };
-        for i in unsynced_window_start(&sizes_bytes)..files.len() {
-            let path = &files[i];
-            let follows = match (i.checked_sub(1).map(|p| range(&files[p])), range(path)) {
-                (Some(Some((_, prev_max))), Some((min, _))) => min.0 == prev_max.0 + 1,
-                _ => true,
-            };
-            let why = if follows {
-                let file = File::open(path).io_context("open", path)?;
-                match ltx::verify(std::io::BufReader::new(file)) {
-                    Ok(s) if range(path) == Some((s.header.min_txid, s.header.max_txid)) => {
-                        continue;
-                    }
-                    Ok(s) => format!(
-                        "it holds TXIDs {}-{}, not those of its name",
-                        s.header.min_txid, s.header.max_txid
-                    ),
-                    Err(e) => match e.root() {
-                        ltx::Error::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
-                            return Err(Error::Ltx {
-                                db: self.name.clone(),
-                                source: e,
-                            });
-                        }
-                        _ => e.to_string(),
-                    },
-                }
-            } else {
-                "the file before it is missing".to_string()
+        let newest_first = files
+            .iter()
+            .rev()
+            .map(|p| fs::metadata(p).map(|m| m.len()).io_context("stat", p));
+        let window_start = files.len() - unsynced_window_len(newest_first)?;
+        for i in window_start..files.len() {
+            let previous = i.checked_sub(1).map(|p| files[p].as_path());
+            let Some(why) = self.torn_reason(previous, &files[i])? else {
+                continue;
             };
             for torn in &files[i..] {
                 eprintln!(
@@ -247,7 +218,7 @@ impl Db {
                     self.name,
                     torn.display(),
                     fs::metadata(torn).map_or(0, |m| m.len()),
-                    if torn == path {
+                    if torn == &files[i] {
                         why.as_str()
                     } else {
                         "after a torn file"
@@ -260,6 +231,39 @@ impl Db {
             break;
         }
         Ok(files)
+    }
+
+    /// Why the LTX file `path` is torn, if it is: its predecessor `previous` is missing (the
+    /// file between them lost its name), it holds other TXIDs than its name (a reused spare
+    /// inode not yet overwritten, `spare.rs`), or it does not decode. An I/O error other
+    /// than a short read is an error, not a torn file.
+    fn torn_reason(&self, previous: Option<&Path>, path: &Path) -> Result<Option<String>> {
+        let range = |path: &Path| {
+            let name = path.file_name()?.to_string_lossy();
+            ltx::parse_filename(&name)
+        };
+        if let (Some(Some((_, prev_max))), Some((min, _))) = (previous.map(range), range(path))
+            && min.0 != prev_max.0 + 1
+        {
+            return Ok(Some("the file before it is missing".into()));
+        }
+        let file = File::open(path).io_context("open", path)?;
+        match ltx::verify(std::io::BufReader::new(file)) {
+            Ok(s) if range(path) == Some((s.header.min_txid, s.header.max_txid)) => Ok(None),
+            Ok(s) => Ok(Some(format!(
+                "it holds TXIDs {}-{}, not those of its name",
+                s.header.min_txid, s.header.max_txid
+            ))),
+            Err(e) => match e.root() {
+                ltx::Error::Io(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
+                    Err(Error::Ltx {
+                        db: self.name.clone(),
+                        source: e,
+                    })
+                }
+                _ => Ok(Some(e.to_string())),
+            },
+        }
     }
 
     /// Writes one LTX file's pages into the database file (or removes the files for a
