@@ -74,6 +74,10 @@ impl Replica {
     }
 }
 
+/// The native stream's read buffer: small frames are read through it; LTX payloads are read
+/// in LZ4 blocks of 64 KiB, which bypass a buffer smaller than that (no extra copy).
+const NATIVE_READ_BUFFER_BYTES: usize = 16 * 1024;
+
 fn run(store: &Store, options: &ReplicaOptions, base: &BaseUrl, stop: &Stop) {
     let mut transport = if options.native {
         Transport::Native
@@ -138,7 +142,7 @@ fn follow(
                     });
                 }
                 check_cluster_id(store, Some(&answer.cluster_id))?;
-                let mut r = BufReader::with_capacity(256 * 1024, socket);
+                let mut r = BufReader::with_capacity(NATIVE_READ_BUFFER_BYTES, socket);
                 return read_frames(store, &mut r, Transport::Native, stop);
             }
             (native::Reply::NotNative, _) => {

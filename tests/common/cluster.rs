@@ -13,13 +13,45 @@ pub const MOUNT_WAIT_MAX: Duration = Duration::from_secs(15);
 /// How long a replica may take to reach the primary's position in these tests.
 pub const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(60);
 
-/// A free loopback port (bound and released; the race with other tests is harmless enough).
+/// Ports handed to test nodes come from below Linux's ephemeral range (32768–60999 by
+/// default), so no `bind(0)` and no outgoing connection of another test can take one between
+/// this choice and the node's own bind.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// Where test processes (nextest runs each test in its own) reserve ports: an `flock`ed file
+/// per port, held until the process exits, so two tests never get the same port.
+const PORT_RESERVATIONS_DIR: &str = "/tmp/litefs-test-ports";
+
+/// A loopback port no other test process holds and nothing listens on.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::fs::create_dir_all(PORT_RESERVATIONS_DIR).unwrap();
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Processes start at different places, so they rarely contend for the same files.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        let path = Path::new(PORT_RESERVATIONS_DIR).join(port.to_string());
+        let Ok(file) = std::fs::File::create(&path) else {
+            continue;
+        };
+        // SAFETY: `file` is an open descriptor; flock does not touch memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue; // Another test process holds it.
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue; // Something outside the tests listens there.
+        }
+        HELD.lock().unwrap().push(file);
+        return port;
+    }
+    panic!(
+        "no free port in {TEST_PORTS:?}: every one is reserved under {PORT_RESERVATIONS_DIR} or in use"
+    );
 }
 
 pub fn lazy_unmount(path: &Path) {

@@ -67,6 +67,9 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 /// larger ones go through a temp file. Single-row transactions are a few KiB.
 pub const RECEIVE_IN_MEMORY_BYTES_MAX: usize = 1 << 20;
 
+/// Reads of at least this many bytes go to the temp file directly, not through its buffer.
+const SPOOL_DIRECT_WRITE_BYTES_MIN: usize = 32 * 1024;
+
 /// Where a received file goes while it is verified: memory (replica stores, up to
 /// [`RECEIVE_IN_MEMORY_BYTES_MAX`]) or a temp file in `ltx/`, which it spills to once larger.
 struct Spool<'a> {
@@ -140,7 +143,13 @@ impl Write for Spool<'_> {
             self.spill()?;
         }
         let (w, _) = self.file.as_mut().expect("spilled above");
-        w.write_all(buf)?;
+        if buf.len() >= SPOOL_DIRECT_WRITE_BYTES_MIN {
+            // A large read (an LZ4 block): one syscall either way, without the copy.
+            w.flush()?;
+            w.get_mut().write_all(buf)?;
+        } else {
+            w.write_all(buf)?;
+        }
         Ok(buf.len())
     }
 
@@ -183,12 +192,18 @@ impl Db {
         // Receive and verify the whole file before taking the lock: SQLite readers on this
         // node wait only for the apply, not for the network.
         let mut spool = Spool::new(&self.ltx_dir, self.options.replica);
+        // The pages' checksums are computed while the page is in cache, so the apply, which
+        // needs them for the checksum cache, decodes the file once more without any CRC.
+        let mut checksums = Vec::new();
         let summary = {
             let mut tee = Tee {
                 inner: file,
                 sink: &mut spool,
             };
-            ltx::verify(&mut tee).map_err(ltx_err)?
+            ltx::verify_pages(&mut tee, |pgno, page| {
+                checksums.push(ltx::page_checksum(pgno, page));
+            })
+            .map_err(ltx_err)?
         };
         let header = summary.header;
         if header.node_id == self.options.node_id {
@@ -212,7 +227,9 @@ impl Db {
             // a crash in between leaves the database ahead of its newest LTX file, which the
             // replica's recovery resolves by fetching a snapshot).
             Kept::Memory(bytes) => {
-                let pos = self.apply_fatal(&final_path, || self.apply_received_from(&bytes[..]))?;
+                let pos = self.apply_fatal(&final_path, || {
+                    self.apply_received_from(&bytes[..], Some(&checksums))
+                })?;
                 // The database is consistent at its new position: SQLite readers need not
                 // wait (SQLITE_BUSY) while we write our own file.
                 drop(guard);
@@ -240,7 +257,10 @@ impl Db {
                     sync_dir(&self.ltx_dir)?;
                 }
                 // The LTX file is durable: from here on the database must reach its position.
-                self.apply_fatal(&final_path, || self.apply_received(&final_path))?
+                self.apply_fatal(&final_path, || {
+                    let file = File::open(&final_path).io_context("open", &final_path)?;
+                    self.apply_received_from(io::BufReader::new(file), Some(&checksums))
+                })?
             }
         };
         Ok(Received::Applied {
@@ -328,15 +348,17 @@ impl Db {
     /// holds the internal write lock.
     pub(super) fn apply_received(&self, path: &Path) -> Result<Pos> {
         let file = File::open(path).io_context("open", path)?;
-        self.apply_received_from(std::io::BufReader::new(file))
+        self.apply_received_from(io::BufReader::new(file), None)
     }
 
-    /// [`Db::apply_received`] from any reader of a whole, verified LTX file.
-    fn apply_received_from(&self, file: impl Read) -> Result<Pos> {
+    /// [`Db::apply_received`] from any reader of a whole LTX file. `verified`: this process
+    /// verified the file, and these are its pages' checksums in file order (see
+    /// [`Db::apply_ltx`]).
+    fn apply_received_from(&self, file: impl Read, verified: Option<&[u64]>) -> Result<Pos> {
         let mut stale = Stale::default();
         let result = {
             let mut state = self.lock();
-            self.apply_locked(&mut state, file, &mut stale)
+            self.apply_locked(&mut state, file, verified, &mut stale)
         };
         // The kernel may answer an invalidation with requests that take the state lock
         // (writing back a dirty `-shm` page), so it runs after the lock is released; SHM
@@ -356,9 +378,10 @@ impl Db {
         &self,
         state: &mut State,
         file: impl Read,
+        verified: Option<&[u64]>,
         stale: &mut Stale,
     ) -> Result<(Pos, Header)> {
-        let (header, trailer, pgnos) = self.apply_ltx(state, file)?;
+        let (header, trailer, pgnos) = self.apply_ltx(state, file, verified)?;
         if header.commit == 0 {
             // A deletion: the SHM goes too, and the mode falls back to rollback.
             let shm = self.path(FileKind::Shm);

@@ -275,26 +275,102 @@ impl Db {
         path: &Path,
     ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
         let file = File::open(path).io_context("open", path)?;
-        self.apply_ltx(state, std::io::BufReader::new(file))
+        self.apply_ltx(state, std::io::BufReader::new(file), None)
     }
 
-    /// [`Db::apply_ltx_file`] from any reader of a whole LTX file.
+    /// [`Db::apply_ltx_file`] from any reader of a whole LTX file. `verified`: the file was
+    /// verified whole by this process, and these are its pages' checksums in file order; it is
+    /// then decoded without checksumming it again.
     pub(super) fn apply_ltx(
         &self,
         state: &mut State,
         file: impl std::io::Read,
+        verified: Option<&[u64]>,
     ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
         };
-        let mut dec = ltx::Decoder::new(file).map_err(ltx_err)?;
+        let mut dec = match verified {
+            Some(_) => ltx::Decoder::new_verified(file),
+            None => ltx::Decoder::new(file),
+        }
+        .map_err(ltx_err)?;
+        // The checksums of the pages of the run being built: `verified`'s from `run_index` on.
+        let known = |run_index: usize, run_pages: usize| -> Result<Option<&[u64]>> {
+            match verified {
+                None => Ok(None),
+                Some(all) => all
+                    .get(run_index..run_index + run_pages)
+                    .map(Some)
+                    .ok_or_else(|| Error::Corrupt {
+                        db: self.name.clone(),
+                        message: format!(
+                            "LTX file has more pages than the {} verified before",
+                            all.len()
+                        ),
+                    }),
+            }
+        };
         let h = *dec.header();
+        let Some(mut pages) = self.start_apply(state, &h)? else {
+            let (trailer, _) = dec.finish().map_err(ltx_err)?;
+            return Ok((h, trailer, Vec::new()));
+        };
+        let page_size = h.page_size as usize;
+        // Pages are decoded straight into the run; a page that does not continue it is moved
+        // to the front once the run before it is written. The buffer grows a page at a time
+        // (a one-page transaction zeroes one page, not the run's maximum).
+        let run_bytes_max = APPLY_RUN_BYTES_MAX.max(page_size);
+        let mut run = Vec::new();
+        let (mut run_first, mut run_pages, mut run_index) = (0u32, 0usize, 0usize);
+        loop {
+            let slot = run_pages * page_size;
+            if run.len() < slot + page_size {
+                run.resize(slot + page_size, 0);
+            }
+            let Some(pgno) = dec
+                .decode_page(&mut run[slot..slot + page_size])
+                .map_err(ltx_err)?
+            else {
+                break;
+            };
+            let continues = run_pages > 0 && pgno == run_first + run_pages as u32;
+            if run_pages > 0 && !continues {
+                let checksums = known(run_index, run_pages)?;
+                pages.write_run(state, run_first, &run[..slot], checksums)?;
+                run.copy_within(slot..slot + page_size, 0);
+                run_index += run_pages;
+                run_pages = 0;
+            }
+            if run_pages == 0 {
+                run_first = pgno;
+            }
+            run_pages += 1;
+            if (run_pages + 1) * page_size > run_bytes_max {
+                let checksums = known(run_index, run_pages)?;
+                pages.write_run(state, run_first, &run[..run_pages * page_size], checksums)?;
+                run_index += run_pages;
+                run_pages = 0;
+            }
+        }
+        let checksums = known(run_index, run_pages)?;
+        pages.write_run(state, run_first, &run[..run_pages * page_size], checksums)?;
+        let (trailer, _) = dec.finish().map_err(ltx_err)?;
+        let pgnos = pages.finish(state, &h)?;
+        Ok((h, trailer, pgnos))
+    }
+
+    /// The part of an apply before its pages: the page size and count, and for a deletion
+    /// (spec §1.9) the removal of the database's files (then `None`: no pages to write).
+    pub(super) fn start_apply(
+        &self,
+        state: &mut State,
+        h: &ltx::Header,
+    ) -> Result<Option<PageApplier>> {
         state.page_size = h.page_size;
         state.page_count = h.commit;
         if h.commit == 0 {
-            // A deletion (spec §1.9): the database's files must not exist.
-            let (trailer, _) = dec.finish().map_err(ltx_err)?;
             for kind in [FileKind::Database, FileKind::Journal, FileKind::Wal] {
                 match fs::remove_file(self.path(kind)) {
                     Ok(()) => {}
@@ -303,47 +379,15 @@ impl Db {
                 }
             }
             state.checksums.clear();
-            return Ok((h, trailer, Vec::new()));
+            return Ok(None);
         }
         let (db_file, db_path) = self.open_database_rw()?;
-        let page_size = h.page_size as usize;
-        let mut page = vec![0u8; page_size];
-        let mut pgnos = Vec::new();
-        // Runs of adjacent pages are written with one `pwrite` (a snapshot is one long run).
-        let mut run = Vec::with_capacity(APPLY_RUN_BYTES_MAX);
-        let mut run_offset = 0u64;
-        let flush = |run: &mut Vec<u8>, offset: u64| -> Result<()> {
-            if !run.is_empty() {
-                db_file
-                    .write_all_at(run, offset)
-                    .io_context("write", &db_path)?;
-                run.clear();
-            }
-            Ok(())
-        };
-        while let Some(pgno) = dec.decode_page(&mut page).map_err(ltx_err)? {
-            let offset = u64::from(pgno - 1) * page_size as u64;
-            if offset != run_offset + run.len() as u64
-                || run.len() + page_size > APPLY_RUN_BYTES_MAX
-            {
-                flush(&mut run, run_offset)?;
-                run_offset = offset;
-            }
-            run.extend_from_slice(&page);
-            state.checksums.set(pgno, &page);
-            if pgno == 1 && DbHeader::parse(&page).is_ok_and(|d| d.is_some_and(|d| d.is_wal())) {
-                // Only ever upgraded here, as LiteFS: a deletion resets it.
-                state.wal_mode = true;
-            }
-            pgnos.push(pgno);
-        }
-        flush(&mut run, run_offset)?;
-        let (trailer, _) = dec.finish().map_err(ltx_err)?;
-        db_file
-            .set_len(u64::from(h.commit) * u64::from(h.page_size))
-            .io_context("truncate", &db_path)?;
-        state.checksums.truncate(h.commit);
-        Ok((h, trailer, pgnos))
+        Ok(Some(PageApplier {
+            db_file,
+            db_path,
+            page_size: h.page_size as usize,
+            pgnos: Vec::new(),
+        }))
     }
 
     /// Step 8, made robust: re-apply the newest LTX file and require the database checksum to
@@ -400,5 +444,56 @@ impl Db {
             }
             suffix_len *= 2;
         }
+    }
+}
+
+/// Writes an apply's pages into the database file, a run of adjacent pages per `pwrite`, and
+/// keeps the checksum cache and the mode (page 1 says WAL: spec §3.11 step 2) up to date.
+pub(super) struct PageApplier {
+    db_file: File,
+    db_path: PathBuf,
+    page_size: usize,
+    pgnos: Vec<u32>,
+}
+
+impl PageApplier {
+    /// Writes `bytes`, whole pages from `first` on; `checksums` are their page checksums if
+    /// already known (else computed here).
+    pub(super) fn write_run(
+        &mut self,
+        state: &mut State,
+        first: u32,
+        bytes: &[u8],
+        checksums: Option<&[u64]>,
+    ) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let offset = u64::from(first - 1) * self.page_size as u64;
+        self.db_file
+            .write_all_at(bytes, offset)
+            .io_context("write", &self.db_path)?;
+        for (i, page) in bytes.chunks_exact(self.page_size).enumerate() {
+            let pgno = first + i as u32;
+            match checksums {
+                Some(known) => state.checksums.set_checksum(pgno, known[i]),
+                None => state.checksums.set(pgno, page),
+            }
+            if pgno == 1 && DbHeader::parse(page).is_ok_and(|d| d.is_some_and(|d| d.is_wal())) {
+                // Only ever upgraded here, as LiteFS: a deletion resets it.
+                state.wal_mode = true;
+            }
+            self.pgnos.push(pgno);
+        }
+        Ok(())
+    }
+
+    /// Cuts the database file to the header's page count; returns the pages written.
+    pub(super) fn finish(self, state: &mut State, h: &ltx::Header) -> Result<Vec<u32>> {
+        self.db_file
+            .set_len(u64::from(h.commit) * u64::from(h.page_size))
+            .io_context("truncate", &self.db_path)?;
+        state.checksums.truncate(h.commit);
+        Ok(self.pgnos)
     }
 }
