@@ -8,6 +8,7 @@
 //! its batch, and recovery drops a file a crash left short (`durability.rs`).
 
 use super::durability::Durability;
+use super::wal_tail::WalTail;
 use super::{Db, FileKind, State, now_ms, sync_dir};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
@@ -31,6 +32,9 @@ pub(super) enum PageSource<'a> {
     /// database file and must match its cached checksum.
     Wal {
         wal: &'a File,
+        /// The WAL bytes after the cursor, when held: this transaction's frames are read
+        /// from here rather than from `wal`.
+        tail: &'a WalTail,
         frames: &'a BTreeMap<u32, u64>,
         db: Option<&'a File>,
     },
@@ -105,10 +109,19 @@ impl Db {
                     .io_context("read page", self.path(FileKind::Database))?;
                 Ok(false)
             }
-            PageSource::Wal { wal, frames, db } => {
+            PageSource::Wal {
+                wal,
+                tail,
+                frames,
+                db,
+            } => {
                 if let Some(&frame) = frames.get(&pgno) {
-                    wal.read_exact_at(page, frame + 24)
-                        .io_context("read frame", self.path(FileKind::Wal))?;
+                    match tail.get(frame + 24, page.len()) {
+                        Some(held) => page.copy_from_slice(held),
+                        None => wal
+                            .read_exact_at(page, frame + 24)
+                            .io_context("read frame", self.path(FileKind::Wal))?,
+                    }
                     return Ok(true);
                 }
                 if let Some(&frame) = state.wal_frames.get(&pgno) {

@@ -39,6 +39,7 @@ mod retention;
 mod snapshot;
 mod spare;
 mod wal;
+mod wal_tail;
 
 pub use apply::{APPLY_LOCK_TIMEOUT_MS, Received};
 pub use export::EXPORT_LOCK_TIMEOUT_MS;
@@ -126,6 +127,8 @@ pub(super) struct State {
     pub(super) wal_cursor: Option<WalCursor>,
     /// Page → offset of its newest committed frame in the WAL.
     pub(super) wal_frames: BTreeMap<u32, u64>,
+    /// The WAL bytes written after the cursor, when known (`wal_tail.rs`).
+    pub(super) wal_tail: wal_tail::WalTail,
     /// LTX files of WAL commits written but not yet synced (`durability.rs`).
     pub(super) unsynced: durability::Unsynced,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
@@ -710,6 +713,7 @@ impl Db {
         state.wal_header = None;
         state.wal_cursor = None;
         state.wal_frames.clear();
+        state.wal_tail.forget();
         Ok(())
     }
 }

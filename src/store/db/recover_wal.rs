@@ -5,6 +5,7 @@
 //! durable). We keep them: every committed transaction after the last LTX file becomes a new
 //! LTX file, then all frames are copied into the database file and the WAL is emptied.
 
+use super::wal_tail::WalTail;
 use super::{Db, FileKind, State};
 use crate::ltx::{Header, Trailer};
 use crate::sqlite::{WalHeader, WalTxn, committed_transactions};
@@ -130,7 +131,9 @@ impl Db {
     pub(super) fn derive_uncovered(&self, state: &mut State, r: WalRecovery) -> Result<()> {
         let (db, _) = self.open_database_rw()?;
         for txn in &r.uncovered {
-            self.record_wal_txn(state, &r.wal, &r.header, txn, Some(&db))?;
+            // Read from the file: nothing of a WAL found at startup is held in memory.
+            let tail = WalTail::default();
+            self.record_wal_txn(state, &r.wal, &r.header, txn, Some(&db), &tail)?;
             eprintln!(
                 "litefs: database {:?}: recovered TXID {} from committed WAL frames at offset {}",
                 self.name, state.pos.txid, txn.offset_bytes

@@ -11,8 +11,9 @@
 
 use super::commit::{PageSource, WalFields};
 use super::durability::Durability;
+use super::wal_tail::WalTail;
 use super::{Db, FileKind, State};
-use crate::sqlite::{WalHeader, WalScanner, WalTxn};
+use crate::sqlite::{WalCursor, WalHeader, WalScanner, WalTxn};
 use crate::store::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -44,6 +45,7 @@ impl Db {
             state.wal_header = Some(header);
             state.wal_cursor = Some(header.start());
             state.wal_frames.clear();
+            state.wal_tail.restart(header.start().offset_bytes);
             return Ok(());
         }
         if let Some(cursor) = state.wal_cursor
@@ -55,6 +57,7 @@ impl Db {
             )));
         }
         self.write_at(state, FileKind::Wal, offset, data)?;
+        state.wal_tail.record(offset, data);
         if self.ends_in_commit_frame(state, offset + data.len() as u64)? {
             self.capture_or_die(state)?;
         }
@@ -71,6 +74,9 @@ impl Db {
             return Ok(false);
         };
         let frame_offset = WAL_HEADER_SIZE + rel / frame_size * frame_size;
+        if let Some(frame_header) = state.wal_tail.get(frame_offset, FRAME_HEADER_SIZE as usize) {
+            return Ok(frame_header[4..8] != [0, 0, 0, 0]);
+        }
         let wal = self.file(state, FileKind::Wal)?;
         let mut frame_header = [0u8; FRAME_HEADER_SIZE as usize];
         match wal.read_exact_at(&mut frame_header, frame_offset) {
@@ -99,17 +105,24 @@ impl Db {
         };
         let wal = self.file(state, FileKind::Wal)?;
         let db = self.file(state, FileKind::Database).ok();
-        loop {
+        // Lent to the scan and the page reads while `state` changes; moved with the cursor.
+        let mut tail = std::mem::take(&mut state.wal_tail);
+        let result = (|| loop {
             let cursor = state.wal_cursor.unwrap_or(cursor);
-            let reader = std::io::BufReader::new(&*wal);
-            let mut scanner = WalScanner::new(reader, &header, cursor).map_err(Error::Sqlite)?;
-            let Some(txn) = scanner.next_transaction().map_err(Error::Sqlite)? else {
+            let next = match tail.reader_at(cursor.offset_bytes) {
+                Some(held) => next_transaction(held, &header, cursor),
+                None => next_transaction(std::io::BufReader::new(&*wal), &header, cursor),
+            };
+            let Some(txn) = next? else {
                 return Ok(());
             };
-            self.record_wal_txn(state, &wal, &header, &txn, db.as_deref())?;
+            self.record_wal_txn(state, &wal, &header, &txn, db.as_deref(), &tail)?;
             state.wal_cursor = Some(txn.end);
             state.wal_mode = true;
-        }
+            tail.advance(txn.end.offset_bytes);
+        })();
+        state.wal_tail = tail;
+        result
     }
 
     /// Records one committed WAL transaction as LTX file TXID+1 (TXID 1 is a snapshot of every
@@ -122,6 +135,7 @@ impl Db {
         header: &WalHeader,
         txn: &WalTxn,
         db: Option<&File>,
+        tail: &WalTail,
     ) -> Result<()> {
         let commit = txn.commit_size_pages;
         let pgnos: Vec<u32> = if state.pos.txid.0 == 0 {
@@ -141,6 +155,7 @@ impl Db {
         };
         let source = PageSource::Wal {
             wal,
+            tail,
             frames: &txn.frame_offsets,
             db,
         };
@@ -168,6 +183,18 @@ impl Db {
         state.wal_header = None;
         state.wal_cursor = None;
         state.wal_frames.clear();
+        state.wal_tail.forget();
         Ok(())
     }
+}
+
+/// The first committed transaction after `cursor` in the WAL read by `reader` (the file, or
+/// the bytes held in memory, at the same offsets).
+fn next_transaction<R: std::io::Read + std::io::Seek>(
+    reader: R,
+    header: &WalHeader,
+    cursor: WalCursor,
+) -> Result<Option<WalTxn>> {
+    let mut scanner = WalScanner::new(reader, header, cursor).map_err(Error::Sqlite)?;
+    scanner.next_transaction().map_err(Error::Sqlite)
 }
