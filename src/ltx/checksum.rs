@@ -221,10 +221,89 @@ pub use crate::sqlite::lock_pgno;
 
 /// `FLAG | crc64(u32_be(pgno) ‖ data)`: the checksum of one page.
 pub fn page_checksum(pgno: u32, data: &[u8]) -> u64 {
-    let mut hasher = Hasher::new();
-    hasher.update(&pgno.to_be_bytes());
-    hasher.update(data);
-    CHECKSUM_FLAG | hasher.finalize()
+    page_crc(pgno, data).checksum()
+}
+
+/// The CRC register after `u32_be(pgno) ‖ data`, started from the initial value: gives the
+/// page's checksum, and lets a file [`Hasher`] take in the same bytes without a second pass
+/// over them ([`Hasher::absorb`]). Every page of an LTX file is in both checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageCrc {
+    raw: u64,
+    len_bytes: usize,
+}
+
+/// Hashes one page record (`u32_be(pgno) ‖ data`) once.
+pub fn page_crc(pgno: u32, data: &[u8]) -> PageCrc {
+    PageCrc {
+        raw: update(update(INIT, &pgno.to_be_bytes()), data),
+        len_bytes: 4 + data.len(),
+    }
+}
+
+impl PageCrc {
+    /// [`page_checksum`] of the page.
+    pub fn checksum(&self) -> u64 {
+        CHECKSUM_FLAG | (self.raw ^ !0)
+    }
+}
+
+impl Hasher {
+    /// The same as `update` over the page record `page` was computed from, in constant time.
+    ///
+    /// A CRC without init and xorout is linear: over bytes `m` of length n, the register goes
+    /// from `s` to `Z_n(s) ^ R(m)`, where `Z_n` is n zero bytes' worth of shifting and `R(m)`
+    /// is the register over `m` from 0. The page's register from INIT is `Z_n(INIT) ^ R(m)`,
+    /// so the new state is `Z_n(s ^ INIT) ^ page.raw`; `Z_n` is 8 table lookups.
+    pub fn absorb(&mut self, page: &PageCrc) {
+        self.state = zero_shift(page.len_bytes)(self.state ^ INIT) ^ page.raw;
+    }
+}
+
+/// Page sizes SQLite allows: 512 … 65536 bytes, a page record 4 bytes more.
+const PAGE_SIZE_LOG2_MIN: u32 = 9;
+const PAGE_SIZE_COUNT: usize = 8;
+
+/// `Z_n` for n zero bytes as 8 tables, one per byte of the register (linearity: the shift of
+/// a register is the XOR of the shifts of its bytes).
+type ZeroShiftTables = [[u64; 256]; 8];
+
+/// The `Z_n` tables of page records (n = 4 + page size), built once per page size (~0.1 ms
+/// for 4 KiB pages, ~2 ms for 64 KiB).
+static ZERO_SHIFTS: [std::sync::OnceLock<Box<ZeroShiftTables>>; PAGE_SIZE_COUNT] =
+    [const { std::sync::OnceLock::new() }; PAGE_SIZE_COUNT];
+
+/// `Z_n`: the register after n zero bytes, from any register.
+fn zero_shift(len_bytes: usize) -> impl Fn(u64) -> u64 {
+    let page_size = len_bytes.wrapping_sub(4);
+    let slot = page_size
+        .is_power_of_two()
+        .then(|| page_size.trailing_zeros().checked_sub(PAGE_SIZE_LOG2_MIN))
+        .flatten()
+        .map(|i| i as usize)
+        .filter(|&i| i < PAGE_SIZE_COUNT);
+    let tables = slot.map(|i| &**ZERO_SHIFTS[i].get_or_init(|| zero_shift_tables(len_bytes)));
+    move |state: u64| match tables {
+        Some(t) => (0..8).fold(0, |acc, byte| {
+            acc ^ t[byte][((state >> (8 * byte)) & 0xff) as usize]
+        }),
+        // Not a page record: shift by hashing the zeros.
+        None => update(state, &vec![0u8; len_bytes]),
+    }
+}
+
+fn zero_shift_tables(len_bytes: usize) -> Box<ZeroShiftTables> {
+    let zeros = vec![0u8; len_bytes];
+    let basis: Vec<u64> = (0..64).map(|bit| update(1u64 << bit, &zeros)).collect();
+    let mut tables = Box::new([[0u64; 256]; 8]);
+    for (byte, table) in tables.iter_mut().enumerate() {
+        for (value, entry) in table.iter_mut().enumerate() {
+            *entry = (0..8)
+                .filter(|bit| value & (1 << bit) != 0)
+                .fold(0, |acc, bit| acc ^ basis[8 * byte + bit]);
+        }
+    }
+    tables
 }
 
 /// Accumulates the rolling database checksum: XOR of page checksums, flag set.
@@ -277,6 +356,34 @@ pub fn database_checksum(image: &[u8], page_size: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorbing_a_page_crc_equals_hashing_the_page() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        // Every SQLite page size, plus two records that are not pages (hashed, not tabled).
+        for page_size in (9..=16).map(|l| 1usize << l).chain([100, 4097]) {
+            let mut by_update = Hasher::new();
+            by_update.update(&rng.bytes(100)); // a header first, as in a file
+            let mut by_absorb = by_update;
+            for pgno in [1u32, 2, 0x0102_0304, u32::MAX] {
+                let data = rng.bytes(page_size);
+                by_update.update(&pgno.to_be_bytes());
+                by_update.update(&data);
+                let crc = page_crc(pgno, &data);
+                by_absorb.absorb(&crc);
+                assert_eq!(by_absorb, by_update, "page size {page_size}, pgno {pgno}");
+                assert_eq!(crc.checksum(), page_checksum_by_update(pgno, &data));
+            }
+        }
+    }
+
+    /// `page_checksum` as it was computed before `page_crc`: the reference.
+    fn page_checksum_by_update(pgno: u32, data: &[u8]) -> u64 {
+        let mut hasher = Hasher::new();
+        hasher.update(&pgno.to_be_bytes());
+        hasher.update(data);
+        CHECKSUM_FLAG | hasher.finalize()
+    }
 
     #[test]
     fn crc_catalogue_check_value() {

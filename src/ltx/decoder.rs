@@ -43,6 +43,8 @@ pub struct Decoder<R: Read> {
     pages_done: bool,
     /// False for a file this process has verified already ([`Decoder::new_verified`]).
     check: bool,
+    /// The checksum of the page last decoded (checking decoders only).
+    page_checksum: u64,
 }
 
 impl<R: Read> Decoder<R> {
@@ -84,6 +86,7 @@ impl<R: Read> Decoder<R> {
             pages_read: 0,
             pages_done: false,
             check,
+            page_checksum: 0,
         })
     }
 
@@ -110,24 +113,25 @@ impl<R: Read> Decoder<R> {
         let source = self.source.as_mut().ok_or(Error::EncoderClosed)?;
         let mut pgno_bytes = [0u8; 4];
         source.read_exact(&mut pgno_bytes)?;
-        if self.check {
-            self.hasher.update(&pgno_bytes);
-        }
         let pgno = u32::from_be_bytes(pgno_bytes);
         if pgno == 0 {
+            if self.check {
+                self.hasher.update(&pgno_bytes);
+            }
             self.pages_done = true;
             return Ok(None);
         }
         source.read_exact(buf)?;
-        if !self.check {
-            self.pages_read += 1;
-            return Ok(Some(pgno));
-        }
-        self.hasher.update(buf);
-        if self.header.is_snapshot() && pgno != self.lock_pgno {
-            self.snapshot_checksum.add_page(pgno, buf);
-        }
         self.pages_read += 1;
+        if self.check {
+            // One pass over the page for the file checksum and the page's own checksum.
+            let crc = checksum::page_crc(pgno, buf);
+            self.hasher.absorb(&crc);
+            self.page_checksum = crc.checksum();
+            if self.header.is_snapshot() && pgno != self.lock_pgno {
+                self.snapshot_checksum.fold(self.page_checksum);
+            }
+        }
         Ok(Some(pgno))
     }
 
@@ -171,18 +175,19 @@ impl<R: Read> Decoder<R> {
 /// Reads a whole file and checks it, with Go's error prefixes
 /// (`decode header:`, `decode page N:`, `close reader:`).
 pub fn verify<R: Read>(r: R) -> Result<Summary> {
-    verify_pages(r, |_, _| {})
+    verify_pages(r, |_, _, _| {})
 }
 
-/// [`verify`], handing each page to `on_page` as it is decoded — before the file is known to
-/// be intact, so whatever `on_page` derives must be dropped if this fails.
-pub fn verify_pages<R: Read>(r: R, mut on_page: impl FnMut(u32, &[u8])) -> Result<Summary> {
+/// [`verify`], handing each page to `on_page` as it is decoded, with its page checksum
+/// (computed in the same pass as the file checksum) — before the file is known to be intact,
+/// so whatever `on_page` derives must be dropped if this fails.
+pub fn verify_pages<R: Read>(r: R, mut on_page: impl FnMut(u32, &[u8], u64)) -> Result<Summary> {
     let mut dec = Decoder::new(r).map_err(|e| e.context("decode header"))?;
     let mut page = vec![0u8; dec.header().page_size as usize];
     loop {
         let index = dec.pages_read();
         match dec.decode_page(&mut page) {
-            Ok(Some(pgno)) => on_page(pgno, &page),
+            Ok(Some(pgno)) => on_page(pgno, &page, dec.page_checksum),
             Ok(None) => break,
             Err(e) => return Err(e.context(format!("decode page {index}"))),
         }

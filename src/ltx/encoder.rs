@@ -115,8 +115,9 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
-    /// Encodes one page; `data` must be exactly one page.
-    pub fn encode_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+    /// Encodes one page; `data` must be exactly one page. Returns the page's checksum
+    /// ([`checksum::page_checksum`]), computed in the same pass as the file checksum.
+    pub fn encode_page(&mut self, pgno: u32, data: &[u8]) -> Result<u64> {
         if self.sink.is_none() {
             return Err(Error::EncoderClosed);
         }
@@ -125,14 +126,14 @@ impl<W: Write> Encoder<W> {
         let sink = self.sink.as_mut().ok_or(Error::EncoderClosed)?;
         sink.write_all(&pgno_bytes)?;
         sink.write_all(data)?;
-        self.hasher.update(&pgno_bytes);
-        self.hasher.update(data);
+        let crc = checksum::page_crc(pgno, data);
+        self.hasher.absorb(&crc);
         if self.header.is_snapshot() {
-            self.snapshot_checksum.add_page(pgno, data);
+            self.snapshot_checksum.fold(crc.checksum());
         }
         self.prev_pgno = pgno;
         self.page_count += 1;
-        Ok(())
+        Ok(crc.checksum())
     }
 
     /// Writes the end marker and trailer and returns the writer and the trailer.

@@ -240,8 +240,9 @@ fn lz4_snapshot(count: u32) -> (Vec<u8>, Vec<(u32, Vec<u8>)>) {
 fn verify_pages_hands_out_every_page_in_order() {
     let (file, pages) = lz4_snapshot(300);
     let mut seen = Vec::new();
-    let summary = verify_pages(file.as_slice(), |pgno, page| {
+    let summary = verify_pages(file.as_slice(), |pgno, page, checksum| {
         assert!(page == pages[pgno as usize - 1].1.as_slice(), "page {pgno}");
+        assert_eq!(checksum, page_checksum(pgno, page), "page {pgno}");
         seen.push(pgno);
     })
     .unwrap();
@@ -289,7 +290,7 @@ fn the_lz4_content_checksum_is_left_to_the_file_checksum() {
         let mut bad = file.clone();
         bad[at] ^= 0x01;
         let mut decoded = Vec::new();
-        match verify_pages(bad.as_slice(), |pgno, page| {
+        match verify_pages(bad.as_slice(), |pgno, page, _| {
             decoded.push((pgno, page.to_vec()))
         }) {
             Err(_) => refused += 1,

@@ -192,18 +192,16 @@ impl Db {
         // Receive and verify the whole file before taking the lock: SQLite readers on this
         // node wait only for the apply, not for the network.
         let mut spool = Spool::new(&self.ltx_dir, self.options.replica);
-        // The pages' checksums are computed while the page is in cache, so the apply, which
-        // needs them for the checksum cache, decodes the file once more without any CRC.
+        // The verification computes each page's checksum with the file checksum, in one pass;
+        // the apply, which needs them for the checksum cache, decodes again without any CRC.
         let mut checksums = Vec::new();
         let summary = {
             let mut tee = Tee {
                 inner: file,
                 sink: &mut spool,
             };
-            ltx::verify_pages(&mut tee, |pgno, page| {
-                checksums.push(ltx::page_checksum(pgno, page));
-            })
-            .map_err(ltx_err)?
+            ltx::verify_pages(&mut tee, |_, _, checksum| checksums.push(checksum))
+                .map_err(ltx_err)?
         };
         let header = summary.header;
         if header.node_id == self.options.node_id {

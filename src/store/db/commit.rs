@@ -225,7 +225,8 @@ impl Db {
                 continue;
             }
             let is_new = self.read_source_page(state, &source, pgno, &mut page)?;
-            let actual = ltx::page_checksum(pgno, &page);
+            // The encoder checksums the page in the pass that feeds the file checksum.
+            let actual = enc.encode_page(pgno, &page).map_err(ltx_err)?;
             let cached = state.checksums.get(pgno);
             if is_new {
                 rolling ^= cached.unwrap_or(0) ^ actual;
@@ -235,7 +236,6 @@ impl Db {
                     "updated page ({pgno}) does not match in-memory checksum: {cached:x?} <> {actual:016x}"
                 )));
             }
-            enc.encode_page(pgno, &page).map_err(ltx_err)?;
         }
         let post_apply = Checksum(rolling | crate::types::CHECKSUM_FLAG);
         let (mut writer, trailer) = enc.finish(post_apply).map_err(ltx_err)?;
