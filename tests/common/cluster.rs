@@ -18,8 +18,13 @@ pub const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(60);
 /// this choice and the node's own bind.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// Where test processes (nextest runs each test in its own) reserve ports: an `flock`ed file
-/// per port, held until the process exits, so two tests never get the same port.
-const PORT_RESERVATIONS_DIR: &str = "/tmp/litefs-test-ports";
+/// per port, held until the process exits, so two tests never get the same port. One
+/// directory per user: another user's files could not be opened.
+fn port_reservations_dir() -> PathBuf {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/litefs-test-ports-{uid}"))
+}
 
 /// A loopback port no other test process holds and nothing listens on.
 pub fn free_port() -> u16 {
@@ -28,14 +33,15 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::fs::create_dir_all(PORT_RESERVATIONS_DIR).unwrap();
+    let dir = port_reservations_dir();
+    std::fs::create_dir_all(&dir).unwrap();
     let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
     // Processes start at different places, so they rarely contend for the same files.
     let start = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span {
         let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let port = TEST_PORTS.start + offset as u16;
-        let path = Path::new(PORT_RESERVATIONS_DIR).join(port.to_string());
+        let path = dir.join(port.to_string());
         let Ok(file) = std::fs::File::create(&path) else {
             continue;
         };
@@ -50,7 +56,8 @@ pub fn free_port() -> u16 {
         return port;
     }
     panic!(
-        "no free port in {TEST_PORTS:?}: every one is reserved under {PORT_RESERVATIONS_DIR} or in use"
+        "no free port in {TEST_PORTS:?}: every one is reserved under {} or in use",
+        dir.display()
     );
 }
 

@@ -67,6 +67,10 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 /// larger ones go through a temp file. Single-row transactions are a few KiB.
 pub const RECEIVE_IN_MEMORY_BYTES_MAX: usize = 1 << 20;
 
+/// Most page checksums a receive keeps from its verification for the apply (8 bytes each:
+/// 32 MiB, a 16 GiB snapshot of 4 KiB pages); beyond, the apply re-checks the file instead.
+const RECEIVE_CHECKSUMS_MAX: usize = 4 << 20;
+
 /// Reads of at least this many bytes go to the temp file directly, not through its buffer.
 const SPOOL_DIRECT_WRITE_BYTES_MIN: usize = 32 * 1024;
 
@@ -194,14 +198,24 @@ impl Db {
         let mut spool = Spool::new(&self.ltx_dir, self.options.replica);
         // The verification computes each page's checksum with the file checksum, in one pass;
         // the apply, which needs them for the checksum cache, decodes again without any CRC.
-        let mut checksums = Vec::new();
+        // Past RECEIVE_CHECKSUMS_MAX pages they are not kept, and the apply checks the file
+        // again as it decodes it.
+        let mut checksums = Some(Vec::new());
         let summary = {
             let mut tee = Tee {
                 inner: file,
                 sink: &mut spool,
             };
-            ltx::verify_pages(&mut tee, |_, _, checksum| checksums.push(checksum))
-                .map_err(ltx_err)?
+            ltx::verify_pages(&mut tee, |_, _, checksum| {
+                if let Some(kept) = &mut checksums {
+                    if kept.len() < RECEIVE_CHECKSUMS_MAX {
+                        kept.push(checksum);
+                    } else {
+                        checksums = None;
+                    }
+                }
+            })
+            .map_err(ltx_err)?
         };
         let header = summary.header;
         if header.node_id == self.options.node_id {
@@ -226,7 +240,7 @@ impl Db {
             // replica's recovery resolves by fetching a snapshot).
             Kept::Memory(bytes) => {
                 let pos = self.apply_fatal(&final_path, || {
-                    self.apply_received_from(&bytes[..], Some(&checksums))
+                    self.apply_received_from(&bytes[..], checksums.as_deref())
                 })?;
                 // The database is consistent at its new position: SQLite readers need not
                 // wait (SQLITE_BUSY) while we write our own file.
@@ -257,7 +271,10 @@ impl Db {
                 // The LTX file is durable: from here on the database must reach its position.
                 self.apply_fatal(&final_path, || {
                     let file = File::open(&final_path).io_context("open", &final_path)?;
-                    self.apply_received_from(io::BufReader::new(file), Some(&checksums))
+                    // The temp file this process just wrote and verified is trusted: it is
+                    // read back without checking it again (a fault of the page cache in
+                    // between is not guarded against; neither is the database's).
+                    self.apply_received_from(io::BufReader::new(file), checksums.as_deref())
                 })?
             }
         };

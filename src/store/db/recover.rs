@@ -313,9 +313,15 @@ impl Db {
             }
         };
         let h = *dec.header();
-        let Some(mut pages) = self.start_apply(state, &h)? else {
+        if h.commit == 0 {
+            // A deletion: the file is checked whole before any file of the database goes.
             let (trailer, _) = dec.finish().map_err(ltx_err)?;
+            let none = self.start_apply(state, &h)?;
+            debug_assert!(none.is_none(), "a deletion writes no pages");
             return Ok((h, trailer, Vec::new()));
+        }
+        let Some(mut pages) = self.start_apply(state, &h)? else {
+            unreachable!("only a deletion (commit 0) has no pages to write");
         };
         let page_size = h.page_size as usize;
         // Pages are decoded straight into the run; a page that does not continue it is moved
@@ -335,7 +341,9 @@ impl Db {
             else {
                 break;
             };
-            let continues = run_pages > 0 && pgno == run_first + run_pages as u32;
+            // (Checked: the decoder leaves page order to the encoder, so a file may end a
+            // run at page u32::MAX.)
+            let continues = run_pages > 0 && run_first.checked_add(run_pages as u32) == Some(pgno);
             if run_pages > 0 && !continues {
                 let checksums = known(run_index, run_pages)?;
                 pages.write_run(state, run_first, &run[..slot], checksums)?;

@@ -56,7 +56,11 @@ impl Db {
                 cursor.offset_bytes
             )));
         }
-        self.write_at(state, FileKind::Wal, offset, data)?;
+        if let Err(e) = self.write_at(state, FileKind::Wal, offset, data) {
+            // The file may hold part of the write: stop trusting the held copy.
+            state.wal_tail.forget();
+            return Err(e);
+        }
         state.wal_tail.record(offset, data);
         if self.ends_in_commit_frame(state, offset + data.len() as u64)? {
             self.capture_or_die(state)?;
