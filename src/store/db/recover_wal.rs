@@ -43,7 +43,8 @@ impl Db {
             fs::remove_file(&path).io_context("remove", &path)?;
             return Ok(None);
         };
-        let (txns, _) = committed_transactions(BufReader::new(&wal), &header, header.start())
+        let reader = BufReader::with_capacity(super::wal::WAL_SCAN_BUFFER_BYTES, &wal);
+        let (txns, _) = committed_transactions(reader, &header, header.start())
             .map_err(Error::Sqlite)?;
         let last_header = last.map(|(h, _)| h);
         let same_generation =
