@@ -44,8 +44,8 @@ impl Db {
             return Ok(None);
         };
         let reader = BufReader::with_capacity(super::wal::WAL_SCAN_BUFFER_BYTES, &wal);
-        let (txns, _) = committed_transactions(reader, &header, header.start())
-            .map_err(Error::Sqlite)?;
+        let (txns, _) =
+            committed_transactions(reader, &header, header.start()).map_err(Error::Sqlite)?;
         let last_header = last.map(|(h, _)| h);
         let same_generation =
             last_header.is_some_and(|h| h.wal_salt1 == header.salt1 && h.wal_salt2 == header.salt2);

@@ -15,6 +15,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 /// Most WAL bytes held: a larger transaction is scanned from the file.
 pub const WAL_TAIL_BYTES_MAX: usize = 4 << 20;
+/// Most room kept between transactions (a few single-row commits' frames); a large
+/// transaction's is given back once it is captured, so idle databases hold little.
+const WAL_TAIL_KEPT_BYTES_MAX: usize = 64 << 10;
 
 #[derive(Debug)]
 pub enum WalTail {
@@ -87,6 +90,10 @@ impl WalTail {
                     Some(done) if done <= bytes.len() => {
                         bytes.drain(..done);
                         *start = cursor;
+                        if bytes.is_empty() && bytes.capacity() > WAL_TAIL_KEPT_BYTES_MAX {
+                            // A large transaction is captured: do not hold its room.
+                            *bytes = Vec::new();
+                        }
                     }
                     // A cursor past what was written: not ours to explain.
                     _ => self.forget(),
@@ -211,9 +218,22 @@ mod tests {
             tail.record(32 + i * (1 << 20), &frame);
         }
         assert!(held(&tail).is_some(), "4 MiB is held");
-        tail.record(32 + (4 << 20), &[7]);
-        assert!(held(&tail).is_none(), "one byte more is not");
-        tail.advance(33 + (4 << 20));
+        tail.advance(32 + (4 << 20));
+        match &tail {
+            WalTail::Held { bytes, .. } => {
+                assert!(
+                    bytes.capacity() <= WAL_TAIL_KEPT_BYTES_MAX,
+                    "{} kept",
+                    bytes.capacity()
+                )
+            }
+            WalTail::Unknown { .. } => panic!("held after the capture"),
+        }
+        for i in 0..5u64 {
+            tail.record(32 + (4 << 20) + i * (1 << 20), &frame);
+        }
+        assert!(held(&tail).is_none(), "5 MiB is not held");
+        tail.advance(32 + (9 << 20));
         assert!(held(&tail).is_some(), "held again once captured");
     }
 
