@@ -735,7 +735,7 @@ fn late_replica_gets_a_consistent_snapshot_with_kernel_locks() {
 
 /// Transactions larger than what a replica verifies in memory (1 MiB) go through a temp file
 /// and are applied from it with the page checksums of their verification; smaller ones after
-/// them from memory. Both transports: byte-identical images, and an open connection on the
+/// them from memory (native stream): byte-identical images, and an open connection on the
 /// replica reads the new rows.
 #[test]
 fn large_transactions_are_applied_through_the_temp_file() {
