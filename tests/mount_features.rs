@@ -412,6 +412,19 @@ fn frames_rewritten_in_place_and_oversized_transactions_are_captured_exactly() {
          CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);",
     )
     .unwrap();
+    // One transaction: `rows` inserts, then `rewrites` updates of a third of the rows.
+    let transaction = |rows: usize, rewrites: usize| {
+        conn.execute_batch("BEGIN").unwrap();
+        for _ in 0..rows {
+            conn.execute("INSERT INTO t(v) VALUES (randomblob(1000))", [])
+                .unwrap();
+        }
+        for _ in 0..rewrites {
+            conn.execute("UPDATE t SET v = randomblob(1000) WHERE id % 3 = 0", [])
+                .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    };
     let db_checksum = |conn: &Connection| {
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
             .unwrap();
@@ -425,16 +438,7 @@ fn frames_rewritten_in_place_and_oversized_transactions_are_captured_exactly() {
         .enumerate()
     {
         let txid = t.pos("db").txid.0;
-        conn.execute_batch("BEGIN").unwrap();
-        for _ in 0..rows {
-            conn.execute("INSERT INTO t(v) VALUES (randomblob(1000))", [])
-                .unwrap();
-        }
-        for _ in 0..rewrites {
-            conn.execute("UPDATE t SET v = randomblob(1000) WHERE id % 3 = 0", [])
-                .unwrap();
-        }
-        conn.execute_batch("COMMIT").unwrap();
+        transaction(rows, rewrites);
         let pos = t.pos("db");
         assert_eq!(pos.txid.0, txid + 1, "round {round}: one transaction");
         check_newest_ltx(&t, "db", 4096);
@@ -448,16 +452,7 @@ fn frames_rewritten_in_place_and_oversized_transactions_are_captured_exactly() {
     // The same within one WAL generation: the held copy goes unknown at the large
     // transaction and is held again from the capture that reaches its end.
     for (rows, rewrites) in [(300, 2), (6000, 1), (10, 2), (1, 0), (200, 3)] {
-        conn.execute_batch("BEGIN").unwrap();
-        for _ in 0..rows {
-            conn.execute("INSERT INTO t(v) VALUES (randomblob(1000))", [])
-                .unwrap();
-        }
-        for _ in 0..rewrites {
-            conn.execute("UPDATE t SET v = randomblob(1000) WHERE id % 3 = 0", [])
-                .unwrap();
-        }
-        conn.execute_batch("COMMIT").unwrap();
+        transaction(rows, rewrites);
         check_newest_ltx(&t, "db", 4096);
     }
     let pos = t.pos("db");

@@ -313,17 +313,29 @@ impl Db {
             }
         };
         let h = *dec.header();
+        state.page_size = h.page_size;
+        state.page_count = h.commit;
         if h.commit == 0 {
-            // A deletion: the file is checked whole before any file of the database goes.
+            // A deletion (spec §1.9): the file is checked whole before the database's files go.
             let (trailer, _) = dec.finish().map_err(ltx_err)?;
-            let none = self.start_apply(state, &h)?;
-            debug_assert!(none.is_none(), "a deletion writes no pages");
+            for kind in [FileKind::Database, FileKind::Journal, FileKind::Wal] {
+                match fs::remove_file(self.path(kind)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).io_context("remove", self.path(kind)),
+                }
+            }
+            state.checksums.clear();
             return Ok((h, trailer, Vec::new()));
         }
-        let Some(mut pages) = self.start_apply(state, &h)? else {
-            unreachable!("only a deletion (commit 0) has no pages to write");
-        };
+        let (db_file, db_path) = self.open_database_rw()?;
         let page_size = h.page_size as usize;
+        let mut pages = PageApplier {
+            db_file,
+            db_path,
+            page_size,
+            pgnos: Vec::new(),
+        };
         // Pages are decoded straight into the run; a page that does not continue it is moved
         // to the front once the run before it is written. The buffer grows a page at a time
         // (a one-page transaction zeroes one page, not the run's maximum).
@@ -367,35 +379,6 @@ impl Db {
         let (trailer, _) = dec.finish().map_err(ltx_err)?;
         let pgnos = pages.finish(state, &h)?;
         Ok((h, trailer, pgnos))
-    }
-
-    /// The part of an apply before its pages: the page size and count, and for a deletion
-    /// (spec §1.9) the removal of the database's files (then `None`: no pages to write).
-    pub(super) fn start_apply(
-        &self,
-        state: &mut State,
-        h: &ltx::Header,
-    ) -> Result<Option<PageApplier>> {
-        state.page_size = h.page_size;
-        state.page_count = h.commit;
-        if h.commit == 0 {
-            for kind in [FileKind::Database, FileKind::Journal, FileKind::Wal] {
-                match fs::remove_file(self.path(kind)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).io_context("remove", self.path(kind)),
-                }
-            }
-            state.checksums.clear();
-            return Ok(None);
-        }
-        let (db_file, db_path) = self.open_database_rw()?;
-        Ok(Some(PageApplier {
-            db_file,
-            db_path,
-            page_size: h.page_size as usize,
-            pgnos: Vec::new(),
-        }))
     }
 
     /// Step 8, made robust: re-apply the newest LTX file and require the database checksum to
@@ -457,7 +440,7 @@ impl Db {
 
 /// Writes an apply's pages into the database file, a run of adjacent pages per `pwrite`, and
 /// keeps the checksum cache and the mode (page 1 says WAL: spec §3.11 step 2) up to date.
-pub(super) struct PageApplier {
+struct PageApplier {
     db_file: File,
     db_path: PathBuf,
     page_size: usize,
@@ -467,7 +450,7 @@ pub(super) struct PageApplier {
 impl PageApplier {
     /// Writes `bytes`, whole pages from `first` on; `checksums` are their page checksums if
     /// already known (else computed here).
-    pub(super) fn write_run(
+    fn write_run(
         &mut self,
         state: &mut State,
         first: u32,
@@ -497,7 +480,7 @@ impl PageApplier {
     }
 
     /// Cuts the database file to the header's page count; returns the pages written.
-    pub(super) fn finish(self, state: &mut State, h: &ltx::Header) -> Result<Vec<u32>> {
+    fn finish(self, state: &mut State, h: &ltx::Header) -> Result<Vec<u32>> {
         self.db_file
             .set_len(u64::from(h.commit) * u64::from(h.page_size))
             .io_context("truncate", &self.db_path)?;
