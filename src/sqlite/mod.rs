@@ -31,8 +31,9 @@ pub use journal::{
     JournalEnd, JournalHeader, JournalReader, JournalRecord, journal_checksum, rollback,
 };
 pub use wal::{
-    ChecksumOrder, WalChecksum, WalCursor, WalFrame, WalFrameHeader, WalHeader, WalScanEnd,
-    WalScanner, WalTxn, checkpoint_plan, committed_transactions,
+    ChecksumOrder, PartialTxn, ReadFrames, SliceFrames, TxnScan, WalChecksum, WalCursor, WalFrame,
+    WalFrameHeader, WalFrames, WalHeader, WalScanEnd, WalScanner, WalTxn, checkpoint_plan,
+    committed_transactions,
 };
 
 /// Database-file lock byte taken first by every reader and writer (`PENDING_BYTE`).

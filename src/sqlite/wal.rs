@@ -51,13 +51,6 @@ impl ChecksumOrder {
             ChecksumOrder::BigEndian => WAL_MAGIC_BE,
         }
     }
-
-    fn word(self, bytes: [u8; 4]) -> u32 {
-        match self {
-            ChecksumOrder::LittleEndian => u32::from_le_bytes(bytes),
-            ChecksumOrder::BigEndian => u32::from_be_bytes(bytes),
-        }
-    }
 }
 
 /// The running WAL checksum: two u32 sums, stored big-endian in headers.
@@ -74,15 +67,21 @@ impl WalChecksum {
     /// SQLite only ever checksums multiples of 8 bytes (24-byte header prefix, 8-byte frame
     /// header prefix, pages); a trailing remainder of fewer than 8 bytes is ignored.
     pub fn update(self, order: ChecksumOrder, bytes: &[u8]) -> WalChecksum {
+        // One loop per byte order, so the order is not decided again for every word: the
+        // scan of a large transaction checksums every byte of it.
+        match order {
+            ChecksumOrder::LittleEndian => self.update_words(bytes, u32::from_le_bytes),
+            ChecksumOrder::BigEndian => self.update_words(bytes, u32::from_be_bytes),
+        }
+    }
+
+    #[inline(always)]
+    fn update_words(self, bytes: &[u8], word: impl Fn([u8; 4]) -> u32) -> WalChecksum {
         let (mut s1, mut s2) = (self.s1, self.s2);
         for pair in bytes.chunks_exact(8) {
             let [a0, a1, a2, a3, b0, b1, b2, b3] = <[u8; 8]>::try_from(pair).unwrap_or([0; 8]);
-            s1 = s1
-                .wrapping_add(order.word([a0, a1, a2, a3]))
-                .wrapping_add(s2);
-            s2 = s2
-                .wrapping_add(order.word([b0, b1, b2, b3]))
-                .wrapping_add(s1);
+            s1 = s1.wrapping_add(word([a0, a1, a2, a3])).wrapping_add(s2);
+            s2 = s2.wrapping_add(word([b0, b1, b2, b3])).wrapping_add(s1);
         }
         WalChecksum { s1, s2 }
     }
@@ -313,52 +312,174 @@ pub struct WalTxn {
     pub end: WalCursor,
 }
 
+/// Where a scan's frames come from: a reader (each frame copied into a buffer) or WAL bytes
+/// already in memory (each frame borrowed in place).
+pub trait WalFrames {
+    /// The next `len` bytes of the WAL (one frame), or fewer where the WAL ends.
+    fn next_frame_bytes(&mut self, len: usize) -> Result<&[u8], Error>;
+}
+
+/// Frames read from a file (or any reader), one copy each.
+#[derive(Debug)]
+pub struct ReadFrames<R> {
+    reader: R,
+    /// One frame: 24-byte header + page. Sized from the validated page size only.
+    frame: Vec<u8>,
+}
+
+impl<R: Read> WalFrames for ReadFrames<R> {
+    fn next_frame_bytes(&mut self, len: usize) -> Result<&[u8], Error> {
+        self.frame.resize(len, 0);
+        let n = read_full(&mut self.reader, &mut self.frame, "wal")?;
+        Ok(self.frame.get(..n).unwrap_or(&[]))
+    }
+}
+
+/// Frames borrowed from WAL bytes in memory (held, or a mapped file).
+#[derive(Debug)]
+pub struct SliceFrames<'a> {
+    rest: &'a [u8],
+}
+
+impl WalFrames for SliceFrames<'_> {
+    fn next_frame_bytes(&mut self, len: usize) -> Result<&[u8], Error> {
+        let (frame, rest) = self.rest.split_at(len.min(self.rest.len()));
+        self.rest = rest;
+        Ok(frame)
+    }
+}
+
+/// The valid frames of a transaction read before its commit frame was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialTxn {
+    /// File offset of the transaction's first frame.
+    pub offset_bytes: u64,
+    /// pgno → offset of its last frame, for the frames before `at`.
+    pub frame_offsets: BTreeMap<u32, u64>,
+    /// Just past the last valid frame, with the running checksum there: where to go on.
+    pub at: WalCursor,
+}
+
+impl PartialTxn {
+    /// Nothing read yet of the transaction that starts at `cursor`.
+    pub fn at_start(cursor: WalCursor) -> PartialTxn {
+        PartialTxn {
+            offset_bytes: cursor.offset_bytes,
+            frame_offsets: BTreeMap::new(),
+            at: cursor,
+        }
+    }
+}
+
+/// How a scan for a transaction ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnScan {
+    Committed(WalTxn),
+    /// The valid frames ended before a commit frame.
+    Unfinished(PartialTxn),
+}
+
 /// Reads valid frames one by one from a WAL, starting at a frame boundary.
 ///
 /// Single use: once a frame fails (short read, salt, page number, checksum) the scanner stays
 /// ended; rescan from a stored [`WalCursor`] to pick up frames appended later.
 #[derive(Debug)]
-pub struct WalScanner<R> {
-    reader: R,
+pub struct WalScanner<F> {
+    frames: F,
     order: ChecksumOrder,
     salts: (u32, u32),
-    /// One frame: 24-byte header + page. Sized from the validated page size only.
-    frame: Vec<u8>,
+    /// 24-byte header + page.
+    frame_size_bytes: usize,
     cursor: WalCursor,
     end: Option<WalScanEnd>,
 }
 
-impl<R: Read + Seek> WalScanner<R> {
+/// Checks that `start` can begin a scan of a WAL with `header`'s frames; returns the frame size.
+fn scan_frame_size(header: &WalHeader, start: WalCursor) -> Result<usize, Error> {
+    let page_size_bytes = validate_page_size("wal header", header.page_size_bytes)?;
+    let frame_size_bytes = header.frame_size_bytes();
+    let aligned = start
+        .offset_bytes
+        .checked_sub(WAL_HEADER_SIZE_BYTES)
+        .is_some_and(|past_header| past_header % frame_size_bytes == 0);
+    if !aligned {
+        return Err(Error::WalOffset {
+            offset_bytes: start.offset_bytes,
+            frame_size_bytes,
+        });
+    }
+    Ok(FRAME_HEADER_LEN.saturating_add(page_size_bytes as usize))
+}
+
+impl<R: Read + Seek> WalScanner<ReadFrames<R>> {
     /// Starts a scan at `start` (use [`WalHeader::start`] for the first frame). `start` must be
     /// a frame boundary, else [`Error::WalOffset`]. The header's page size must be valid (it is
     /// if it came from [`WalHeader::parse`]).
     pub fn new(mut reader: R, header: &WalHeader, start: WalCursor) -> Result<Self, Error> {
-        let page_size_bytes = validate_page_size("wal header", header.page_size_bytes)?;
-        let frame_size_bytes = header.frame_size_bytes();
-        let aligned = start
-            .offset_bytes
-            .checked_sub(WAL_HEADER_SIZE_BYTES)
-            .is_some_and(|past_header| past_header % frame_size_bytes == 0);
-        if !aligned {
-            return Err(Error::WalOffset {
-                offset_bytes: start.offset_bytes,
-                frame_size_bytes,
-            });
-        }
+        let frame_size_bytes = scan_frame_size(header, start)?;
         reader
             .seek(SeekFrom::Start(start.offset_bytes))
             .map_err(|source| Error::Io {
                 file: "wal",
                 source,
             })?;
-        Ok(WalScanner {
+        let frames = ReadFrames {
             reader,
+            frame: Vec::with_capacity(frame_size_bytes),
+        };
+        Ok(WalScanner::with_frames(
+            frames,
+            header,
+            start,
+            frame_size_bytes,
+        ))
+    }
+}
+
+impl<'a> WalScanner<SliceFrames<'a>> {
+    /// As [`WalScanner::new`], over WAL bytes in memory: `bytes` are the WAL's from offset
+    /// `bytes_start` on, and their end is the end of the WAL. `start` must lie within them.
+    pub fn over_bytes(
+        bytes: &'a [u8],
+        bytes_start: u64,
+        header: &WalHeader,
+        start: WalCursor,
+    ) -> Result<Self, Error> {
+        let frame_size_bytes = scan_frame_size(header, start)?;
+        let rest = start
+            .offset_bytes
+            .checked_sub(bytes_start)
+            .and_then(|skip| usize::try_from(skip).ok())
+            .and_then(|skip| bytes.get(skip..))
+            .ok_or(Error::WalOffset {
+                offset_bytes: start.offset_bytes,
+                frame_size_bytes: frame_size_bytes as u64,
+            })?;
+        let frames = SliceFrames { rest };
+        Ok(WalScanner::with_frames(
+            frames,
+            header,
+            start,
+            frame_size_bytes,
+        ))
+    }
+}
+
+impl<F: WalFrames> WalScanner<F> {
+    fn with_frames(
+        frames: F,
+        header: &WalHeader,
+        start: WalCursor,
+        frame_size_bytes: usize,
+    ) -> Self {
+        WalScanner {
+            frames,
             order: header.checksum_order,
             salts: (header.salt1, header.salt2),
-            frame: vec![0; FRAME_HEADER_LEN.saturating_add(page_size_bytes as usize)],
+            frame_size_bytes,
             cursor: start,
             end: None,
-        })
+        }
     }
 
     /// The next valid frame, or `None` at the end of the valid WAL (see [`Self::end_reason`]).
@@ -367,8 +488,9 @@ impl<R: Read + Seek> WalScanner<R> {
         if self.end.is_some() {
             return Ok(None);
         }
-        let len = read_full(&mut self.reader, &mut self.frame, "wal")?;
-        let Some((head, page)) = self.frame.split_at_checked(FRAME_HEADER_LEN) else {
+        let frame = self.frames.next_frame_bytes(self.frame_size_bytes)?;
+        let len = frame.len();
+        let Some((head, page)) = frame.split_at_checked(FRAME_HEADER_LEN) else {
             self.end = Some(WalScanEnd::ShortRead);
             return Ok(None);
         };
@@ -378,7 +500,7 @@ impl<R: Read + Seek> WalScanner<R> {
         };
         let header = WalFrameHeader::parse(head);
         // Same order of checks as SQLite's walDecodeFrame.
-        let end = if len < self.frame.len() {
+        let end = if len < self.frame_size_bytes {
             Some(WalScanEnd::ShortRead)
         } else if (header.salt1, header.salt2) != self.salts {
             Some(WalScanEnd::SaltMismatch)
@@ -402,7 +524,7 @@ impl<R: Read + Seek> WalScanner<R> {
         }
         let offset_bytes = self.cursor.offset_bytes;
         self.cursor = WalCursor {
-            offset_bytes: offset_bytes.saturating_add(self.frame.len() as u64),
+            offset_bytes: offset_bytes.saturating_add(self.frame_size_bytes as u64),
             checksum,
         };
         Ok(Some(WalFrame {
@@ -417,14 +539,30 @@ impl<R: Read + Seek> WalScanner<R> {
     /// The next committed transaction, or `None` when the valid WAL ends before a commit frame
     /// (frames read since the last commit are then dropped: they are uncommitted).
     pub fn next_transaction(&mut self) -> Result<Option<WalTxn>, Error> {
-        let offset_bytes = self.cursor.offset_bytes;
-        let mut frame_offsets = BTreeMap::new();
+        Ok(
+            match self.continue_transaction(PartialTxn::at_start(self.cursor))? {
+                TxnScan::Committed(txn) => Some(txn),
+                TxnScan::Unfinished(_) => None,
+            },
+        )
+    }
+
+    /// Scans on from `partial` (this scanner must start at `partial.at`) to the transaction's
+    /// commit frame. When the valid frames end first, the frames read so far come back, to be
+    /// continued from where they end once more are written — as long as nothing before that
+    /// point is written meanwhile (a caller's duty: such a write may change a checked frame).
+    pub fn continue_transaction(&mut self, partial: PartialTxn) -> Result<TxnScan, Error> {
+        let PartialTxn {
+            offset_bytes,
+            mut frame_offsets,
+            ..
+        } = partial;
         while let Some(frame) = self.next_frame()? {
             frame_offsets.insert(frame.pgno, frame.offset_bytes);
             let commit_size_pages = frame.commit_size_pages;
             if commit_size_pages != 0 {
                 let end = self.cursor;
-                return Ok(Some(WalTxn {
+                return Ok(TxnScan::Committed(WalTxn {
                     offset_bytes,
                     size_bytes: end.offset_bytes.saturating_sub(offset_bytes),
                     commit_size_pages,
@@ -433,7 +571,11 @@ impl<R: Read + Seek> WalScanner<R> {
                 }));
             }
         }
-        Ok(None)
+        Ok(TxnScan::Unfinished(PartialTxn {
+            offset_bytes,
+            frame_offsets,
+            at: self.cursor,
+        }))
     }
 
     /// Position just past the last valid frame read (committed or not).
@@ -444,11 +586,6 @@ impl<R: Read + Seek> WalScanner<R> {
     /// Why the scan ended, once it has.
     pub fn end_reason(&self) -> Option<WalScanEnd> {
         self.end
-    }
-
-    /// Gives the reader back.
-    pub fn into_inner(self) -> R {
-        self.reader
     }
 }
 

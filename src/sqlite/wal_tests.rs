@@ -238,6 +238,64 @@ fn resume_from_cursor() {
     }
 }
 
+/// A scan over bytes in memory that stops short of a commit frame goes on from where it
+/// stopped once more frames are there, and ends as a scan of the whole WAL does; the bytes may
+/// begin anywhere before the scan's start.
+#[test]
+fn unfinished_scans_continue_where_they_stopped() {
+    let fx = fixture(1024);
+    let (all, _) = txns_of(&fx.wal);
+    let header = WalHeader::parse(&fx.wal).unwrap().unwrap();
+    let frame = header.frame_size_bytes() as usize;
+    let multi = all
+        .iter()
+        .find(|t| t.size_bytes as usize >= 3 * frame)
+        .expect("a transaction of three frames or more");
+    let start = multi.offset_bytes as usize;
+    let end = (multi.offset_bytes + multi.size_bytes) as usize;
+    let before = all
+        .iter()
+        .rev()
+        .find(|t| t.end.offset_bytes <= multi.offset_bytes);
+    let cursor = before.map_or(header.start(), |t| t.end);
+    // Bytes held from the cursor; the WAL grows by one frame, then by a torn half frame.
+    let mut partial = PartialTxn::at_start(cursor);
+    let mut visible = start;
+    let txn = loop {
+        let mut scanner =
+            WalScanner::over_bytes(&fx.wal[start..visible], start as u64, &header, partial.at)
+                .unwrap();
+        match scanner.continue_transaction(partial).unwrap() {
+            TxnScan::Committed(txn) => break txn,
+            TxnScan::Unfinished(p) => {
+                assert_eq!(
+                    p.at.offset_bytes as usize,
+                    start + (visible - start) / frame * frame,
+                    "stops after the last whole frame ({visible} bytes visible)"
+                );
+                partial = p;
+            }
+        }
+        assert!(visible < end, "no commit found by {end}");
+        visible = (visible + frame / 2).min(end);
+    };
+    assert_eq!(&txn, multi);
+    // A start outside the bytes is refused, not read past.
+    let from = WalCursor {
+        offset_bytes: start as u64,
+        checksum: cursor.checksum,
+    };
+    let past = WalCursor {
+        offset_bytes: end as u64 + frame as u64,
+        checksum: header.checksum,
+    };
+    for (first, at) in [(start + frame, from), (start, past)] {
+        let err =
+            WalScanner::over_bytes(&fx.wal[first..end], first as u64, &header, at).unwrap_err();
+        assert!(matches!(err, Error::WalOffset { .. }), "{err}");
+    }
+}
+
 /// Damage in frame `k` ends the scan before the transaction that holds it.
 #[test]
 fn corruption_stops_before_damaged_transaction() {

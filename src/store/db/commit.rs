@@ -8,7 +8,7 @@
 //! its batch, and recovery drops a file a crash left short (`durability.rs`).
 
 use super::durability::Durability;
-use super::wal_tail::WalTail;
+use super::wal_tail::WalBytes;
 use super::{Db, FileKind, State, now_ms, sync_dir};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
 use crate::store::error::{Error, IoContext, Result};
@@ -32,12 +32,26 @@ pub(super) enum PageSource<'a> {
     /// database file and must match its cached checksum.
     Wal {
         wal: &'a File,
-        /// The WAL bytes after the cursor, when held: this transaction's frames are read
-        /// from here rather than from `wal`.
-        tail: &'a WalTail,
+        /// The WAL bytes after the cursor, held or mapped: this transaction's frames are
+        /// read from here rather than from `wal`.
+        bytes: WalBytes<'a>,
         frames: &'a BTreeMap<u32, u64>,
         db: Option<&'a File>,
     },
+}
+
+impl<'a> PageSource<'a> {
+    /// This transaction's new version of `pgno` where it is held or mapped: encoded in place,
+    /// with no copy.
+    fn in_memory(&self, pgno: u32, page_size_bytes: usize) -> Option<&'a [u8]> {
+        match self {
+            PageSource::Wal { bytes, frames, .. } => {
+                let frame = *frames.get(&pgno)?;
+                bytes.get(frame + 24, page_size_bytes)
+            }
+            PageSource::Database(_) => None,
+        }
+    }
 }
 
 /// Bytes an LTX file is buffered in before they are written: a small commit's file is one
@@ -94,7 +108,8 @@ impl Db {
         }
     }
 
-    /// Reads page `pgno` for the LTX file into `page`; returns whether it is a new version.
+    /// Reads page `pgno` for the LTX file into `page` from the files; returns whether it is a
+    /// new version. (A new version in memory is taken from [`PageSource::in_memory`].)
     fn read_source_page(
         &self,
         state: &State,
@@ -110,18 +125,11 @@ impl Db {
                 Ok(false)
             }
             PageSource::Wal {
-                wal,
-                tail,
-                frames,
-                db,
+                wal, frames, db, ..
             } => {
                 if let Some(&frame) = frames.get(&pgno) {
-                    match tail.get(frame + 24, page.len()) {
-                        Some(held) => page.copy_from_slice(held),
-                        None => wal
-                            .read_exact_at(page, frame + 24)
-                            .io_context("read frame", self.path(FileKind::Wal))?,
-                    }
+                    wal.read_exact_at(page, frame + 24)
+                        .io_context("read frame", self.path(FileKind::Wal))?;
                     return Ok(true);
                 }
                 if let Some(&frame) = state.wal_frames.get(&pgno) {
@@ -224,9 +232,15 @@ impl Db {
             if pgno == lock {
                 continue;
             }
-            let is_new = self.read_source_page(state, &source, pgno, &mut page)?;
+            let (data, is_new) = match source.in_memory(pgno, page.len()) {
+                Some(held) => (held, true),
+                None => {
+                    let is_new = self.read_source_page(state, &source, pgno, &mut page)?;
+                    (&page[..], is_new)
+                }
+            };
             // The encoder checksums the page in the pass that feeds the file checksum.
-            let actual = enc.encode_page(pgno, &page).map_err(ltx_err)?;
+            let actual = enc.encode_page(pgno, data).map_err(ltx_err)?;
             let cached = state.checksums.get(pgno);
             if is_new {
                 rolling ^= cached.unwrap_or(0) ^ actual;

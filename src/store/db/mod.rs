@@ -129,6 +129,10 @@ pub(super) struct State {
     pub(super) wal_frames: BTreeMap<u32, u64>,
     /// The WAL bytes written after the cursor, when known (`wal_tail.rs`).
     pub(super) wal_tail: wal_tail::WalTail,
+    /// A capture's scan that found the transaction after the cursor unfinished (SQLite still
+    /// writing, or rewriting stale checksums): the frames it checked, so the next capture goes
+    /// on from there. Dropped by any WAL write before where it ended (`wal.rs`).
+    pub(super) wal_partial: Option<crate::sqlite::PartialTxn>,
     /// LTX files of WAL commits written but not yet synced (`durability.rs`).
     pub(super) unsynced: durability::Unsynced,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
@@ -714,6 +718,7 @@ impl Db {
         state.wal_cursor = None;
         state.wal_frames.clear();
         state.wal_tail.forget();
+        state.wal_partial = None;
         Ok(())
     }
 }

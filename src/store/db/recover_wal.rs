@@ -5,7 +5,7 @@
 //! durable). We keep them: every committed transaction after the last LTX file becomes a new
 //! LTX file, then all frames are copied into the database file and the WAL is emptied.
 
-use super::wal_tail::WalTail;
+use super::wal_tail::WalBytes;
 use super::{Db, FileKind, State};
 use crate::ltx::{Header, Trailer};
 use crate::sqlite::{WalHeader, WalTxn, committed_transactions};
@@ -133,8 +133,14 @@ impl Db {
         let (db, _) = self.open_database_rw()?;
         for txn in &r.uncovered {
             // Read from the file: nothing of a WAL found at startup is held in memory.
-            let tail = WalTail::default();
-            self.record_wal_txn(state, &r.wal, &r.header, txn, Some(&db), &tail)?;
+            self.record_wal_txn(
+                state,
+                &r.wal,
+                &r.header,
+                txn,
+                Some(&db),
+                WalBytes::default(),
+            )?;
             eprintln!(
                 "litefs: database {:?}: recovered TXID {} from committed WAL frames at offset {}",
                 self.name, state.pos.txid, txn.offset_bytes

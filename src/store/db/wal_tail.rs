@@ -8,12 +8,11 @@
 //! written beyond them — so a scan that stops where they end sees what a scan of the file
 //! would. Whenever that cannot be promised (a write past a gap, a transaction larger than
 //! [`WAL_TAIL_BYTES_MAX`], a process that started with a WAL on disk), the tail is unknown and
-//! callers read the file, as before; it is held again from the next point where nothing past
-//! the cursor was written (a new WAL generation, or a capture that reaches the furthest write).
+//! the capture maps the file instead (`WalMap` in `wal.rs`; either is lent out as [`WalBytes`]).
+//! It is held again from the next point where nothing past the cursor was written (a new WAL
+//! generation, or a capture that reaches the furthest write).
 
-use std::io::{self, Read, Seek, SeekFrom};
-
-/// Most WAL bytes held: a larger transaction is scanned from the file.
+/// Most WAL bytes held: a larger transaction is scanned from the mapped file.
 pub const WAL_TAIL_BYTES_MAX: usize = 4 << 20;
 /// Most room kept between transactions (a few single-row commits' frames); a large
 /// transaction's is given back once it is captured, so idle databases hold little.
@@ -108,53 +107,57 @@ impl WalTail {
 
     /// The `len` bytes at WAL offset `offset`, if held.
     pub fn get(&self, offset: u64, len: usize) -> Option<&[u8]> {
-        let WalTail::Held { start, bytes } = self else {
-            return None;
-        };
-        let rel = usize::try_from(offset.checked_sub(*start)?).ok()?;
-        bytes.get(rel..rel.checked_add(len)?)
+        self.bytes()?.get(offset, len)
     }
 
-    /// A reader of the WAL from `cursor` to the end of what was written, if that is held;
-    /// it takes absolute WAL offsets, as the file would.
-    pub fn reader_at(&self, cursor: u64) -> Option<HeldReader<'_>> {
+    /// The held bytes, if they start at `cursor`: a scan from there reads them instead of the
+    /// file.
+    pub fn held_from(&self, cursor: u64) -> Option<WalBytes<'_>> {
+        self.bytes().filter(|b| b.start == cursor)
+    }
+
+    fn bytes(&self) -> Option<WalBytes<'_>> {
         match self {
-            WalTail::Held { start, bytes } if *start == cursor => Some(HeldReader {
-                start: *start,
-                inner: io::Cursor::new(bytes),
-            }),
-            _ => None,
+            WalTail::Held { start, bytes } => Some(WalBytes::new(*start, bytes)),
+            WalTail::Unknown { .. } => None,
         }
     }
 }
 
-/// Reads held WAL bytes at their offsets in the WAL file; the end of the held bytes reads as
-/// the end of the file.
-pub struct HeldReader<'a> {
+/// WAL bytes at their offsets in the WAL file: the held tail, or the file mapped for one
+/// capture (`wal.rs`). Empty when neither: every lookup misses and callers read the file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalBytes<'a> {
     start: u64,
-    inner: io::Cursor<&'a Vec<u8>>,
+    bytes: &'a [u8],
 }
 
-impl Read for HeldReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+impl<'a> WalBytes<'a> {
+    /// `bytes` are the WAL's from offset `start` on.
+    pub fn new(start: u64, bytes: &'a [u8]) -> Self {
+        WalBytes { start, bytes }
     }
-}
 
-impl Seek for HeldReader<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let pos = match pos {
-            SeekFrom::Start(offset) => {
-                SeekFrom::Start(offset.checked_sub(self.start).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "seek before the held WAL bytes",
-                    )
-                })?)
-            }
-            relative => relative,
-        };
-        Ok(self.start + self.inner.seek(pos)?)
+    /// The `len` bytes at WAL offset `offset`, if these cover them.
+    pub fn get(&self, offset: u64, len: usize) -> Option<&'a [u8]> {
+        let rel = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.bytes.get(rel..rel.checked_add(len)?)
+    }
+
+    /// Whether a scan may start at WAL offset `offset`: within these bytes or at their end.
+    pub fn covers(&self, offset: u64) -> bool {
+        offset
+            .checked_sub(self.start)
+            .is_some_and(|rel| rel <= self.bytes.len() as u64)
+    }
+
+    /// WAL offset of the first byte.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    pub fn as_slice(&self) -> &'a [u8] {
+        self.bytes
     }
 }
 
@@ -184,12 +187,9 @@ mod tests {
         assert_eq!(tail.get(8, 4), None, "before the cursor");
         tail.advance(40);
         assert_eq!(held(&tail), Some((40, &b"frame-2 "[..])));
-        let mut r = tail.reader_at(40).expect("held from the cursor");
-        assert_eq!(r.seek(SeekFrom::Start(44)).unwrap(), 44);
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"e-2 ");
-        assert!(tail.reader_at(32).is_none(), "only from the cursor");
+        let held = tail.held_from(40).expect("held from the cursor");
+        assert_eq!((held.start(), held.as_slice()), (40, &b"frame-2 "[..]));
+        assert!(tail.held_from(32).is_none(), "only from the cursor");
     }
 
     #[test]
