@@ -648,6 +648,40 @@ fn request_cost_per_transaction() {
                 .map(|(_, n)| n)
                 .sum();
             assert_eq!(lock_requests > 0, posix_locks, "{reads:?}");
+            // Answered ENOSYS once, then never sent again: a close, a directory sync, a
+            // listing cost no request (a FLUSH is needed only to drop POSIX locks).
+            let before = t.requests();
+            for _ in 0..3 {
+                let names: Vec<_> = std::fs::read_dir(t.path(""))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                assert!(names.iter().any(|n| n == "db"), "{names:?}");
+            }
+            let listings = t.requests().since(&before);
+            let sent = |requests: &[(String, u64)], ops: &[&str]| -> u64 {
+                requests
+                    .iter()
+                    .filter(|(op, _)| ops.iter().any(|o| o.eq_ignore_ascii_case(op)))
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            assert!(
+                sent(&listings, &["opendir", "releasedir"]) <= 2,
+                "{listings:?}"
+            );
+            let flushes = if posix_locks {
+                0
+            } else {
+                sent(&writes, &["flush"])
+            };
+            let skipped = sent(&writes, &["fsyncdir", "opendir", "releasedir"]) + flushes;
+            assert!(
+                skipped <= 3,
+                "{skipped} requests the kernel should have stopped sending over {OPS} write \
+                 transactions: {}",
+                per_op(&writes, OPS)
+            );
         }
     }
 }

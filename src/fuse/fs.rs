@@ -2,8 +2,8 @@
 //! §3.2–§3.3, translated into calls on the store. No replication or checksum logic here.
 
 use super::errno::{
-    LOCK_BAD_TYPE, LOCK_NOT_IMPLEMENTED, LOCK_NOT_SUPPORTED, LOCK_WOULD_WAIT, errno, lock_errno,
-    to_io_error,
+    LOCK_BAD_TYPE, LOCK_NOT_IMPLEMENTED, LOCK_NOT_SUPPORTED, LOCK_WOULD_WAIT,
+    NOT_NEEDED_STOP_ASKING, errno, lock_errno, to_io_error,
 };
 use super::node::{
     DbNode, LAG_INODE, PRIMARY_INODE, ROOT_INODE, db_inode, parse_name, split_db_inode,
@@ -23,6 +23,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may cache a name (bazil's default, as LiteFS).
@@ -46,6 +47,9 @@ pub struct LitefsFs {
     gid: u32,
     /// Ask for `FUSE_POSIX_LOCKS` in INIT ([`MountOptions::posix_locks`]).
     posix_locks: bool,
+    /// INIT enabled `FUSE_NO_OPENDIR_SUPPORT`: OPENDIR may answer ENOSYS (otherwise that
+    /// would fail the caller's `opendir`).
+    zero_message_opendir: AtomicBool,
     stats: Arc<RequestStats>,
 }
 
@@ -93,6 +97,7 @@ impl LitefsFs {
             uid,
             gid,
             posix_locks: options.posix_locks,
+            zero_message_opendir: AtomicBool::new(false),
             stats: Arc::new(RequestStats::default()),
         };
         for db in fs.store.dbs() {
@@ -363,6 +368,13 @@ impl FileSystem for LitefsFs {
             | FsOptions::MAX_PAGES
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::ASYNC_READ;
+        // `opendir` answers ENOSYS: listing the root needs no handle.
+        let zero_message_opendir = capable.contains(FsOptions::ZERO_MESSAGE_OPENDIR);
+        self.zero_message_opendir
+            .store(zero_message_opendir, Ordering::Relaxed);
+        if zero_message_opendir {
+            want |= FsOptions::ZERO_MESSAGE_OPENDIR;
+        }
         if self.posix_locks {
             if !capable.contains(FsOptions::POSIX_LOCKS) {
                 // Without it the kernel keeps locks local and WAL_WRITE unlocks are invisible;
@@ -548,6 +560,10 @@ impl FileSystem for LitefsFs {
     }
 
     fn flush(&self, _ctx: &Context, inode: u64, _handle: u64, lock_owner: u64) -> io::Result<()> {
+        if !self.posix_locks {
+            // The kernel keeps the locks and drops them on close itself.
+            return Err(errno(NOT_NEEDED_STOP_ASKING));
+        }
         self.drop_owner_locks(inode, lock_owner, "flush")
     }
 
@@ -661,6 +677,9 @@ impl FileSystem for LitefsFs {
         if inode != ROOT_INODE {
             return Err(errno(libc::ENOTDIR));
         }
+        if self.zero_message_opendir.load(Ordering::Relaxed) {
+            return Err(errno(NOT_NEEDED_STOP_ASKING));
+        }
         Ok((Some(0), OpenOptions::KEEP_CACHE))
     }
 
@@ -718,6 +737,9 @@ impl FileSystem for LitefsFs {
         Ok(())
     }
 
+    /// SQLite syncs the directory after creating a rollback journal. The mount's root is not
+    /// a directory on disk: every file's backing copy lives under `data.dir`, whose entries
+    /// the daemon makes durable where it needs them (LTX files; §4.1 of docs/ARCHITECTURE.md).
     fn fsyncdir(
         &self,
         _ctx: &Context,
@@ -725,7 +747,7 @@ impl FileSystem for LitefsFs {
         _datasync: bool,
         _handle: u64,
     ) -> io::Result<()> {
-        Ok(())
+        Err(errno(NOT_NEEDED_STOP_ASKING))
     }
 
     fn access(&self, _ctx: &Context, _inode: u64, _mask: u32) -> io::Result<()> {
