@@ -85,6 +85,8 @@ struct Document {
     fuse_threads: usize,
     reads_journal_mode: String,
     results: Vec<WorkloadResult>,
+    /// One FUSE round trip per transport (µs), as used for `ceiling_percent`.
+    round_trip_us: HashMap<TargetKind, f64>,
     /// One entry per run of each replication workload that was asked for.
     lag: Vec<replication::LagResult>,
     stream: Vec<replication::StreamResult>,
@@ -230,6 +232,49 @@ fn run_step(
     }
 }
 
+/// `stat` calls per round-trip measurement (~0.1–0.3 s per target).
+const ROUND_TRIP_STATS: u32 = 30_000;
+
+/// One FUSE round trip per transport, in µs: a `stat` through the mount minus a `stat` of a
+/// local directory, measured on a fresh target of each kind in each run; medians.
+fn measure_round_trips(
+    args: &Args,
+    kinds: &[TargetKind],
+    threads: usize,
+) -> HashMap<TargetKind, f64> {
+    let mut stats: HashMap<TargetKind, Vec<f64>> = HashMap::new();
+    for _ in 0..args.runs {
+        for &kind in kinds {
+            let measured = Target::new(kind, &args.dir, threads, args.posix_locks).and_then(|t| {
+                let us =
+                    t.stat_us(workloads::scaled(u64::from(ROUND_TRIP_STATS), args.scale) as u32);
+                let mut spent = Vec::new();
+                t.close(&mut spent)?;
+                us
+            });
+            match measured {
+                Ok(us) => stats.entry(kind).or_default().push(us),
+                Err(e) => eprintln!("  round trip {:<6} FAILED: {e:#}", kind.name()),
+            }
+        }
+    }
+    let median_of = |k: TargetKind| stats.get(&k).and_then(|v| report::median(v.clone()));
+    let Some(local_us) = median_of(TargetKind::Raw) else {
+        return HashMap::new();
+    };
+    kinds[1..]
+        .iter()
+        .filter_map(|&k| {
+            let rt_us = median_of(k)? - local_us;
+            eprintln!(
+                "  round trip  {:<7} {rt_us:.2} µs (stat through the mount minus a local stat)",
+                k.name()
+            );
+            Some((k, rt_us))
+        })
+        .collect()
+}
+
 /// Lag transactions and stream bytes at `--scale 1` (BASELINES.md).
 const LAG_TX_COUNT: u64 = 1000;
 const STREAM_BYTES: u64 = 100 * 1000 * 1000;
@@ -344,6 +389,7 @@ fn main() -> Result<()> {
             }
         }
     }
+    let round_trip_us = measure_round_trips(&args, &kinds, threads);
     let (lag, stream) = run_replication(&args, threads);
     let results: Vec<WorkloadResult> = args
         .workloads
@@ -356,7 +402,7 @@ fn main() -> Result<()> {
             let get = |k| all.get(&(w, k)).unwrap_or(&empty);
             let litefs: Vec<(TargetKind, &Samples)> =
                 kinds[1..].iter().map(|&k| (k, get(k))).collect();
-            WorkloadResult::new(w, get(TargetKind::Raw), &litefs)
+            WorkloadResult::new(w, get(TargetKind::Raw), &litefs, &round_trip_us)
         })
         .collect();
     let document = Document {
@@ -372,6 +418,7 @@ fn main() -> Result<()> {
         fuse_threads: threads,
         reads_journal_mode: args.reads_journal_mode.clone(),
         results,
+        round_trip_us,
         lag,
         stream,
     };
@@ -398,6 +445,7 @@ fn main() -> Result<()> {
         report::print_table(&document.results);
         let transports: Vec<&str> = kinds[1..].iter().map(|k| k.name()).collect();
         println!("(litefs transports measured: {})", transports.join(", "));
+        report::print_round_trips(&document.round_trip_us);
         report::print_replication(&document.lag, &document.stream);
     }
     Ok(())

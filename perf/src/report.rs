@@ -3,6 +3,7 @@
 use crate::target::TargetKind;
 use crate::workloads::{Sample, Workload};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// All samples of one workload on one target: one entry per run, or the error that stopped it.
 #[derive(Default)]
@@ -42,6 +43,11 @@ pub struct LitefsResult {
     /// Median over runs of litefs ops/s / raw ops/s of the same run, in percent: a pair
     /// measured seconds apart shares the machine's load, a ratio of medians need not.
     pub percent_of_raw: Option<f64>,
+    /// What a FUSE file system that costs nothing but its round trips could reach, in % of
+    /// raw: raw's time per op / (that + requests per op × one round trip). The requests are
+    /// SQLite's (its writes, syncs and stats) as served here, so no design that keeps the
+    /// kernel sending them gets past this.
+    pub ceiling_percent: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +65,7 @@ pub struct WorkloadResult {
 
 pub const NOT_AVAILABLE: &str = "a replication workload: see the replication table";
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -120,7 +126,13 @@ impl TargetResult {
 
 impl WorkloadResult {
     /// `litefs`: each measured transport with its samples.
-    pub fn new(workload: Workload, raw: &Samples, litefs: &[(TargetKind, &Samples)]) -> Self {
+    pub fn new(
+        workload: Workload,
+        raw: &Samples,
+        litefs: &[(TargetKind, &Samples)],
+        round_trip_us: &HashMap<TargetKind, f64>,
+    ) -> Self {
+        let raw_result = TargetResult::from_samples(TargetKind::Raw, raw);
         let litefs = litefs
             .iter()
             .map(|&(kind, samples)| {
@@ -132,9 +144,16 @@ impl WorkloadResult {
                         Some(l.ops_per_sec() / r.ops_per_sec() * 100.0)
                     })
                     .collect();
+                let result = TargetResult::from_samples(kind, samples);
+                let ceiling_percent = (|| {
+                    let raw_us = 1e6 / raw_result.ops_per_sec?;
+                    let requests_us = result.fuse_requests_per_op? * round_trip_us.get(&kind)?;
+                    Some(100.0 * raw_us / (raw_us + requests_us))
+                })();
                 LitefsResult {
-                    result: TargetResult::from_samples(kind, samples),
+                    result,
                     percent_of_raw: median(per_run_percent),
+                    ceiling_percent,
                 }
             })
             .collect();
@@ -144,7 +163,7 @@ impl WorkloadResult {
             goal: workload.goal_text(),
             goal_percent: workload.goal_percent(),
             not_available: None,
-            raw: Some(TargetResult::from_samples(TargetKind::Raw, raw)),
+            raw: Some(raw_result),
             litefs,
         }
     }
@@ -190,13 +209,13 @@ fn rate(result: Option<&TargetResult>) -> String {
 /// The table, in Markdown: one row per workload and litefs transport.
 pub fn print_table(results: &[WorkloadResult]) {
     println!(
-        "| workload | unit | raw ops/s | transport | litefs ops/s | % of raw | goal % | FUSE req/op | LTX B/tx | daemon µs/op | RSS idle/load MiB (raw) |"
+        "| workload | unit | raw ops/s | transport | litefs ops/s | % of raw | goal % | ceiling % | FUSE req/op | LTX B/tx | daemon µs/op | RSS idle/load MiB (raw) |"
     );
-    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         if let Some(why) = r.not_available {
             println!(
-                "| {} | {} | {why} (goal {}) | | | | | | | | |",
+                "| {} | {} | {why} (goal {}) | | | | | | | | | |",
                 r.workload.name(),
                 r.unit,
                 r.goal
@@ -214,7 +233,7 @@ pub fn print_table(results: &[WorkloadResult]) {
         for l in &r.litefs {
             let t = &l.result;
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) |",
                 r.workload.name(),
                 r.unit,
                 rate(raw),
@@ -222,6 +241,7 @@ pub fn print_table(results: &[WorkloadResult]) {
                 rate(Some(t)),
                 opt(l.percent_of_raw, |p| format!("{p:.1}")),
                 opt(r.goal_percent, |p| format!("{p:.0}")),
+                opt(l.ceiling_percent, |p| format!("{p:.0}")),
                 opt(t.fuse_requests_per_op, |v| format!("{v:.2}")),
                 opt(t.ltx_bytes_per_tx, group),
                 opt(t.daemon_cpu_us_per_op, |v| format!("{v:.1}")),
@@ -237,6 +257,22 @@ pub fn print_table(results: &[WorkloadResult]) {
                 println!("FAILED {} on {}: {e}", r.workload.name(), t.target.name());
             }
         }
+    }
+}
+
+/// The round trips behind the `ceiling %` column.
+pub fn print_round_trips(round_trip_us: &HashMap<TargetKind, f64>) {
+    let mut parts: Vec<String> = round_trip_us
+        .iter()
+        .map(|(k, us)| format!("{} {us:.2} µs", k.name()))
+        .collect();
+    parts.sort();
+    if !parts.is_empty() {
+        println!(
+            "(one FUSE round trip — a stat through the mount minus a local stat: {}; ceiling % = \
+             raw time per op / (raw time + FUSE req/op × round trip))",
+            parts.join(", ")
+        );
     }
 }
 

@@ -139,6 +139,25 @@ impl Target {
         self.db_dir.join(DB_NAME)
     }
 
+    /// Mean time of one `stat` in µs over `count` calls (after a warm-up): of the mount's
+    /// `.lag` file, whose attributes are never cached, so every call is one GETATTR round
+    /// trip to the daemon (which answers from memory); of the directory itself for raw.
+    pub fn stat_us(&self, count: u32) -> Result<f64> {
+        let path = match self.litefs {
+            Some(_) => self.db_dir.join(".lag"),
+            None => self.db_dir.clone(),
+        };
+        let stat = || std::fs::metadata(&path).with_context(|| format!("stat {}", path.display()));
+        for _ in 0..count.min(1000) {
+            stat()?;
+        }
+        let started = std::time::Instant::now();
+        for _ in 0..count {
+            stat()?;
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(count.max(1)))
+    }
+
     /// `None` for the raw directory: it has no daemon.
     pub fn snapshot(&self) -> Result<Option<Snapshot>> {
         let Some(litefs) = &self.litefs else {
