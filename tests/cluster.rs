@@ -370,9 +370,11 @@ fn replica_writes_fail_delete() {
     replica_writes_fail("delete", "attempt to write a readonly database");
 }
 
+/// Better than LiteFS ("disk I/O error" at the first WAL write): the replica refuses to open
+/// `-wal` for writing, SQLite opens it read-only and refuses the write transaction itself.
 #[test]
 fn replica_writes_fail_wal() {
-    replica_writes_fail("wal", "disk I/O error");
+    replica_writes_fail("wal", "attempt to write a readonly database");
 }
 
 /// A replica that starts with a cluster id other than the primary's refuses to follow it.

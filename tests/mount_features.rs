@@ -464,3 +464,70 @@ fn frames_rewritten_in_place_and_oversized_transactions_are_captured_exactly() {
     );
     integrity(&conn);
 }
+
+/// A page spilled to the WAL, changed and changed back, and spilled again is overwritten in
+/// place with the same bytes. That alone would leave the checksum chain valid — but SQLite
+/// writes every frame appended after an in-place overwrite with zero salts and checksums
+/// (`walEncodeFrame` while `iReCksum` is set), so no scan can accept the transaction before
+/// `walRewriteChecksums` has rewritten them, and the capture never runs ahead of those
+/// rewrites (which it would refuse as writes before its cursor). Each commit is captured
+/// exactly once, through the continued scan, and the next ordinary commit follows.
+#[test]
+fn identical_in_place_overwrites_are_captured_after_the_checksum_rewrite() {
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch(
+        "PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         INSERT INTO t(v) VALUES ('one'), ('two');
+         CREATE TABLE big(v BLOB);",
+    )
+    .unwrap();
+    for _ in 0..200 {
+        conn.execute("INSERT INTO big VALUES (randomblob(3000))", [])
+            .unwrap();
+    }
+    // A tiny cache, and rows of `big` one per page: updating 20 of them dirties 20 pages once
+    // each, more than the cache holds, so the oldest dirty pages are spilled to the WAL — and
+    // no page but t's leaf is ever written twice.
+    conn.execute_batch("PRAGMA cache_size=3").unwrap();
+    let dirty_big = |from: i64| {
+        conn.execute(
+            "UPDATE big SET v = randomblob(3000) WHERE rowid >= ?1 AND rowid < ?1 + 20",
+            [from],
+        )
+        .unwrap();
+    };
+    for round in 0..3i64 {
+        let txid = t.pos("db").txid.0;
+        // (SQLite leaves a page clean when an UPDATE writes what is there: change it and
+        // change it back.)
+        let set = |v: String| {
+            conn.execute("UPDATE t SET v = ?1 WHERE id = 1", [v])
+                .unwrap()
+        };
+        conn.execute_batch("BEGIN").unwrap();
+        set(format!("{round}-A"));
+        dirty_big(1 + round * 60); // t's leaf goes to the WAL
+        set(format!("{round}-B"));
+        set(format!("{round}-A"));
+        dirty_big(21 + round * 60); // ... and is overwritten in place with the same bytes
+        dirty_big(41 + round * 60);
+        conn.execute_batch("COMMIT").unwrap_or_else(|e| {
+            panic!("round {round}: COMMIT after an identical in-place overwrite: {e}")
+        });
+        let pos = t.pos("db");
+        assert_eq!(pos.txid.0, txid + 1, "round {round}: one transaction");
+        check_newest_ltx(&t, "db", 4096);
+    }
+    let v: String = conn
+        .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, "2-A");
+    // The database is not stuck: an ordinary commit follows.
+    conn.execute("UPDATE t SET v = 'three' WHERE id = 2", [])
+        .unwrap();
+    check_newest_ltx(&t, "db", 4096);
+    integrity(&conn);
+}

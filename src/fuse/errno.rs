@@ -17,10 +17,9 @@ pub const LOCK_WOULD_WAIT: i32 = libc::ENOSYS;
 pub const LOCK_BAD_TYPE: i32 = libc::EINVAL;
 
 /// An operation that has nothing to do here, answered so that the kernel stops sending it
-/// (it then succeeds locally): FLUSH without `FUSE_POSIX_LOCKS` (no locks to drop on close),
-/// FSYNCDIR (the mount's one directory is not a backing directory) and, with
-/// `FUSE_NO_OPENDIR_SUPPORT`, OPENDIR/RELEASEDIR. Each was one synchronous round trip
-/// per close, directory sync or listing.
+/// (it then succeeds locally): FLUSH without `FUSE_POSIX_LOCKS` (no locks to drop on close)
+/// and FSYNCDIR (the mount's one directory is not a backing directory). Each was one
+/// synchronous round trip per close or directory sync.
 pub const NOT_NEEDED_STOP_ASKING: i32 = libc::ENOSYS;
 
 /// Maps a refused lock request to the errno `fcntl` returns. No logging: contention is normal.

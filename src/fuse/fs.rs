@@ -23,7 +23,6 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may cache a name (bazil's default, as LiteFS).
@@ -47,9 +46,6 @@ pub struct LitefsFs {
     gid: u32,
     /// Ask for `FUSE_POSIX_LOCKS` in INIT ([`MountOptions::posix_locks`]).
     posix_locks: bool,
-    /// INIT enabled `FUSE_NO_OPENDIR_SUPPORT`: OPENDIR may answer ENOSYS (otherwise that
-    /// would fail the caller's `opendir`).
-    zero_message_opendir: AtomicBool,
     stats: Arc<RequestStats>,
 }
 
@@ -97,7 +93,6 @@ impl LitefsFs {
             uid,
             gid,
             posix_locks: options.posix_locks,
-            zero_message_opendir: AtomicBool::new(false),
             stats: Arc::new(RequestStats::default()),
         };
         for db in fs.store.dbs() {
@@ -368,13 +363,6 @@ impl FileSystem for LitefsFs {
             | FsOptions::MAX_PAGES
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::ASYNC_READ;
-        // `opendir` answers ENOSYS: listing the root needs no handle.
-        let zero_message_opendir = capable.contains(FsOptions::ZERO_MESSAGE_OPENDIR);
-        self.zero_message_opendir
-            .store(zero_message_opendir, Ordering::Relaxed);
-        if zero_message_opendir {
-            want |= FsOptions::ZERO_MESSAGE_OPENDIR;
-        }
         if self.posix_locks {
             if !capable.contains(FsOptions::POSIX_LOCKS) {
                 // Without it the kernel keeps locks local and WAL_WRITE unlocks are invisible;
@@ -456,7 +444,7 @@ impl FileSystem for LitefsFs {
         &self,
         _ctx: &Context,
         inode: u64,
-        _flags: u32,
+        flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         match inode {
@@ -464,7 +452,9 @@ impl FileSystem for LitefsFs {
             ROOT_INODE => Err(errno(libc::EISDIR)),
             _ => match self.db_of_inode(inode)? {
                 (db, DbNode::File(kind)) => {
-                    db.open_file(kind).map_err(|e| to_io_error("open", e))?;
+                    let write = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
+                    db.open_file(kind, write)
+                        .map_err(|e| to_io_error("open", e))?;
                     Ok((Some(0), OpenOptions::KEEP_CACHE, None))
                 }
                 // Virtual files change behind the kernel's back: never cache their pages.
@@ -677,9 +667,9 @@ impl FileSystem for LitefsFs {
         if inode != ROOT_INODE {
             return Err(errno(libc::ENOTDIR));
         }
-        if self.zero_message_opendir.load(Ordering::Relaxed) {
-            return Err(errno(NOT_NEEDED_STOP_ASKING));
-        }
+        // Not ENOSYS (which would save OPENDIR and RELEASEDIR): without an OPENDIR reply the
+        // kernel caches the listing (FOPEN_CACHE_DIR) until the root's mtime changes, and
+        // the root's entries change behind its back (replicated databases, `.primary`).
         Ok((Some(0), OpenOptions::KEEP_CACHE))
     }
 

@@ -552,6 +552,13 @@ impl<F: WalFrames> WalScanner<F> {
     /// continued from where they end once more are written — as long as nothing before that
     /// point is written meanwhile (a caller's duty: such a write may change a checked frame).
     pub fn continue_transaction(&mut self, partial: PartialTxn) -> Result<TxnScan, Error> {
+        if self.cursor != partial.at {
+            // Offsets and sizes would silently be wrong.
+            return Err(Error::WalOffset {
+                offset_bytes: partial.at.offset_bytes,
+                frame_size_bytes: self.frame_size_bytes as u64,
+            });
+        }
         let PartialTxn {
             offset_bytes,
             mut frame_offsets,

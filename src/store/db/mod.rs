@@ -460,6 +460,9 @@ impl Db {
         if kind == FileKind::Journal {
             self.check_writable(kind)?;
         }
+        if kind == FileKind::Wal {
+            self.refuse_wal_writer_on_replica()?;
+        }
         let mut state = self.lock();
         let path = self.path(kind);
         let f = OpenOptions::new()
@@ -472,10 +475,35 @@ impl Db {
         Ok(())
     }
 
-    /// Opens a backing file for a FUSE open; fails with not-found if it does not exist.
-    pub fn open_file(&self, kind: FileKind) -> Result<()> {
+    /// Opens a backing file for a FUSE open (`write`: the open asks for write access); fails
+    /// with not-found if it does not exist.
+    pub fn open_file(&self, kind: FileKind, write: bool) -> Result<()> {
+        if kind == FileKind::Wal && write {
+            self.refuse_wal_writer_on_replica()?;
+        }
         let mut state = self.lock();
         self.file(&mut state, kind).map(|_| ())
+    }
+
+    /// On a replica, SQLite may open the WAL only for reading. Refusing a read-write open
+    /// (EACCES) makes SQLite retry read-only (`unixOpen`), mark the WAL read-only and answer
+    /// a write transaction with SQLITE_READONLY — "attempt to write a readonly database",
+    /// as in rollback modes — where LiteFS gives "disk I/O error" at the first WAL write.
+    /// The retry needs the file to exist (a refused create is retried only then), so an
+    /// empty one is made first; replicas never write it (their transactions arrive as LTX
+    /// files applied to the database file), and reads need only `-shm`.
+    fn refuse_wal_writer_on_replica(&self) -> Result<()> {
+        if self.shared.writable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let path = self.path(FileKind::Wal);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .io_context("create", &path)?;
+        Err(Error::ReadOnly)
     }
 
     pub fn metadata(&self, kind: FileKind) -> Result<fs::Metadata> {

@@ -8,6 +8,8 @@
 //! may complete a commit frame whose earlier frames still carry stale checksums (SQLite
 //! rewrites them after an in-place overwrite, `walRewriteChecksums`); the scan then finds no
 //! transaction, and the last checksum rewrite (the commit frame's header) triggers it again.
+//! (Even when the overwrite left the page as it was, SQLite writes the frames it appends
+//! after it with zero salts and checksums, so no capture can run ahead of the rewrites.)
 
 use super::commit::{PageSource, WalFields};
 use super::durability::Durability;
@@ -141,8 +143,10 @@ impl Db {
                 None => match &mapped {
                     Some(map) => (map.bytes(), partial),
                     None => {
+                        // From the transaction's first frame, not where the scan goes on:
+                        // the LTX file's pages are read from the mapping too.
                         let wal_path = self.path(FileKind::Wal);
-                        let map = WalMap::new(&wal, partial.at.offset_bytes, &wal_path)?;
+                        let map = WalMap::new(&wal, cursor.offset_bytes, &wal_path)?;
                         (mapped.insert(map).bytes(), partial)
                     }
                 },
@@ -262,11 +266,14 @@ impl WalMap {
         else {
             return Ok(WalMap { start, map: None });
         };
-        // SAFETY: the mapping is read-only and lives only while the capture holds the
-        // database's state lock. Writes to the WAL may change bytes under it (SQLite cannot
-        // write this WAL while the capture runs, as it waits for the reply); what could fault
-        // is a truncation below the mapped length (SIGBUS), and the WAL is only ever truncated
-        // by this process, under that same lock (`Db::truncate`, `reset_wal`, recovery).
+        // SAFETY: the mapping is read-only and lives only inside one `commit_wal`, which holds
+        // the database's state lock. Every write to the WAL through the mount takes that lock
+        // too, so no byte changes under the scan. What could fault is a truncation below the
+        // mapped length (SIGBUS), and the WAL is only ever truncated by this process, under
+        // that lock (`Db::truncate`, import, startup recovery); a process writing the data
+        // directory from outside is not supported. A disk error reading a mapped page also
+        // arrives as SIGBUS: the daemon dies where a `read` error would have stopped it with
+        // a message (`capture_or_die`); either way restart recovery derives the LTX file.
         let map = unsafe {
             memmap2::MmapOptions::new()
                 .offset(start)
@@ -274,8 +281,6 @@ impl WalMap {
                 .map(wal)
         }
         .io_context("mmap", path)?;
-        // One pass from the cursor on: read ahead, drop behind.
-        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(WalMap {
             start,
             map: Some(map),
