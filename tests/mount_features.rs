@@ -531,3 +531,53 @@ fn identical_in_place_overwrites_are_captured_after_the_checksum_rewrite() {
     check_newest_ltx(&t, "db", 4096);
     integrity(&conn);
 }
+
+/// After SQLite restarts its WAL (it keeps the file and writes it again from the start), the
+/// daemon reads the file through the mount, so the kernel holds its pages and a frame's page
+/// arrives as one WRITE instead of two (`fuse/prime.rs`): a single-row commit then costs two
+/// write requests (header, page) instead of three.
+#[test]
+fn a_restarted_wal_is_read_into_the_kernel_cache_so_frames_are_one_write() {
+    const COMMITS: u64 = 300;
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch("PRAGMA synchronous=NORMAL; CREATE TABLE t(v BLOB);")
+        .unwrap();
+    let insert = || {
+        conn.execute("INSERT INTO t VALUES (randomblob(100))", [])
+            .unwrap()
+    };
+    // Past the 1,000-frame auto-checkpoint: the WAL restarts and is primed.
+    for _ in 0..1200 {
+        insert();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.mount().wals_primed() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no WAL was primed within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let writes = |counts: &[(String, u64)]| -> u64 {
+        counts
+            .iter()
+            .filter(|(op, _)| op == "Write")
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let before = t.requests();
+    for _ in 0..COMMITS {
+        insert();
+    }
+    let during = t.requests().since(&before);
+    let per_commit = writes(&during) as f64 / COMMITS as f64;
+    assert!(
+        per_commit <= 2.2,
+        "{per_commit:.2} WRITE requests per single-row commit on a primed WAL (unprimed: 3): \
+         {during:?}"
+    );
+    check_newest_ltx(&t, "db", 4096);
+    integrity(&conn);
+}

@@ -9,6 +9,7 @@ use super::node::{
     DbNode, LAG_INODE, PRIMARY_INODE, ROOT_INODE, db_inode, parse_name, split_db_inode,
 };
 use super::notify::SharedNames;
+use super::prime::PrimeRequests;
 use super::session::MountOptions;
 use super::stats::{self, RequestStats};
 use crate::store::lock::{HALT_BYTE, LockFile, LockKind, LockSet, LockType};
@@ -46,6 +47,9 @@ pub struct LitefsFs {
     gid: u32,
     /// Ask for `FUSE_POSIX_LOCKS` in INIT ([`MountOptions::posix_locks`]).
     posix_locks: bool,
+    /// Where a WAL restart is announced, so its pages are read into the kernel's cache
+    /// (`prime.rs`); none in unit tests.
+    primer: Option<PrimeRequests>,
     stats: Arc<RequestStats>,
 }
 
@@ -93,12 +97,18 @@ impl LitefsFs {
             uid,
             gid,
             posix_locks: options.posix_locks,
+            primer: None,
             stats: Arc::new(RequestStats::default()),
         };
         for db in fs.store.dbs() {
             fs.index_of(db.name());
         }
         fs
+    }
+
+    /// Announce WAL restarts to `primer` (the mount's `prime::Primer`).
+    pub fn set_primer(&mut self, primer: PrimeRequests) {
+        self.primer = Some(primer);
     }
 
     /// The name table, for the [`super::notify::Notifier`] of this mount.
@@ -546,6 +556,12 @@ impl FileSystem for LitefsFs {
         r.read_exact(&mut buf)?;
         db.write(kind, offset, &buf)
             .map_err(|e| to_io_error("write", e))?;
+        if kind == FileKind::Wal
+            && offset == 0
+            && let Some(primer) = &self.primer
+        {
+            primer.wal_restarted(db.name());
+        }
         Ok(buf.len())
     }
 

@@ -7,6 +7,7 @@ pub mod fs;
 pub mod kernel_locks;
 pub mod node;
 pub mod notify;
+pub mod prime;
 pub mod session;
 pub mod stats;
 pub mod uring;

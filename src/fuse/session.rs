@@ -6,6 +6,7 @@
 use super::fs::LitefsFs;
 use super::kernel_locks::MountLocks;
 use super::notify::Notifier;
+use super::prime::Primer;
 use super::stats::{Hook, RequestStats};
 use super::uring;
 use crate::config::FuseTransport;
@@ -97,6 +98,8 @@ pub struct Mount {
     mountpoint: PathBuf,
     /// Set before unmounting, so workers do not report the channel closing as an error.
     stopping: Arc<AtomicBool>,
+    /// Reads restarted WALs through the mount (`prime.rs`).
+    primer: Primer,
 }
 
 /// True if `path` is a mount point (per /proc/self/mountinfo).
@@ -399,7 +402,9 @@ impl Mount {
             FuseSession::new(&mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
         session.set_allow_other(options.allow_other);
         session.mount().map_err(io::Error::other)?;
-        let fs = LitefsFs::new(store.clone(), &options);
+        let primer = Primer::start(&mountpoint, store.clone())?;
+        let mut fs = LitefsFs::new(store.clone(), &options);
+        fs.set_primer(primer.requests());
         let stats = fs.stats();
         let names = fs.names();
         let server = Arc::new(Server::new(fs));
@@ -416,6 +421,7 @@ impl Mount {
             ring_served: ring_served.clone(),
             mountpoint: mountpoint.clone(),
             stopping: stopping.clone(),
+            primer,
         };
         let session = mount.session.as_ref().expect("mounted");
 
@@ -552,6 +558,11 @@ impl Mount {
         &self.stats
     }
 
+    /// Restarted WALs read into the kernel's cache so far (`prime.rs`).
+    pub fn wals_primed(&self) -> u64 {
+        self.primer.primed()
+    }
+
     /// Unmounts and waits for the workers to stop.
     pub fn unmount(mut self) -> io::Result<()> {
         self.shutdown()
@@ -562,6 +573,8 @@ impl Mount {
             return Ok(());
         };
         self.stopping.store(true, Ordering::Release);
+        // First: it may hold a file open on the mount.
+        self.primer.stop();
         self.store.invalidate_hook().clear();
         self.store.request_counts_hook().clear();
         self.store.kernel_locks_hook().clear();
