@@ -135,21 +135,25 @@ impl Db {
                 Some(p) if p.offset_bytes == cursor.offset_bytes => p,
                 _ => PartialTxn::at_start(cursor),
             };
-            let (bytes, partial) = match tail.held_from(cursor.offset_bytes) {
-                // Held bytes end at the furthest write, so they hold any earlier scan's end;
-                // checked all the same, as a scan from outside them is refused.
-                Some(held) if held.covers(partial.at.offset_bytes) => (held, partial),
-                Some(held) => (held, PartialTxn::at_start(cursor)),
+            let bytes = match tail.held_from(cursor.offset_bytes) {
+                Some(held) => held,
                 None => match &mapped {
-                    Some(map) => (map.bytes(), partial),
+                    Some(map) => map.bytes(),
                     None => {
                         // From the transaction's first frame, not where the scan goes on:
                         // the LTX file's pages are read from the mapping too.
                         let wal_path = self.path(FileKind::Wal);
                         let map = WalMap::new(&wal, cursor.offset_bytes, &wal_path)?;
-                        (mapped.insert(map).bytes(), partial)
+                        mapped.insert(map).bytes()
                     }
                 },
+            };
+            // The bytes reach the furthest write, so they hold any earlier scan's end; checked
+            // all the same, since a scan from outside them is refused (and would be fatal).
+            let partial = if bytes.covers(partial.at.offset_bytes) {
+                partial
+            } else {
+                PartialTxn::at_start(cursor)
             };
             let txn = match continue_transaction(bytes, &header, partial)? {
                 TxnScan::Committed(txn) => txn,
