@@ -24,7 +24,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,18 +44,13 @@ const PRIME_WAL_BYTES_MAX: u64 = 64 << 20;
 #[derive(Clone)]
 pub struct PrimeRequests {
     tx: SyncSender<String>,
-    dropped: Arc<AtomicU64>,
 }
 
 impl PrimeRequests {
-    /// Called by a worker after serving a WAL header write; never blocks.
+    /// Called by a worker after serving a WAL header write; never blocks. A full queue (or a
+    /// stopped helper) drops the request: that WAL generation's frames are two requests each.
     pub fn wal_restarted(&self, db: &str) {
-        match self.tx.try_send(db.to_string()) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let _ = self.tx.try_send(db.to_string());
     }
 }
 
@@ -78,10 +73,7 @@ impl Primer {
             .name("litefs-prime".into())
             .spawn(move || serve(&mountpoint, &store, &rx, &counter, &stopping))?;
         Ok(Primer {
-            requests: PrimeRequests {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-            },
+            requests: PrimeRequests { tx },
             thread: Some(thread),
             stop,
             primed,
