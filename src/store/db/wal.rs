@@ -295,3 +295,110 @@ impl WalMap {
         WalBytes::new(self.start, self.map.as_deref().unwrap_or(&[]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::test_util::{reencode_wal, wal_fixture};
+    use crate::sqlite::{ChecksumOrder, committed_transactions};
+    use crate::store::{DbOptions, Store};
+    use crate::types::NodeId;
+    use std::io::Cursor;
+
+    const PAGE: u32 = 4096;
+
+    fn txns(wal: &[u8]) -> Vec<WalTxn> {
+        let header = WalHeader::parse(wal).unwrap().unwrap();
+        committed_transactions(Cursor::new(wal), &header, header.start())
+            .unwrap()
+            .0
+    }
+
+    /// Writes `bytes` (whole frames at their offsets) as SQLite does: header, then page.
+    fn write_frames(db: &Db, offset: usize, bytes: &[u8]) {
+        let frame = 24 + PAGE as usize;
+        for (i, f) in bytes.chunks(frame).enumerate() {
+            let at = (offset + i * frame) as u64;
+            db.write(FileKind::Wal, at, &f[..24]).unwrap();
+            db.write(FileKind::Wal, at + 24, &f[24..]).unwrap();
+        }
+    }
+
+    /// A capture that stopped short of a commit frame keeps what it checked — until SQLite
+    /// writes before that point. Here SQLite gave up a transaction after writing its commit
+    /// frame's header (a failed page write) and wrote the next one over the same frames: the
+    /// kept scan must not be continued, or the recorded transaction would mix the given-up
+    /// frames' pages into the new one's.
+    #[test]
+    fn a_write_before_a_kept_scan_restarts_it() {
+        let create = "CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)";
+        let big = format!("INSERT INTO t(x) VALUES (randomblob({}))", 3 * PAGE);
+        let given_up = wal_fixture(PAGE, &[create, &big]).wal;
+        let kept = wal_fixture(PAGE, &[create, "INSERT INTO t(x) VALUES (x'0102')"]).wal;
+        let (g, k) = (txns(&given_up), txns(&kept));
+        assert_eq!((g.len(), k.len()), (2, 2));
+        let frame = 24 + PAGE as usize;
+        assert!(
+            g[1].size_bytes as usize >= 3 * frame,
+            "a transaction of several frames"
+        );
+        // One WAL generation: `given_up`'s header and first transaction, then the second
+        // transaction of `kept` (same first transaction) re-salted and re-checksummed after it.
+        let first_end = g[0].end.offset_bytes as usize;
+        assert_eq!(k[0].end.offset_bytes as usize, first_end);
+        let mut next = given_up[..first_end].to_vec();
+        next.extend_from_slice(&kept[first_end..k[1].end.offset_bytes as usize]);
+        for f in next[first_end..].chunks_mut(frame) {
+            f[8..16].copy_from_slice(&given_up[16..24]);
+        }
+        let next = reencode_wal(&next, ChecksumOrder::LittleEndian);
+        assert_eq!(
+            txns(&next).len(),
+            2,
+            "the spliced WAL holds both transactions"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let options = DbOptions {
+            node_id: NodeId(1),
+            compress: false,
+            strict_verify: true,
+            replica: false,
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let db = store.create_db("db").unwrap();
+        db.create(FileKind::Wal).unwrap();
+        db.write(FileKind::Wal, 0, &given_up[..32]).unwrap();
+        write_frames(&db, 32, &given_up[32..first_end]);
+        assert_eq!(db.pos().txid.0, 1, "the first transaction is captured");
+        // The given-up transaction: every frame, then only its commit frame's header. The
+        // capture that header triggers finds the page missing and keeps its scan.
+        let g_end = g[1].end.offset_bytes as usize;
+        write_frames(&db, first_end, &given_up[first_end..g_end - frame]);
+        db.write(
+            FileKind::Wal,
+            (g_end - frame) as u64,
+            &given_up[g_end - frame..g_end - PAGE as usize],
+        )
+        .unwrap();
+        assert_eq!(db.pos().txid.0, 1);
+        assert!(db.lock().wal_partial.is_some(), "the scan is kept");
+        // SQLite starts over at the same offset with another transaction.
+        write_frames(&db, first_end, &next[first_end..]);
+        assert_eq!(db.pos().txid.0, 2, "the new transaction is captured");
+        let state = db.lock();
+        let pages: Vec<u32> = state
+            .wal_frames
+            .keys()
+            .copied()
+            .filter(|&p| p <= state.page_count)
+            .collect();
+        drop(state);
+        let want: Vec<u32> = k[1].frame_offsets.keys().copied().collect();
+        let mut all: Vec<u32> = g[0].frame_offsets.keys().copied().collect();
+        all.extend(&want);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(pages, all, "only the two committed transactions' pages");
+    }
+}
