@@ -21,10 +21,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 const WAL_HEADER_SIZE: u64 = 32;
-/// The read buffer of a WAL scan from the file at startup (recovery): with the default
-/// 8 KiB, scanning a 100 MB transaction took 12,500 `read`s and ~80 ms; std leaves the buffer
-/// uninitialised, so it costs no zeroing.
-pub(super) const WAL_SCAN_BUFFER_BYTES: usize = 1 << 20;
 const FRAME_HEADER_SIZE: u64 = 24;
 
 impl Db {
