@@ -8,8 +8,8 @@
 //! - before a checkpoint writes or truncates the database file (the file must never hold a
 //!   page whose LTX file could be lost, or recovery could not explain it);
 //! - before the WAL is restarted (header rewritten), truncated or deleted;
-//! - before a synced LTX file (journal commits, deletions, import) gets its name, so the chain
-//!   on disk never has a hole behind a durable file;
+//! - before a synced LTX file (journal commits, deletions, import) is made durable, so the
+//!   chain on disk never has a hole behind a durable file;
 //! - when [`UNSYNCED_LTX_FILES_MAX`] files or [`UNSYNCED_LTX_BYTES_MAX`] bytes are pending;
 //! - when the database is closed, and when it is opened (a killed process's deferred files
 //!   are in no counter; recovery syncs before it writes anything).
