@@ -532,6 +532,75 @@ fn identical_in_place_overwrites_are_captured_after_the_checksum_rewrite() {
     integrity(&conn);
 }
 
+/// A WAL that grows (its first generation) is extended with a hole ahead of SQLite's frames
+/// and that range read through the mount (`fuse/prime.rs`), so a frame's page is one WRITE
+/// there too: a single-row commit costs two write requests (header, page) instead of three.
+/// The zeros past the last frame change nothing: a large transaction that outruns the read
+/// ahead, and every row, survive a remount whose recovery scans that WAL.
+#[test]
+fn a_growing_wal_is_read_ahead_so_frames_are_one_write() {
+    const COMMITS: u64 = 300;
+    const BULK_ROWS: i64 = 2000;
+    let mut t = TestMount::new(true);
+    let pos = {
+        let conn = Connection::open(t.path("db")).unwrap();
+        assert_eq!(mode(&conn, "wal"), "wal");
+        // No checkpoint: the WAL never restarts, every frame extends it.
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(v BLOB);",
+        )
+        .unwrap();
+        let insert = || {
+            conn.execute("INSERT INTO t VALUES (randomblob(100))", [])
+                .unwrap()
+        };
+        insert();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while t.mount().wals_grown() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the growing WAL was not read ahead within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let before = t.requests();
+        for _ in 0..COMMITS {
+            insert();
+        }
+        let during = t.requests().since(&before);
+        let writes: u64 = during
+            .iter()
+            .filter(|(op, _)| op == "Write")
+            .map(|(_, n)| n)
+            .sum();
+        let per_commit = writes as f64 / COMMITS as f64;
+        assert!(
+            per_commit <= 2.2,
+            "{per_commit:.2} WRITE requests per single-row commit in a growing WAL (not read \
+             ahead: 3); {} steps read ahead: {during:?}",
+            t.mount().wals_grown()
+        );
+        // ~2,000 pages in one transaction, frames written back to back.
+        conn.execute_batch(&format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {BULK_ROWS}) \
+             INSERT INTO t SELECT randomblob(3000) FROM c"
+        ))
+        .unwrap();
+        check_newest_ltx(&t, "db", 4096);
+        integrity(&conn);
+        t.pos("db")
+    };
+    t.stop();
+    t.start();
+    let conn = Connection::open(t.path("db")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1 + COMMITS as i64 + BULK_ROWS, "rows after a remount");
+    assert_eq!(t.pos("db"), pos, "position after a remount");
+    integrity(&conn);
+}
+
 /// After SQLite restarts its WAL (it keeps the file and writes it again from the start), the
 /// daemon reads the file through the mount, so the kernel holds its pages and a frame's page
 /// arrives as one WRITE instead of two (`fuse/prime.rs`): a single-row commit then costs two

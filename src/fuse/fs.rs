@@ -106,7 +106,7 @@ impl LitefsFs {
         fs
     }
 
-    /// Announce WAL restarts to `primer` (the mount's `prime::Primer`).
+    /// Announce WAL writes to `primer` (the mount's `prime::Primer`).
     pub fn set_primer(&mut self, primer: PrimeRequests) {
         self.primer = Some(primer);
     }
@@ -557,10 +557,9 @@ impl FileSystem for LitefsFs {
         db.write(kind, offset, &buf)
             .map_err(|e| to_io_error("write", e))?;
         if kind == FileKind::Wal
-            && offset == 0
             && let Some(primer) = &self.primer
         {
-            primer.wal_restarted(db.name());
+            primer.wal_written(db.name(), offset, offset + u64::from(size));
         }
         Ok(buf.len())
     }

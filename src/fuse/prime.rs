@@ -13,44 +13,93 @@
 //! (kept, as every open answers `KEEP_CACHE`), and the frames that follow land on up-to-date
 //! pages. Coherent by construction: a READ is answered from the backing file, which every
 //! write reaches before its reply, and the kernel holds a page locked while a write to it that
-//! could not leave it up to date is in flight. A WAL that grows past its old end (the first
-//! generation) is not helped: there is nothing to read there yet.
+//! could not leave it up to date is in flight.
+//!
+//! A WAL that grows past its end (its first generation, a large transaction) has nothing to
+//! read there yet, so its frames would still split. When SQLite's writes come within
+//! [`GROW_MARGIN_BYTES`] of what is primed, the helper extends the backing file with a hole
+//! up to the next [`GROW_STEP_BYTES`] boundary (`Db::grow_wal_file`, under the database's
+//! lock), tells the kernel the size changed, and reads the new range through the mount: the
+//! kernel caches zero pages that SQLite's frames then overwrite one request each. SQLite
+//! reads a WAL's frames only up to the first that does not verify, so zeros past its last
+//! frame are what a reused WAL has too (old frames) and change nothing for it or for our
+//! scans; the extension stops at the end of the step, and SQLite's truncations still win.
 //!
 //! Never from a FUSE worker: the reads are served by the workers. Requests beyond what the
 //! channel holds are dropped — priming is an optimisation.
 
 use crate::store::Store;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use crate::store::{FileKind, Invalidation};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// WAL restarts waiting for the helper; more are dropped (a busy mount restarts a WAL every
 /// ~1,000 commits per database).
 const PRIME_QUEUE_MAX: usize = 16;
-/// Read size through the mount.
-const PRIME_READ_BYTES: usize = 1 << 20;
 /// How often the idle helper looks at its stop flag (the file system keeps a sender, so the
 /// channel does not close at unmount).
 const PRIME_STOP_POLL: Duration = Duration::from_millis(50);
 /// Largest WAL read whole: a WAL larger than this (SQLite's default stays near 4 MiB) is read
 /// only this far, so one huge WAL does not fill the page cache.
 const PRIME_WAL_BYTES_MAX: u64 = 64 << 20;
+/// A growing WAL is extended and read ahead in steps of this many bytes (256 4 KiB frames)...
+const GROW_STEP_BYTES: u64 = 1 << 20;
+/// ...when SQLite writes within this many bytes of the primed end, so the helper (on another
+/// core) stays ahead of a transaction writing frames back to back.
+const GROW_MARGIN_BYTES: u64 = 512 << 10;
+
+/// Reads of a grown range tried while the kernel ignores the new size (`read_grown`), and
+/// the pause between two: SQLite's writes past the size the kernel knows make it drop
+/// attributes that arrive meanwhile, so a try falls between two of them with some luck.
+const GROW_READ_TRIES: usize = 8;
+const GROW_READ_RETRY_PAUSE: Duration = Duration::from_millis(1);
+
+/// What the helper is asked to do.
+enum Request {
+    /// SQLite rewrote the WAL header: read the file as it is.
+    Restarted(String),
+    /// SQLite's frames near the primed end: extend the WAL to `to` bytes and read it from
+    /// `from` (where SQLite writes now) on.
+    Grow { db: String, from: u64, to: u64 },
+}
 
 /// The file system's end: asks for a database's WAL to be read through the mount.
 #[derive(Clone)]
 pub struct PrimeRequests {
-    tx: SyncSender<String>,
+    tx: SyncSender<Request>,
+    /// How far each database's WAL is (being) primed by growth, in bytes; 0 after a restart.
+    grown_to: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl PrimeRequests {
-    /// Called by a worker after serving a WAL header write; never blocks. A full queue (or a
-    /// stopped helper) drops the request: that WAL generation's frames are two requests each.
-    pub fn wal_restarted(&self, db: &str) {
-        let _ = self.tx.try_send(db.to_string());
+    /// Called by a worker after serving a WAL write of `offset..end`; never blocks. A full
+    /// queue (or a stopped helper) drops the request: those frames are two requests each.
+    pub fn wal_written(&self, db: &str, offset: u64, end: u64) {
+        let mut grown_to = self.grown_to.lock().unwrap_or_else(PoisonError::into_inner);
+        if offset == 0 {
+            grown_to.insert(db.to_string(), 0);
+            drop(grown_to);
+            let _ = self.tx.try_send(Request::Restarted(db.to_string()));
+            return;
+        }
+        let primed = grown_to.entry(db.to_string()).or_insert(0);
+        if end.saturating_add(GROW_MARGIN_BYTES) <= *primed {
+            return;
+        }
+        let to = (end + GROW_MARGIN_BYTES).next_multiple_of(GROW_STEP_BYTES);
+        *primed = to;
+        drop(grown_to);
+        let _ = self.tx.try_send(Request::Grow {
+            db: db.to_string(),
+            from: offset,
+            to,
+        });
     }
 }
 
@@ -59,24 +108,36 @@ pub struct Primer {
     requests: PrimeRequests,
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    primed: Arc<AtomicU64>,
+    counts: Arc<PrimeCounts>,
+}
+
+/// What the helper has read through the mount so far.
+#[derive(Default)]
+struct PrimeCounts {
+    /// Whole WALs, after a restart.
+    restarted: AtomicU64,
+    /// Ranges a growing WAL was extended by.
+    grown: AtomicU64,
 }
 
 impl Primer {
     pub fn start(mountpoint: &Path, store: Arc<Store>) -> std::io::Result<Primer> {
         let (tx, rx) = sync_channel(PRIME_QUEUE_MAX);
-        let primed = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(PrimeCounts::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mountpoint = mountpoint.to_path_buf();
-        let (counter, stopping) = (primed.clone(), stop.clone());
+        let (counter, stopping) = (counts.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("litefs-prime".into())
             .spawn(move || serve(&mountpoint, &store, &rx, &counter, &stopping))?;
         Ok(Primer {
-            requests: PrimeRequests { tx },
+            requests: PrimeRequests {
+                tx,
+                grown_to: Arc::default(),
+            },
             thread: Some(thread),
             stop,
-            primed,
+            counts,
         })
     }
 
@@ -85,9 +146,14 @@ impl Primer {
         self.requests.clone()
     }
 
-    /// WALs read through the mount so far.
+    /// Restarted WALs read through the mount so far.
     pub fn primed(&self) -> u64 {
-        self.primed.load(Ordering::Acquire)
+        self.counts.restarted.load(Ordering::Acquire)
+    }
+
+    /// Growing WALs extended and read ahead so far (one per [`GROW_STEP_BYTES`] step).
+    pub fn grown(&self) -> u64 {
+        self.counts.grown.load(Ordering::Acquire)
     }
 
     /// Ends the helper once its current read is done (at most [`PRIME_WAL_BYTES_MAX`]); before
@@ -103,29 +169,115 @@ impl Primer {
 fn serve(
     mountpoint: &Path,
     store: &Store,
-    rx: &Receiver<String>,
-    primed: &AtomicU64,
+    rx: &Receiver<Request>,
+    counts: &PrimeCounts,
     stop: &AtomicBool,
 ) {
-    let mut buf = vec![0u8; PRIME_READ_BYTES];
     while !stop.load(Ordering::Acquire) {
-        let db = match rx.recv_timeout(PRIME_STOP_POLL) {
-            Ok(db) => db,
+        let request = match rx.recv_timeout(PRIME_STOP_POLL) {
+            Ok(request) => request,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        let db = match &request {
+            Request::Restarted(db) | Request::Grow { db, .. } => db.as_str(),
+        };
         // Writes moved on: a database that was dropped meanwhile has nothing to read.
-        if store.db(&db).is_none() {
+        let Some(handle) = store.db(db) else {
             continue;
+        };
+        let path = mountpoint.join(format!("{db}-wal"));
+        match request {
+            Request::Restarted(_) => {
+                // Errors are not worth reporting: a WAL removed or truncated meanwhile needs
+                // no cache.
+                let _ = read_through_mount(&path, 0..PRIME_WAL_BYTES_MAX);
+                counts.restarted.fetch_add(1, Ordering::Release);
+            }
+            Request::Grow { from, to, .. } => {
+                // Errors are not worth reporting: priming is an optimisation, and a WAL that
+                // cannot be extended is written as before.
+                if let Ok(Some(_)) = handle.grow_wal_file(to) {
+                    read_grown(store, db, &path, from..to);
+                    counts.grown.fetch_add(1, Ordering::Release);
+                }
+            }
         }
-        let path: PathBuf = mountpoint.join(format!("{db}-wal"));
-        // Errors are not worth reporting: a WAL removed or truncated meanwhile needs no cache.
-        if let Ok(file) = std::fs::File::open(&path) {
-            let mut limited = file.take(PRIME_WAL_BYTES_MAX);
-            while matches!(limited.read(&mut buf), Ok(n) if n > 0) {}
-        }
-        primed.fetch_add(1, Ordering::Release);
     }
+}
+
+/// Reads `range` of a WAL just extended to `range.end` through the mount. The kernel must
+/// learn the new size first: its attributes are invalidated, and the read past the size it
+/// knows fetches them. A size that changed makes it drop every cached page of the file
+/// (`fuse_change_attributes`), hence `range` starts where SQLite writes now, not at the old
+/// end. The kernel ignores attributes that race with a write extending the file, and the read
+/// then stops at the old size: invalidate and read it all again, a bounded number of times
+/// (at most [`GROW_READ_TRIES`] × [`GROW_READ_RETRY_PAUSE`] of pauses).
+fn read_grown(store: &Store, db: &str, path: &Path, range: std::ops::Range<u64>) {
+    let page = 4096;
+    let from = range.start / page * page;
+    for attempt in 0..GROW_READ_TRIES {
+        if attempt > 0 {
+            std::thread::sleep(GROW_READ_RETRY_PAUSE);
+        }
+        // (The range invalidated, `end..`, holds nothing: this is for the attributes. Nor
+        // can it wait for a page: see `read_through_mount`.)
+        store.invalidate_hook().send(Invalidation::Data {
+            db,
+            kind: FileKind::Wal,
+            offset: range.end,
+            len: 0,
+        });
+        // From the start each time: the try that makes the kernel take the new size also
+        // makes it drop what an earlier try read.
+        match read_through_mount(path, from..range.end) {
+            Some(read) if from + read + page >= range.end => return,
+            Some(_) => {}
+            None => return,
+        }
+    }
+}
+
+/// Reads `range` of `path` on the mount in a child process (`dd`), returning the bytes read
+/// (`None` if it failed or said nothing we understand).
+///
+/// Never in this process: a thread of ours waiting in the kernel for a FUSE reply would keep
+/// the process from ever exiting if it were killed (`kill -9`) after a worker took the
+/// request — the kernel waits for a request already in userspace without interruption, the
+/// thread keeps the process's `/dev/fuse` descriptor open, and only its release aborts the
+/// connection. Found by `crash::kill_nine_during_wal_writes` hanging. A child stuck that way
+/// is released when our descriptor closes (and is killed if our thread dies:
+/// `PR_SET_PDEATHSIG`).
+fn read_through_mount(path: &Path, range: std::ops::Range<u64>) -> Option<u64> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("dd");
+    command
+        .arg(format!("if={}", path.display()))
+        .args(["of=/dev/null", "bs=1M", "iflag=skip_bytes,count_bytes"])
+        .arg(format!("skip={}", range.start))
+        .arg(format!("count={}", range.end - range.start))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: runs in the child between fork and exec and makes one async-signal-safe system
+    // call (prctl), touching no memory of the parent's.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let output = command.output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    // GNU dd's summary ends with "<bytes> bytes (...) copied, ..." (or "1 byte copied").
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr.lines().find_map(|line| {
+        let mut words = line.split(' ');
+        let bytes = words.next()?.parse().ok()?;
+        words.next()?.starts_with("byte").then_some(bytes)
+    })
 }
 
 impl Drop for Primer {

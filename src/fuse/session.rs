@@ -563,6 +563,11 @@ impl Mount {
         self.primer.primed()
     }
 
+    /// Growing WALs this mount's primer extended and read ahead (`prime.rs`), one per step.
+    pub fn wals_grown(&self) -> u64 {
+        self.primer.grown()
+    }
+
     /// Unmounts and waits for the workers to stop.
     pub fn unmount(mut self) -> io::Result<()> {
         self.shutdown()

@@ -700,6 +700,27 @@ impl Db {
         }
     }
 
+    /// Extends the WAL's backing file to `to` bytes with a hole, so the mount can read ahead
+    /// of SQLite's frames (`fuse/prime.rs`). Only a WAL of a known generation (header written
+    /// through the mount, file not empty) that is shorter; returns its old length if it grew.
+    /// Zeros after the last frame change nothing: SQLite and our scans stop at the first frame
+    /// that does not verify.
+    pub fn grow_wal_file(&self, to: u64) -> Result<Option<u64>> {
+        self.check_writable(FileKind::Wal)?;
+        let mut state = self.lock();
+        if state.wal_header.is_none() {
+            return Ok(None);
+        }
+        let wal = self.file(&mut state, FileKind::Wal)?;
+        let path = self.path(FileKind::Wal);
+        let len_bytes = wal.metadata().io_context("stat", &path)?.len();
+        if len_bytes == 0 || len_bytes >= to {
+            return Ok(None);
+        }
+        wal.set_len(to).io_context("extend", &path)?;
+        Ok(Some(len_bytes))
+    }
+
     /// SQLite's fsync (`datasync`: its fdatasync) of a backing file, passed through as asked.
     pub fn fsync(&self, kind: FileKind, datasync: bool) -> Result<()> {
         let f = {
