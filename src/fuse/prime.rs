@@ -1,5 +1,5 @@
-//! Keeps a reused WAL's pages in the kernel's page cache, so that SQLite's frame writes reach
-//! the daemon as one request each instead of two.
+//! Keeps a WAL's pages in the kernel's page cache, so that SQLite's frame writes reach the
+//! daemon as one request each instead of two (docs/ARCHITECTURE.md §7.4.2, §7.4.3).
 //!
 //! Without a write-back cache the kernel sends a `write` to the daemon page by page until it
 //! meets a page that is partly written and not up to date in its cache; there it ends the
@@ -9,7 +9,8 @@
 //!
 //! When SQLite restarts its WAL (a new header at offset 0, after a checkpoint), the file keeps
 //! its length and the next frames overwrite it from the start. Right then a helper thread
-//! reads the whole file **through the mount**: the kernel fills its cache with FUSE READs
+//! has the whole file read **through the mount** (by a `dd` child: see
+//! `read_through_mount` for why never by a thread of ours): the kernel fills its cache with FUSE READs
 //! (kept, as every open answers `KEEP_CACHE`), and the frames that follow land on up-to-date
 //! pages. Coherent by construction: a READ is answered from the backing file, which every
 //! write reaches before its reply, and the kernel holds a page locked while a write to it that
@@ -27,6 +28,8 @@
 //!
 //! Never from a FUSE worker: the reads are served by the workers. Requests beyond what the
 //! channel holds are dropped — priming is an optimisation.
+//!
+//! Not on a replica: SQLite may not write its WAL there (`Db::open_file`), so nothing asks.
 
 use crate::store::Store;
 use crate::store::{FileKind, Invalidation};
