@@ -148,6 +148,9 @@ pub struct Db {
     /// `ltx/`, open for the life of the database: `syncfs` on it makes deferred LTX files
     /// durable and reports every write-back error since it was opened.
     ltx_dir_file: File,
+    /// Where the WAL's uncommitted frames start (the capture cursor), as of the last WAL
+    /// write; 0 without a WAL. Read without the state lock by `fuse/prime.rs`.
+    wal_cursor_bytes: AtomicU64,
     /// `dbs/<name>/spare/`: inodes of retired LTX files, reused for new ones (`spare.rs`).
     spare_dir: PathBuf,
     spares: Mutex<spare::SparePool>,
@@ -223,6 +226,7 @@ impl Db {
             dir,
             ltx_dir,
             ltx_dir_file,
+            wal_cursor_bytes: AtomicU64::new(0),
             spare_dir,
             spares,
             options,
@@ -546,7 +550,13 @@ impl Db {
         let result = match kind {
             FileKind::Database => self.write_database(&mut state, offset, data),
             FileKind::Journal => self.write_journal(&mut state, offset, data),
-            FileKind::Wal => self.write_wal(&mut state, offset, data),
+            FileKind::Wal => {
+                let result = self.write_wal(&mut state, offset, data);
+                let cursor = state.wal_cursor.map_or(0, |c| c.offset_bytes);
+                // Relaxed: a hint for read-ahead; it orders no other memory.
+                self.wal_cursor_bytes.store(cursor, Ordering::Relaxed);
+                result
+            }
             FileKind::Shm => self.write_at(&mut state, kind, offset, data),
         };
         if result.is_ok() {
@@ -700,25 +710,33 @@ impl Db {
         }
     }
 
-    /// Extends the WAL's backing file to `to` bytes with a hole, so the mount can read ahead
-    /// of SQLite's frames (`fuse/prime.rs`). Only a WAL of a known generation (header written
-    /// through the mount, file not empty) that is shorter; returns its old length if it grew.
-    /// Zeros after the last frame change nothing: SQLite and our scans stop at the first frame
-    /// that does not verify.
-    pub fn grow_wal_file(&self, to: u64) -> Result<Option<u64>> {
+    /// How many bytes of uncommitted WAL frames lie before `end` (the end of a WAL write just
+    /// served): the size of the transaction SQLite is writing, as far as it got.
+    pub fn wal_txn_bytes(&self, end: u64) -> u64 {
+        end.saturating_sub(self.wal_cursor_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Extends the WAL's backing file to at least `to` bytes with a hole, for the mount's
+    /// read-ahead (`fuse/prime.rs`, which asks with `fallocate` through the mount). Only a WAL
+    /// of a known generation (header written through the mount, file not empty): false for
+    /// any other, which the caller refuses. Zeros after the last frame change nothing: SQLite
+    /// and our scans stop at the first frame that does not verify.
+    pub fn grow_wal_file(&self, to: u64) -> Result<bool> {
         self.check_writable(FileKind::Wal)?;
         let mut state = self.lock();
         if state.wal_header.is_none() {
-            return Ok(None);
+            return Ok(false);
         }
         let wal = self.file(&mut state, FileKind::Wal)?;
         let path = self.path(FileKind::Wal);
         let len_bytes = wal.metadata().io_context("stat", &path)?.len();
-        if len_bytes == 0 || len_bytes >= to {
-            return Ok(None);
+        if len_bytes == 0 {
+            return Ok(false);
         }
-        wal.set_len(to).io_context("extend", &path)?;
-        Ok(Some(len_bytes))
+        if len_bytes < to {
+            wal.set_len(to).io_context("extend", &path)?;
+        }
+        Ok(true)
     }
 
     /// SQLite's fsync (`datasync`: its fdatasync) of a backing file, passed through as asked.
