@@ -565,32 +565,6 @@ impl FileSystem for LitefsFs {
         Ok(buf.len())
     }
 
-    /// Only what the WAL read-ahead asks (`prime.rs`): mode 0 on a WAL, extending it. The
-    /// kernel then takes the new size from this reply itself, with no GETATTR to race SQLite's
-    /// writes and no cached page dropped.
-    fn fallocate(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _handle: u64,
-        mode: u32,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<()> {
-        let (db, node) = self.db_of_inode(inode)?;
-        if node != DbNode::File(FileKind::Wal) || mode != 0 {
-            return Err(errno(libc::EOPNOTSUPP));
-        }
-        let to = offset
-            .checked_add(length)
-            .ok_or_else(|| errno(libc::EINVAL))?;
-        match db.grow_wal_file(to) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(errno(libc::EOPNOTSUPP)),
-            Err(e) => Err(to_io_error("fallocate", e)),
-        }
-    }
-
     fn flush(&self, _ctx: &Context, inode: u64, _handle: u64, lock_owner: u64) -> io::Result<()> {
         if !self.posix_locks {
             // The kernel keeps the locks and drops them on close itself.

@@ -19,13 +19,15 @@
 //! A WAL that grows past its end (its first generation, a large transaction) has nothing to
 //! read there yet, so its frames would still split. When a transaction has written at least
 //! [`GROW_TXN_BYTES_MIN`] and SQLite's writes come within [`GROW_MARGIN_BYTES`] of what is
-//! primed, the helper extends the file with `fallocate` through the mount up to the next
-//! [`GROW_STEP_BYTES`] boundary (the daemon makes a hole: `Db::grow_wal_file`, under the
-//! database's lock) and reads the new range through the mount: the
-//! kernel caches zero pages that SQLite's frames then overwrite one request each. SQLite
-//! reads a WAL's frames only up to the first that does not verify, so zeros past its last
-//! frame are what a reused WAL has too (old frames) and change nothing for it or for our
-//! scans; the extension stops at the end of the step, and SQLite's truncations still win.
+//! primed, the helper extends the file through the mount (a size-only `ftruncate`; the daemon
+//! makes a hole, `Db::truncate`, under the database's lock) up to the next
+//! [`GROW_STEP_BYTES`] boundary and reads the new range through the mount: the kernel caches
+//! zero pages that SQLite's frames then overwrite one request each. SQLite reads a WAL's
+//! frames only up to the first that does not verify, so zeros past its last frame are what a
+//! reused WAL has too (old frames) and change nothing for it or for our scans. A WAL is only
+//! ever grown, by at most `WAL_GROWTH_MAX_BYTES` at a time, and only while it has a known
+//! generation; a truncation to 0 still empties it (a grow queued behind one then finds no
+//! generation, or grows the next generation's WAL: a hole either way).
 //!
 //! Never from a FUSE worker: the reads are served by the workers. Requests beyond what the
 //! channel holds are dropped — priming is an optimisation.
@@ -42,8 +44,9 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// WAL restarts waiting for the helper; more are dropped (a busy mount restarts a WAL every
-/// ~1,000 commits per database).
+/// Requests waiting for the helper (WAL restarts, growth steps); more are dropped (a busy
+/// mount restarts a WAL every ~1,000 commits per database; a large transaction asks once per
+/// 4 MiB).
 const PRIME_QUEUE_MAX: usize = 16;
 /// How often the idle helper looks at its stop flag (the file system keeps a sender, so the
 /// channel does not close at unmount).
@@ -185,9 +188,9 @@ fn serve(
             Request::Restarted(db) | Request::Grow { db, .. } => db.as_str(),
         };
         // Writes moved on: a database that was dropped meanwhile has nothing to read.
-        if store.db(db).is_none() {
+        let Some(handle) = store.db(db) else {
             continue;
-        }
+        };
         let path = mountpoint.join(format!("{db}-wal"));
         match request {
             Request::Restarted(_) => {
@@ -199,7 +202,9 @@ fn serve(
             Request::Grow { from, to, .. } => {
                 // Errors are not worth reporting: priming is an optimisation, and a WAL that
                 // cannot be extended is written as before.
-                if extend_through_mount(&path, to) {
+                // A reused WAL may be that long already (a restart's read has cached it).
+                let long_enough = handle.wal_len_bytes().is_some_and(|len| len >= to);
+                if long_enough || extend_through_mount(&path, to) {
                     let _ = read_through_mount(&path, from / 4096 * 4096..to);
                     counts.grown.fetch_add(1, Ordering::Release);
                 }
@@ -208,21 +213,40 @@ fn serve(
     }
 }
 
-/// Extends `path` on the mount to `to` bytes with `fallocate` (mode 0) in a child process (for
-/// the reason [`read_through_mount`] gives); true if it did. The daemon grows the backing file
-/// (`LitefsFs::fallocate`), and the kernel takes the new size from the reply: asked instead
-/// with an attribute invalidation and a read, it ignored a size that raced SQLite's writes
-/// past the old end and dropped every cached page when it did take one — in a debug build the
-/// read-ahead then missed most steps of a large transaction.
+/// Extends `path` on the mount to `to` bytes in a child process (for the reason
+/// [`read_through_mount`] gives); true if it did. `dd` opens the file without creating it
+/// (a WAL deleted meanwhile stays deleted) and sets its size (`ftruncate`: a size-only
+/// SETATTR, which the daemon answers for a WAL by growing it with a hole, `Db::truncate`);
+/// the kernel takes the new size from the reply. Asked instead with an attribute invalidation
+/// and a read, it ignored a size that raced SQLite's writes past the old end and dropped every
+/// cached page when it did take one — in a debug build the read-ahead then missed most steps
+/// of a large transaction.
 fn extend_through_mount(path: &Path, to: u64) -> bool {
-    std::process::Command::new("fallocate")
-        .args(["-o", "0", "-l", &to.to_string()])
-        .arg(path)
+    let status = std::process::Command::new("dd")
+        .arg("if=/dev/null")
+        .arg(format!("of={}", path.display()))
+        .args(["bs=1", "conv=nocreat", "status=none"])
+        .arg(format!("seek={to}"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+        .status();
+    let ok = status.is_ok_and(|status| status.success());
+    if !ok {
+        warn_once(&format!("extending {} to {to} bytes", path.display()));
+    }
+    ok
+}
+
+/// Says once per process that a read-ahead child failed (later failures are silent: the
+/// read-ahead is an optimisation and the WAL works as before without it).
+fn warn_once(what: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "litefs: WAL read-ahead: {what} with dd failed; frames of growing WALs will cost an extra FUSE request (is GNU dd on PATH?)"
+        );
+    }
 }
 
 /// Reads `range` of `path` on the mount in a child process (`dd`), returning the bytes read
@@ -248,10 +272,11 @@ fn read_through_mount(path: &Path, range: std::ops::Range<u64>) -> Option<u64> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let output = command.output().ok()?;
-    if !output.status.success() {
+    let output = command.output().ok().filter(|o| o.status.success());
+    let Some(output) = output else {
+        warn_once(&format!("reading {}", path.display()));
         return None;
-    }
+    };
     // GNU dd's summary ends with "<bytes> bytes (...) copied, ..." (or "1 byte copied").
     let stderr = String::from_utf8_lossy(&output.stderr);
     stderr.lines().find_map(|line| {

@@ -59,8 +59,6 @@ impl<'a> PageSource<'a> {
 /// `write`; a large one is written in chunks of this size.
 const LTX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
-/// Buffers an LTX file on its way to `file` in a buffer kept between commits
-/// (`State::ltx_write_buf`), so a commit allocates nothing for it; counts the bytes.
 /// An LTX file written and as durable as asked, not yet published.
 struct Persisted {
     len_bytes: u64,
@@ -70,6 +68,8 @@ struct Persisted {
     post_apply: Checksum,
 }
 
+/// Buffers an LTX file on its way to `file` in a buffer kept between commits
+/// (`State::ltx_write_buf`), so a commit allocates nothing for it; counts the bytes.
 struct LtxWriter {
     file: File,
     buf: Vec<u8>,
@@ -357,18 +357,23 @@ impl Db {
         })
     }
 
-    /// Removes the file a failed [`Db::write_ltx`] left at `path`. If it cannot be removed,
-    /// the process stops: a restart would take a complete file for TXID `txid`.
+    /// Removes the file a failed [`Db::write_ltx`] left at `path`, durably: a complete file
+    /// whose directory fsync failed could otherwise come back after a machine crash and be
+    /// re-applied over the rolled-back journal. If that cannot be done, the process stops: a
+    /// restart would take a complete file for TXID `txid`.
     fn discard_unpublished(&self, path: &Path, txid: TxId) {
-        match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => self.shared.fatal.raise(&format!(
-                "database {:?}: cannot remove {} after its commit (TXID {txid}) failed: {e}; \
+        let removed = match fs::remove_file(path) {
+            Ok(()) => self.ltx_dir_file.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            self.shared.fatal.raise(&format!(
+                "database {:?}: cannot remove {} durably after its commit (TXID {txid}) failed: {e}; \
                  restarting would publish a transaction SQLite was told failed",
                 self.name,
                 path.display()
-            )),
+            ));
         }
     }
 

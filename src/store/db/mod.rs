@@ -199,6 +199,10 @@ pub(super) fn now_ms() -> i64 {
 }
 
 /// fsyncs a directory so a rename or create inside it is durable.
+/// At most this much a WAL may grow by one size change through the mount (the read-ahead's
+/// step and margin fit well inside): a hole, but every capture maps the WAL to its end.
+pub const WAL_GROWTH_MAX_BYTES: u64 = 8 << 20;
+
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -661,7 +665,13 @@ impl Db {
                 "journal can only be truncated to 0 bytes, not {size}"
             ))),
             FileKind::Wal if size != 0 => {
-                Err(self.invalid_write(format!("wal can only be truncated to 0 bytes, not {size}")))
+                self.check_writable(kind)?;
+                if self.grow_wal_file(&mut state, size)? {
+                    return Ok(());
+                }
+                Err(self.invalid_write(format!(
+                    "wal can only be truncated to 0 bytes or grown by up to {WAL_GROWTH_MAX_BYTES} bytes, not to {size}"
+                )))
             }
             FileKind::Wal => {
                 self.reset_wal(&mut state)?;
@@ -710,32 +720,34 @@ impl Db {
         }
     }
 
+    /// The WAL backing file's length, if it exists.
+    pub fn wal_len_bytes(&self) -> Option<u64> {
+        fs::metadata(self.path(FileKind::Wal)).ok().map(|m| m.len())
+    }
+
     /// How many bytes of uncommitted WAL frames lie before `end` (the end of a WAL write just
     /// served): the size of the transaction SQLite is writing, as far as it got.
     pub fn wal_txn_bytes(&self, end: u64) -> u64 {
         end.saturating_sub(self.wal_cursor_bytes.load(Ordering::Relaxed))
     }
 
-    /// Extends the WAL's backing file to at least `to` bytes with a hole, for the mount's
-    /// read-ahead (`fuse/prime.rs`, which asks with `fallocate` through the mount). Only a WAL
-    /// of a known generation (header written through the mount, file not empty): false for
-    /// any other, which the caller refuses. Zeros after the last frame change nothing: SQLite
-    /// and our scans stop at the first frame that does not verify.
-    pub fn grow_wal_file(&self, to: u64) -> Result<bool> {
-        self.check_writable(FileKind::Wal)?;
-        let mut state = self.lock();
+    /// Extends the WAL's backing file to `to` bytes with a hole, for the mount's read-ahead
+    /// (`fuse/prime.rs`, which asks with a size-only `ftruncate` through the mount: see
+    /// [`Db::truncate`]). Only a WAL of a known generation (header written through the mount,
+    /// file not empty) that is shorter, by at most [`WAL_GROWTH_MAX_BYTES`]: false for any
+    /// other request, which the caller refuses. Zeros after the last frame change nothing:
+    /// SQLite and our scans stop at the first frame that does not verify.
+    fn grow_wal_file(&self, state: &mut State, to: u64) -> Result<bool> {
         if state.wal_header.is_none() {
             return Ok(false);
         }
-        let wal = self.file(&mut state, FileKind::Wal)?;
+        let wal = self.file(state, FileKind::Wal)?;
         let path = self.path(FileKind::Wal);
         let len_bytes = wal.metadata().io_context("stat", &path)?.len();
-        if len_bytes == 0 {
+        if len_bytes == 0 || to <= len_bytes || to - len_bytes > WAL_GROWTH_MAX_BYTES {
             return Ok(false);
         }
-        if len_bytes < to {
-            wal.set_len(to).io_context("extend", &path)?;
-        }
+        wal.set_len(to).io_context("extend", &path)?;
         Ok(true)
     }
 
