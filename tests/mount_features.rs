@@ -539,7 +539,8 @@ fn identical_in_place_overwrites_are_captured_after_the_checksum_rewrite() {
 /// checked on a second, smaller transaction that lands in what the first one's read-ahead
 /// left (the read-ahead is asynchronous: a large transaction itself may outrun it on a loaded
 /// machine). Small commits are not read ahead (it would delay them for little). The zeros past
-/// the last frame change nothing: SQLite reads the WAL, and every row survives a remount.
+/// the last frame change nothing: SQLite reads the WAL, recovery derives a lost LTX file from
+/// it, and every row survives a remount.
 #[test]
 fn a_growing_wal_is_read_ahead_so_frames_are_one_write() {
     const SMALL_COMMITS: i64 = 50;
@@ -608,6 +609,37 @@ fn a_growing_wal_is_read_ahead_so_frames_are_one_write() {
             t.mount().wals_grown()
         );
         integrity(&conn);
+        // A start on a copy of the data directory taken now, without the newest LTX file (as
+        // if a machine crash lost it), derives that transaction from the WAL with its hole:
+        // the same position.
+        let copy = tempfile::tempdir().unwrap();
+        let copy_db = copy.path().join("dbs/db");
+        std::fs::create_dir_all(copy_db.join("ltx")).unwrap();
+        for name in ["database", "wal"] {
+            std::fs::copy(t.data.join("dbs/db").join(name), copy_db.join(name)).unwrap();
+        }
+        let mut ltx_files: Vec<_> = std::fs::read_dir(t.ltx_dir("db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        ltx_files.sort();
+        ltx_files.pop();
+        for path in ltx_files {
+            std::fs::copy(&path, copy_db.join("ltx").join(path.file_name().unwrap())).unwrap();
+        }
+        let options = litefs::store::DbOptions {
+            node_id: litefs::types::NodeId(0xABCD),
+            compress: true,
+            strict_verify: true,
+            replica: false,
+        };
+        let recovered = litefs::store::Store::open(copy.path(), options).unwrap();
+        assert_eq!(
+            recovered.db("db").expect("recovered database").pos(),
+            t.pos("db"),
+            "position recovered from a copy with the extended WAL"
+        );
+        drop(recovered);
         // The WAL holds a hole past its last frame (column 1: the frames in the WAL).
         let frames_in_wal: u64 = conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
