@@ -9,10 +9,9 @@
 //!
 //! When SQLite restarts its WAL (a new header at offset 0, after a checkpoint), the file keeps
 //! its length and the next frames overwrite it from the start. Right then a helper thread
-//! has the whole file read **through the mount** (by a `dd` child: see
-//! `read_through_mount` for why never by a thread of ours): the kernel fills its cache with FUSE READs
-//! (kept, as every open answers `KEEP_CACHE`), and the frames that follow land on up-to-date
-//! pages. Coherent by construction: a READ is answered from the backing file, which every
+//! has the whole file read **through the mount** (by a `dd` child: `read_through_mount` says
+//! why never by a thread of ours): the kernel fills its cache with FUSE READs (kept, as every
+//! open answers `KEEP_CACHE`), and the frames that follow land on up-to-date pages. Coherent by construction: a READ is answered from the backing file, which every
 //! write reaches before its reply, and the kernel holds a page locked while a write to it that
 //! could not leave it up to date is in flight.
 //!
@@ -258,8 +257,8 @@ fn warn_once(what: &str) {
 /// thread keeps the process's `/dev/fuse` descriptor open, and only its release aborts the
 /// connection. Found by `crash::kill_nine_during_wal_writes` hanging. A child stuck that way
 /// is released when our descriptor closes, and then fails and exits. Spawned without a
-/// `pre_exec` hook, so std uses `posix_spawn` (vfork): a `fork` copying this process's page
-/// tables under its memory-map lock stalled the workers (lag p99 145–295 → 319–504 µs).
+/// `pre_exec` hook, so std can use `posix_spawn` rather than copy this process's page tables
+/// with `fork`.
 fn read_through_mount(path: &Path, range: std::ops::Range<u64>) -> Option<u64> {
     // At the lowest CPU priority: the reads are an optimisation and must not delay commits.
     let mut command = std::process::Command::new("nice");

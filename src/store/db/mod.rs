@@ -198,11 +198,11 @@ pub(super) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// fsyncs a directory so a rename or create inside it is durable.
 /// At most this much a WAL may grow by one size change through the mount (the read-ahead's
 /// step and margin fit well inside): a hole, but every capture maps the WAL to its end.
 pub const WAL_GROWTH_MAX_BYTES: u64 = 8 << 20;
 
+/// fsyncs a directory so a rename or create inside it is durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
