@@ -12,6 +12,15 @@ fn mode(conn: &Connection, mode: &str) -> String {
         .unwrap()
 }
 
+/// WRITE requests among per-opcode request counts.
+fn write_requests(counts: &[(String, u64)]) -> u64 {
+    counts
+        .iter()
+        .filter(|(op, _)| op == "Write")
+        .map(|(_, n)| n)
+        .sum()
+}
+
 fn integrity(conn: &Connection) {
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -534,8 +543,8 @@ fn identical_in_place_overwrites_are_captured_after_the_checksum_rewrite() {
 
 /// A large transaction in a WAL that grows is read ahead: once it has written 1 MiB of frames,
 /// the WAL is extended with a hole ahead of them (a size-only `ftruncate` through the mount)
-/// and that range read through the mount (`fuse/prime.rs`), at least 1 MiB past the frames. Frames written
-/// there are one WRITE each — two write requests per frame (header, page) instead of three —
+/// and that range read through the mount (`fuse/prime.rs`), at least 1 MiB past the frames.
+/// Frames written there are one WRITE each — two write requests per frame (header, page) instead of three —
 /// checked on a second, smaller transaction that lands in what the first one's read-ahead
 /// left (the read-ahead is asynchronous: a large transaction itself may outrun it on a loaded
 /// machine). Small commits are not read ahead (it would delay them for little). The zeros past
@@ -592,11 +601,7 @@ fn a_growing_wal_is_read_ahead_so_frames_are_one_write() {
         // One frame per page of the transaction (one statement: each page written once, at
         // the commit); not counted with a checkpoint, after which SQLite would restart the WAL.
         let frames = i64::from(check_newest_ltx(&t, "db", 4096).page_count);
-        let writes: u64 = during
-            .iter()
-            .filter(|(op, _)| op == "Write")
-            .map(|(_, n)| n)
-            .sum();
+        let writes = write_requests(&during);
         assert!(
             frames >= FOLLOWING_ROWS * 9 / 10,
             "{frames} frames for {FOLLOWING_ROWS} rows"
@@ -695,19 +700,12 @@ fn a_restarted_wal_is_read_into_the_kernel_cache_so_frames_are_one_write() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let writes = |counts: &[(String, u64)]| -> u64 {
-        counts
-            .iter()
-            .filter(|(op, _)| op == "Write")
-            .map(|(_, n)| n)
-            .sum()
-    };
     let before = t.requests();
     for _ in 0..COMMITS {
         insert();
     }
     let during = t.requests().since(&before);
-    let per_commit = writes(&during) as f64 / COMMITS as f64;
+    let per_commit = write_requests(&during) as f64 / COMMITS as f64;
     assert!(
         per_commit <= 2.2,
         "{per_commit:.2} WRITE requests per single-row commit on a primed WAL (unprimed: 3): \
