@@ -544,9 +544,9 @@ fn identical_in_place_overwrites_are_captured_after_the_checksum_rewrite() {
 /// A large transaction in a WAL that grows is read ahead: once it has written 1 MiB of frames,
 /// the WAL is extended with a hole ahead of them (a size-only `ftruncate` through the mount)
 /// and that range read through the mount (`fuse/prime.rs`), at least 1 MiB past the frames.
-/// Frames written there are one WRITE each — two write requests per frame (header, page) instead of three —
-/// checked on a second, smaller transaction that lands in what the first one's read-ahead
-/// left (the read-ahead is asynchronous: a large transaction itself may outrun it on a loaded
+/// Frames written there are one WRITE each — two write requests per frame (header, page)
+/// instead of three — checked on a second, smaller transaction that lands in what the first
+/// one's read-ahead left (the read-ahead is asynchronous: a large transaction itself may outrun it on a loaded
 /// machine). Small commits are not read ahead (it would delay them for little). The zeros past
 /// the last frame change nothing: SQLite reads the WAL, recovery derives a lost LTX file from
 /// it, and every row survives a remount.

@@ -11,9 +11,10 @@
 //! its length and the next frames overwrite it from the start. Right then a helper thread
 //! has the whole file read **through the mount** (by a `dd` child: `read_through_mount` says
 //! why never by a thread of ours): the kernel fills its cache with FUSE READs (kept, as every
-//! open answers `KEEP_CACHE`), and the frames that follow land on up-to-date pages. Coherent by construction: a READ is answered from the backing file, which every
-//! write reaches before its reply, and the kernel holds a page locked while a write to it that
-//! could not leave it up to date is in flight.
+//! open answers `KEEP_CACHE`), and the frames that follow land on up-to-date pages. Coherent
+//! by construction: a READ is answered from the backing file, which every write reaches
+//! before its reply, and the kernel holds a page locked while a write to it that could not
+//! leave it up to date is in flight.
 //!
 //! A WAL that grows past its end (its first generation, a large transaction) has nothing to
 //! read there yet, so its frames would still split. When a transaction has written at least
