@@ -568,3 +568,149 @@ fn a_fresh_wal_whose_ltx_files_were_lost_is_rederived() {
     verify_after_restart(dir, 6, 0, 0);
     assert_eq!(ltx_chain_end(&ltx_dir), TxId(files.len() as u64));
 }
+
+/// The watchdog `litefs mount` starts as its child right after mounting (`fuse/watchdog.rs`),
+/// found by its command line among the daemon's children; waits up to 5 s for it.
+fn watchdog_of(daemon_pid: u32) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(pid) = child_running(daemon_pid, "fuse-watchdog") {
+            return Some(pid);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child of `parent` with `arg` in its command line.
+fn child_running(parent: u32, arg: &str) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+        })
+}
+
+/// Running (not gone, not a zombie waiting to be reaped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// A daemon killed while one of its threads waits on its own mount cannot exit: the kernel
+/// waits uninterruptibly for a request a (now dead) worker took. The watchdog must abort the
+/// connection. Simulated by a process whose main thread exits (a raw `exit`, not
+/// `exit_group`) while another thread lives — what such a daemon looks like — and which
+/// started the watchdog for a real mount; the mount's connection must then be aborted.
+#[test]
+fn the_watchdog_aborts_the_mount_of_a_daemon_that_died_with_threads_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let log = dir.path().join("watchdog.log");
+    // Raw `exit` (only the calling thread): 60 on x86_64, 93 on aarch64 and riscv64.
+    let script = r#"
+import ctypes, platform, subprocess, sys, threading, time
+watchdog = subprocess.Popen([sys.argv[1], "fuse-watchdog", sys.argv[2]], stderr=open(sys.argv[3], "w"))
+threading.Thread(target=time.sleep, args=(60,)).start()
+sys.stdout.write(f"{watchdog.pid}\n"); sys.stdout.flush()
+ctypes.CDLL(None).syscall(60 if platform.machine() == "x86_64" else 93, 0)
+"#;
+    let started = Instant::now();
+    let mut fake = common::ChildGuard(Some(
+        common::die_with_test(&mut Command::new("python3"))
+            .args(["-c", script, env!("CARGO_BIN_EXE_litefs")])
+            .arg(&daemon.mnt)
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let mut line = String::new();
+    BufReader::new(fake.child().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let watchdog: u32 = line.trim().parse().unwrap();
+    let aborted = loop {
+        // A directory listing always asks the daemon (attributes may come from the cache).
+        match std::fs::read_dir(&daemon.mnt) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => break started.elapsed(),
+            other => assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mount not aborted {:?} after the fake daemon's main thread exited: {other:?}",
+                started.elapsed()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Two polls 500 ms apart see it dying; less would be a guess, not an observation.
+    assert!(
+        aborted >= Duration::from_millis(900),
+        "aborted after only {aborted:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(watchdog) {
+        assert!(Instant::now() < deadline, "watchdog {watchdog} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("aborted FUSE connection"),
+        "watchdog log: {said:?}"
+    );
+}
+
+/// A healthy daemon's watchdog leaves its mount alone, and leaves with the daemon — after a
+/// clean shutdown and after `kill -9` alike.
+#[test]
+fn the_watchdog_leaves_a_live_mount_alone_and_exits_with_its_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let pid = daemon.child.as_ref().unwrap().id();
+    let watchdog = watchdog_of(pid).expect("litefs mount started no watchdog");
+    // Several of its polls, while the mount is in use.
+    let db = daemon.mnt.join("db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+        .unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(conn);
+    assert!(running(watchdog), "the watchdog of a live daemon exited");
+    std::fs::read_dir(&daemon.mnt).expect("the live mount was aborted");
+    daemon.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(watchdog) {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog {watchdog} outlived its kill -9'd daemon by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut daemon = Daemon::start(dir.path());
+    let mut child = daemon.child.take().unwrap();
+    let watchdog = watchdog_of(child.id()).expect("no watchdog after restart");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean shutdown exited with {status}");
+    assert!(
+        !running(watchdog),
+        "watchdog {watchdog} still runs after its daemon shut down cleanly"
+    );
+}

@@ -112,6 +112,10 @@ pub fn run(args: Vec<String>) -> i32 {
             Err(e) => return clap_exit(e),
         },
         "mount" => return mount::run(go_style_args(rest())),
+        // Hidden: started by `litefs mount` itself (fuse/watchdog.rs).
+        crate::fuse::watchdog::COMMAND => {
+            return crate::fuse::watchdog::run(args.get(2).map(String::as_str));
+        }
         "export" => match export::ExportArgs::try_parse_from(go_style_args(rest())) {
             Ok(parsed) => export::run(parsed),
             Err(e) => return clap_exit(e),

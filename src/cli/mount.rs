@@ -4,6 +4,7 @@
 use crate::config::{Config, ExecConfig, LeaseType};
 use crate::fuse::Mount;
 use crate::fuse::session::MountOptions;
+use crate::fuse::watchdog::Watchdog;
 use crate::http::{Server, ServerOptions};
 use crate::replica::{Replica, ReplicaOptions};
 use crate::store::monitor::RetentionMonitor;
@@ -12,7 +13,7 @@ use crate::types::NodeId;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -206,6 +207,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     };
     let Running {
         mount,
+        watchdog,
         server,
         replica,
         retention,
@@ -260,6 +262,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     if let Err(e) = mount.unmount() {
         eprintln!("litefs: unmount: {e}");
     }
+    drop(watchdog);
     eprintln!("litefs: unmounted {}", config.fuse.dir.display());
     code
 }
@@ -319,6 +322,11 @@ fn start(
     let mount = Mount::new(store.clone(), &config.fuse.dir, options)
         .with_context(|| format!("cannot mount at {}", config.fuse.dir.display()))?;
     eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
+    // Frees the mount should this process be killed while a thread of it waits on the mount
+    // (fuse/watchdog.rs). Without it the daemon still runs, as it did before the watchdog.
+    let watchdog = Watchdog::spawn(Path::new("/proc/self/exe"), &config.fuse.dir)
+        .inspect_err(|e| eprintln!("litefs: warning: no mount watchdog ({e})"))
+        .ok();
     eprintln!(
         "litefs: FUSE transport: {}{}",
         mount.transport(),
@@ -402,6 +410,7 @@ fn start(
     };
     Ok(Running {
         mount,
+        watchdog,
         server,
         replica,
         retention,
@@ -412,6 +421,8 @@ fn start(
 /// What `start` leaves running.
 struct Running {
     mount: Mount,
+    /// Dropped (killed) after the unmount.
+    watchdog: Option<Watchdog>,
     server: Server,
     replica: Option<Replica>,
     retention: Option<RetentionMonitor>,

@@ -8,7 +8,9 @@
 //! locks' (`store::lock::internal`); only where they are held differs.
 //!
 //! Must never be used from a FUSE worker, nor while holding a database's state mutex: opening
-//! a file through the mount is served by the workers and takes that mutex.
+//! a file through the mount is served by the workers and takes that mutex. A `kill -9` while
+//! such an open waits on a worker would leave the daemon unable to exit; `watchdog.rs` frees
+//! the mount then.
 
 use crate::sqlite::SHARED_SIZE;
 use crate::store::lock::{Hold, LockFile, LockKind, LockSet, LockTarget, LockType};

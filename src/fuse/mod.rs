@@ -11,6 +11,7 @@ pub mod prime;
 pub mod session;
 pub mod stats;
 pub mod uring;
+pub mod watchdog;
 
 pub use fs::LitefsFs;
 pub use session::{ActiveTransport, Mount, MountOptions};

@@ -289,7 +289,7 @@ fn spawn_dev_worker(
 /// (its directory under /sys/fs/fuse/connections) — from mountinfo text (field 3 is
 /// `major:minor`, field 5 the mount point with spaces as `\040`); `None` if not mounted.
 /// Reading mountinfo sends no request to the (maybe stuck) file system.
-fn connection_id(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
+pub(super) fn connection_id(mountinfo: &str, mountpoint: &Path) -> Option<u32> {
     mountinfo
         .lines()
         .map(|l| l.split(' ').collect::<Vec<_>>())
