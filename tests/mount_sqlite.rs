@@ -188,3 +188,97 @@ fn kernel_local_locks_wal_and_delete() {
     run_mode_on(&TestMount::with_locks(true, false), "wal", 4096);
     run_mode_on(&TestMount::with_locks(false, false), "delete", 4096);
 }
+
+/// A clean stop saves the page checksums (`dbs/<name>/page-checksums`); the next start takes
+/// them instead of reading the whole database — only while they still describe the file. (In
+/// tests the store runs with strict verification, which also reads the file and compares.)
+#[test]
+fn a_clean_restart_takes_the_saved_page_checksums_while_they_describe_the_file() {
+    let mut t = TestMount::new(false);
+    let table = t.data.join("dbs").join("db").join("page-checksums");
+    {
+        let conn = Connection::open(t.path("db")).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=wal; CREATE TABLE t(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO t SELECT randomblob(3000) FROM n;",
+        )
+        .unwrap();
+    } // The last connection checkpoints and removes the WAL.
+    let pos = t.pos("db");
+    t.stop();
+    assert!(table.exists(), "a clean stop saved no page checksums");
+    t.start();
+    let db = t.store().db("db").unwrap();
+    assert!(db.started_from_saved_checksums(), "start read the database");
+    assert!(
+        !table.exists(),
+        "the saved table outlived the start that took it"
+    );
+    assert_eq!(t.pos("db"), pos);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("INSERT INTO t VALUES (randomblob(100))")
+        .unwrap();
+    drop(conn);
+    let pos = t.pos("db");
+    drop(db);
+    t.stop();
+
+    // The file written behind LiteFS's back (one byte with its own value): the table no
+    // longer describes it, so the start reads the file.
+    let file = t.data.join("dbs").join("db").join("database");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, 4096).unwrap();
+        f.write_all_at(&byte, 4096).unwrap();
+    }
+    assert!(table.exists());
+    t.start();
+    assert!(!t.store().db("db").unwrap().started_from_saved_checksums());
+    assert_eq!(t.pos("db"), pos);
+    let n: i64 = Connection::open(t.path("db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 301);
+
+    // WAL frames left at close (a writer killed with its connection open): nothing saved.
+    let mut writer = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA wal_autocheckpoint=0')\n\
+             c.execute('INSERT INTO t VALUES (randomblob(100))')\n\
+             print('ready', flush=True)\n\
+             time.sleep(60)\n",
+        ])
+        .arg(t.path("db"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let pos = t.pos("db");
+    t.stop();
+    assert!(
+        !table.exists(),
+        "saved page checksums beside a WAL holding frames"
+    );
+    t.start();
+    assert!(!t.store().db("db").unwrap().started_from_saved_checksums());
+    assert_eq!(t.pos("db"), pos);
+}

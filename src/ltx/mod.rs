@@ -17,7 +17,7 @@ pub mod lz4;
 #[cfg(test)]
 mod tests;
 
-pub use checksum::{RollingChecksum, database_checksum, lock_pgno, page_checksum};
+pub use checksum::{RollingChecksum, crc64, database_checksum, lock_pgno, page_checksum};
 pub use compactor::{Compactor, compact};
 pub use decoder::{Decoder, Summary, decode_database_to, verify, verify_pages};
 pub use encoder::Encoder;

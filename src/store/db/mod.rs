@@ -28,6 +28,7 @@ pub(super) const JOURNAL_HEADER_SIZE: usize = 28;
 
 /// The backing files of a database, as named in `dbs/<name>/`.
 mod apply;
+mod checksum_table;
 mod commit;
 mod durability;
 mod export;
@@ -173,22 +174,27 @@ pub struct Db {
     /// How far behind the writer's clock the last applied LTX file was when applied; 0 after
     /// a local commit (spec §8.4 `litefs_db_lag_seconds`).
     lag_ms: AtomicI64,
+    /// Recovery took the page checksums saved at the last clean close (`checksum_table.rs`).
+    checksum_table_used: AtomicBool,
     /// The LTX file this process wrote last, with its length and what its encoder computed
     /// (see [`Db::written_summary`]).
     last_written: Mutex<Option<(u64, ltx::Summary)>>,
 }
 
 impl Drop for Db {
-    /// A clean close leaves every LTX file durable (`durability.rs`).
+    /// A clean close leaves every LTX file durable (`durability.rs`) and saves the page
+    /// checksums for the next start (`checksum_table.rs`).
     fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        if state.unsynced.files == 0 || self.shared.fatal.is_raised() {
+        if self.shared.fatal.is_raised() {
             return;
         }
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let mut state = std::mem::take(state);
         if let Err(e) = self.sync_unsynced(&mut state) {
             eprintln!("litefs: database {:?}: at close: {e}", self.name);
+            return;
         }
+        self.save_checksum_table(&mut state);
     }
 }
 
@@ -242,6 +248,7 @@ impl Db {
             write_counts: Default::default(),
             ltx_reap_count: AtomicU64::new(0),
             lag_ms: AtomicI64::new(0),
+            checksum_table_used: AtomicBool::new(false),
             last_written: Mutex::new(None),
         };
         db.recover()?;
@@ -250,6 +257,12 @@ impl Db {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this start took the page checksums saved at the last clean close instead of
+    /// reading the whole database file.
+    pub fn started_from_saved_checksums(&self) -> bool {
+        self.checksum_table_used.load(Ordering::Relaxed)
     }
 
     /// Which types the internal locks take: the database's journal mode now.

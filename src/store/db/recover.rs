@@ -64,6 +64,8 @@ impl Db {
             Some(path) => Some(self.read_ltx_ends(path)?),
             None => None,
         };
+        // Taken before anything below writes the database file (a write makes it stale).
+        let saved = self.take_checksum_table();
         // 6a. Roll back a hot journal.
         self.rollback_hot_journal(&mut state)?;
         // 5 + 6b. Fold the WAL frames the LTX files already hold into the database file.
@@ -71,8 +73,31 @@ impl Db {
         if let Some(r) = &wal {
             self.checkpoint_covered(&state, r)?;
         }
-        // 7. Page checksums from the file.
-        self.init_checksums(&mut state)?;
+        // 7. Page checksums: saved at the last clean close if they still describe the file,
+        // else from the file.
+        let newest = last.as_ref().map(|(h, t)| Pos {
+            txid: h.max_txid,
+            post_apply_checksum: t.post_apply_checksum,
+        });
+        let installed = match (saved, newest) {
+            (Some(saved), Some(newest)) => self.install_checksum_table(&mut state, saved, newest),
+            _ => false,
+        };
+        if !installed {
+            self.init_checksums(&mut state)?;
+        } else if self.options.strict_verify {
+            let from_table = state.checksums.value();
+            self.init_checksums(&mut state)?;
+            if state.checksums.value() != from_table {
+                return Err(Error::Corrupt {
+                    db: self.name.clone(),
+                    message: format!(
+                        "the page checksums saved at the last close add up to {from_table:016x}                          but the database file to {:016x} (a bug: please report it)",
+                        state.checksums.value()
+                    ),
+                });
+            }
+        }
         // 8. Re-apply the newest LTX file: it is the truth about the last commit.
         self.reapply_ltx_suffix(&mut state, &files)?;
         // Ours: committed WAL transactions without an LTX file become LTX files.
