@@ -338,10 +338,13 @@ impl Db {
             Durability::Synced if state.unsynced.files > 0 => self.sync_unsynced(state)?,
             Durability::Synced => {
                 file.sync_all().io_context("fsync", path)?;
-                // The name (a new entry, or a spare renamed in).
-                self.ltx_dir_file
-                    .sync_all()
-                    .io_context("fsync directory", &self.ltx_dir)?;
+                // The name (a new entry, or a spare renamed in), unless the file's fsync
+                // already made it durable on this file system.
+                if !self.ltx_names_synced_with_files {
+                    self.ltx_dir_file
+                        .sync_all()
+                        .io_context("fsync directory", &self.ltx_dir)?;
+                }
             }
             Durability::Deferred => {
                 if state.unsynced.add(len_bytes) {

@@ -31,6 +31,29 @@ pub(super) const UNSYNCED_LTX_FILES_MAX: u32 = 1024;
 /// syncs them. Bounds what recovery verifies at startup.
 pub(super) const UNSYNCED_LTX_BYTES_MAX: u64 = 64 << 20;
 
+/// Whether `fsync` of a file in `dir` also makes the file's name in `dir` durable — true on
+/// the file systems known to do so (a directory fsync would then only cost a second device
+/// flush: 252 → ~180 µs per synced LTX file measured on ext4): ext4 (with a journal, fsync
+/// commits the transaction holding the create or rename; without one, `ext4_sync_parent`
+/// writes the directory of any entry added since the inode was last synced), XFS (the log is
+/// forced up to the inode's last change, which the create or rename is part of) and btrfs
+/// (fsync logs the inode's new names). Anything else gets the directory fsync POSIX asks for.
+pub(super) fn names_durable_with_file_fsync(dir: &std::fs::File) -> bool {
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+    const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct, filled below.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is an open descriptor for the call and `stat` a valid, writable struct.
+    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut stat) } != 0 {
+        return false;
+    }
+    matches!(
+        stat.f_type as i64,
+        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC
+    )
+}
+
 /// Whether an LTX file must be durable before the position moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Durability {

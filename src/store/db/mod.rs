@@ -149,6 +149,9 @@ pub struct Db {
     /// `ltx/`, open for the life of the database: `syncfs` on it makes deferred LTX files
     /// durable and reports every write-back error since it was opened.
     ltx_dir_file: File,
+    /// An LTX file's fsync also makes its name durable here (`durability.rs`), so a synced
+    /// commit needs no fsync of `ltx/`.
+    ltx_names_synced_with_files: bool,
     /// Where the WAL's uncommitted frames start (the capture cursor), as of the last WAL
     /// write; 0 without a WAL. Read without the state lock by `fuse/prime.rs`.
     wal_cursor_bytes: AtomicU64,
@@ -229,6 +232,7 @@ impl Db {
         let ltx_dir = dir.join("ltx");
         fs::create_dir_all(&ltx_dir).io_context("create directory", &ltx_dir)?;
         let ltx_dir_file = File::open(&ltx_dir).io_context("open", &ltx_dir)?;
+        let ltx_names_synced_with_files = durability::names_durable_with_file_fsync(&ltx_dir_file);
         let spare_dir = dir.join("spare");
         let spares = Mutex::new(spare::SparePool::open(&spare_dir)?);
         let db = Db {
@@ -236,6 +240,7 @@ impl Db {
             dir,
             ltx_dir,
             ltx_dir_file,
+            ltx_names_synced_with_files,
             wal_cursor_bytes: AtomicU64::new(0),
             spare_dir,
             spares,
