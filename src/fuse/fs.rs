@@ -560,7 +560,7 @@ impl FileSystem for LitefsFs {
             && let Some(primer) = &self.primer
         {
             let end = offset + u64::from(size);
-            primer.wal_written(db.name(), offset, end, db.wal_txn_bytes(end));
+            primer.wal_written(&db, offset, end, db.wal_txn_bytes(end));
         }
         Ok(buf.len())
     }

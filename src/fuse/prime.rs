@@ -34,13 +34,11 @@
 //!
 //! Not on a replica: SQLite may not write its WAL there (`Db::open_file`), so nothing asks.
 
-use crate::store::Store;
-use std::collections::HashMap;
+use crate::store::{Db, Store};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -77,31 +75,34 @@ enum Request {
 #[derive(Clone)]
 pub struct PrimeRequests {
     tx: SyncSender<Request>,
-    /// How far each database's WAL is (being) primed by growth, in bytes; 0 after a restart.
-    grown_to: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl PrimeRequests {
-    /// Called by a worker after serving a WAL write of `offset..end`, in a transaction that has
-    /// written `txn_bytes` so far; never blocks. A full queue (or a stopped helper) drops the
-    /// request: those frames are two requests each.
-    pub fn wal_written(&self, db: &str, offset: u64, end: u64, txn_bytes: u64) {
-        let mut grown_to = self.grown_to.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Called by a worker after serving a WAL write of `offset..end` to `db`, in a transaction
+    /// that has written `txn_bytes` so far; never blocks, and allocates only to ask. A full
+    /// queue (or a stopped helper) drops the request: those frames are two requests each.
+    pub fn wal_written(&self, db: &Db, offset: u64, end: u64, txn_bytes: u64) {
+        let primed = db.wal_primed_bytes();
         if offset == 0 {
-            grown_to.insert(db.to_string(), 0);
-            drop(grown_to);
-            let _ = self.tx.try_send(Request::Restarted(db.to_string()));
+            primed.store(0, Ordering::Relaxed);
+            let _ = self.tx.try_send(Request::Restarted(db.name().to_string()));
             return;
         }
-        let primed = grown_to.entry(db.to_string()).or_insert(0);
-        if end.saturating_add(GROW_MARGIN_BYTES) <= *primed || txn_bytes < GROW_TXN_BYTES_MIN {
+        let was = primed.load(Ordering::Relaxed);
+        if end.saturating_add(GROW_MARGIN_BYTES) <= was || txn_bytes < GROW_TXN_BYTES_MIN {
             return;
         }
         let to = (end + GROW_MARGIN_BYTES).next_multiple_of(GROW_STEP_BYTES);
-        *primed = to;
-        drop(grown_to);
+        // Another worker moving the mark first has asked for this range (or a restart reset
+        // it): either way, nothing to ask here.
+        if primed
+            .compare_exchange(was, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
         let _ = self.tx.try_send(Request::Grow {
-            db: db.to_string(),
+            db: db.name().to_string(),
             from: offset,
             to,
         });
@@ -136,10 +137,7 @@ impl Primer {
             .name("litefs-prime".into())
             .spawn(move || serve(&mountpoint, &store, &rx, &counter, &stopping))?;
         Ok(Primer {
-            requests: PrimeRequests {
-                tx,
-                grown_to: Arc::default(),
-            },
+            requests: PrimeRequests { tx },
             thread: Some(thread),
             stop,
             counts,

@@ -155,6 +155,9 @@ pub struct Db {
     /// Where the WAL's uncommitted frames start (the capture cursor), as of the last WAL
     /// write; 0 without a WAL. Read without the state lock by `fuse/prime.rs`.
     wal_cursor_bytes: AtomicU64,
+    /// How far the mount has (asked for) the WAL read ahead into the kernel's cache; 0 after
+    /// a WAL restart. Kept by `fuse/prime.rs`, here so a WAL write finds it without a lookup.
+    wal_primed_bytes: AtomicU64,
     /// `dbs/<name>/spare/`: inodes of retired LTX files, reused for new ones (`spare.rs`).
     spare_dir: PathBuf,
     spares: Mutex<spare::SparePool>,
@@ -242,6 +245,7 @@ impl Db {
             ltx_dir_file,
             ltx_names_synced_with_files,
             wal_cursor_bytes: AtomicU64::new(0),
+            wal_primed_bytes: AtomicU64::new(0),
             spare_dir,
             spares,
             options,
@@ -747,6 +751,11 @@ impl Db {
     /// served): the size of the transaction SQLite is writing, as far as it got.
     pub fn wal_txn_bytes(&self, end: u64) -> u64 {
         end.saturating_sub(self.wal_cursor_bytes.load(Ordering::Relaxed))
+    }
+
+    /// See the field: the mount's read-ahead mark for this WAL.
+    pub fn wal_primed_bytes(&self) -> &AtomicU64 {
+        &self.wal_primed_bytes
     }
 
     /// Extends the WAL's backing file to `to` bytes with a hole, for the mount's read-ahead
