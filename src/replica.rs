@@ -11,9 +11,9 @@ use crate::http::client::{self, BaseUrl};
 use crate::http::native;
 use crate::proto::{ChunkedReader, Frame, PosMap, write_pos_map};
 use crate::stop::{Stop, Worker};
-use crate::store::{PrimaryInfo, Received, Store};
+use crate::store::{Db, PrimaryInfo, Receipt, Received, Store, VerifiedLtx};
 use hyper::{Method, StatusCode};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,70 +214,159 @@ fn connect_native(
     Ok((reply, socket))
 }
 
-/// Reads frames until the stream ends, applying LTX files as they arrive.
-fn read_frames(
+/// Reads frames until the stream ends, applying LTX files as they arrive. Small files of one
+/// database that arrive back to back — already in the read buffer when the one before is
+/// verified, as when the replica is behind a primary committing at full rate — are applied
+/// as one batch (`Db::apply_received_batch`): one lock, one `-shm` rewrite, one round of
+/// invalidations for all of them.
+fn read_frames<R: Read>(
     store: &Store,
-    r: &mut impl BufRead,
+    r: &mut BufReader<R>,
     transport: Transport,
     stop: &Stop,
 ) -> Result<(), StreamError> {
+    let mut batch = Batch::default();
     while !stop.is_set() {
+        if r.buffer().is_empty() {
+            // Nothing more has arrived: what is verified becomes visible before we wait.
+            batch.apply(store)?;
+        }
         let Some(frame) = Frame::read_from(r)? else {
-            return Ok(());
+            break;
         };
-        match frame {
-            Frame::Ltx { name } => {
-                let db = store.open_db(&name)?;
-                let received = match transport {
-                    Transport::Compat => {
-                        let mut payload = ChunkedReader::new(&mut *r);
-                        let received = db.receive_ltx(&mut payload)?;
-                        // The decoder stops at the trailer; the terminator follows.
-                        payload.drain()?;
-                        received
-                    }
-                    Transport::Native => {
-                        let mut len = [0u8; 8];
-                        r.read_exact(&mut len)?;
-                        let len_bytes = u64::from_be_bytes(len);
-                        let mut payload = (&mut *r).take(len_bytes);
-                        let received = db.receive_ltx(&mut payload)?;
-                        let extra = io::copy(&mut payload, &mut io::sink())?;
-                        if extra != 0 {
-                            return Err(StreamError::Config(format!(
-                                "native stream: {extra} bytes after the LTX trailer of {name:?}"
-                            )));
-                        }
-                        received
-                    }
-                };
-                if let Received::Applied { timestamp_ms, .. } = received
-                    && store.role().is_ready()
-                {
-                    store.role().set_primary_timestamp_ms(timestamp_ms);
+        let Frame::Ltx { name } = frame else {
+            // Ready ("caught up") and End come after the files before them are visible; an
+            // HWM or heartbeat between two files does not end a batch.
+            if matches!(frame, Frame::Ready | Frame::End) {
+                batch.apply(store)?;
+            }
+            if !handle_control_frame(store, frame)? {
+                break;
+            }
+            continue;
+        };
+        let db = store.open_db(&name)?;
+        let receipt = match transport {
+            Transport::Compat => {
+                let mut payload = ChunkedReader::new(&mut *r);
+                let receipt = db.receive_verified(&mut payload)?;
+                // The decoder stops at the trailer; the terminator follows.
+                payload.drain()?;
+                receipt
+            }
+            Transport::Native => {
+                let mut len = [0u8; 8];
+                r.read_exact(&mut len)?;
+                let len_bytes = u64::from_be_bytes(len);
+                let mut payload = (&mut *r).take(len_bytes);
+                let receipt = db.receive_verified(&mut payload)?;
+                let extra = io::copy(&mut payload, &mut io::sink())?;
+                if extra != 0 {
+                    return Err(StreamError::Config(format!(
+                        "native stream: {extra} bytes after the LTX trailer of {name:?}"
+                    )));
                 }
+                receipt
             }
-            Frame::Ready => store.role().mark_ready(),
-            Frame::End => return Ok(()),
-            Frame::DropDb { name } => {
-                eprintln!(
-                    "litefs: replica: deprecated drop db frame received for {name:?}, skipping"
-                );
+        };
+        match receipt {
+            Receipt::Own => {}
+            Receipt::Memory(verified) if verified.is_increment() => {
+                if !batch.takes(&db, &verified) {
+                    batch.apply(store)?;
+                }
+                batch.push(db, verified);
             }
-            Frame::Handoff { .. } => {
-                // Static leases have no handoff (spec §7.3); a primary sending one is confused.
-                return Err(StreamError::Config(
-                    "the primary offered a lease handoff, which static leases do not support"
-                        .into(),
-                ));
+            Receipt::Memory(verified) => {
+                batch.apply(store)?;
+                batch.push(db, verified);
+                batch.apply(store)?;
             }
-            Frame::Hwm { .. } => {} // backups are not built yet: nothing tracks the HWM
-            Frame::Heartbeat { timestamp_ms } => {
-                store.role().set_primary_timestamp_ms(timestamp_ms);
+            Receipt::Applied(received) => {
+                batch.apply(store)?;
+                note_applied(store, received);
             }
         }
     }
-    Ok(())
+    batch.apply(store)
+}
+
+/// Most files, and bytes, one batch applies at once: bounds how long readers wait for the
+/// lock and how much a replica holds in memory.
+const BATCH_FILES_MAX: usize = 64;
+const BATCH_BYTES_MAX: usize = 4 << 20;
+
+/// Verified files of one database waiting to be applied together.
+#[derive(Default)]
+struct Batch {
+    db: Option<Arc<Db>>,
+    files: Vec<VerifiedLtx>,
+    len_bytes: usize,
+}
+
+impl Batch {
+    /// Whether `file` of `db` may join without applying what is here first.
+    fn takes(&self, db: &Arc<Db>, file: &VerifiedLtx) -> bool {
+        match &self.db {
+            None => true,
+            Some(held) => {
+                Arc::ptr_eq(held, db)
+                    && self.files.len() < BATCH_FILES_MAX
+                    && self.len_bytes + file.len_bytes() <= BATCH_BYTES_MAX
+            }
+        }
+    }
+
+    fn push(&mut self, db: Arc<Db>, file: VerifiedLtx) {
+        self.len_bytes += file.len_bytes();
+        self.files.push(file);
+        self.db = Some(db);
+    }
+
+    fn apply(&mut self, store: &Store) -> Result<(), StreamError> {
+        let Some(db) = self.db.take() else {
+            return Ok(());
+        };
+        self.len_bytes = 0;
+        let received = db.apply_received_batch(std::mem::take(&mut self.files))?;
+        note_applied(store, received);
+        Ok(())
+    }
+}
+
+fn note_applied(store: &Store, received: Received) {
+    if let Received::Applied { timestamp_ms, .. } = received
+        && store.role().is_ready()
+    {
+        store.role().set_primary_timestamp_ms(timestamp_ms);
+    }
+}
+
+/// Every frame but LTX; false when the stream is over.
+fn handle_control_frame(store: &Store, frame: Frame) -> Result<bool, StreamError> {
+    match frame {
+        Frame::Ltx { name } => {
+            return Err(StreamError::Config(format!(
+                "internal: the LTX frame of {name:?} reached the control frame handler"
+            )));
+        }
+        Frame::Ready => store.role().mark_ready(),
+        Frame::End => return Ok(false),
+        Frame::DropDb { name } => {
+            eprintln!("litefs: replica: deprecated drop db frame received for {name:?}, skipping");
+        }
+        Frame::Handoff { .. } => {
+            // Static leases have no handoff (spec §7.3); a primary sending one is confused.
+            return Err(StreamError::Config(
+                "the primary offered a lease handoff, which static leases do not support".into(),
+            ));
+        }
+        Frame::Hwm { .. } => {} // backups are not built yet: nothing tracks the HWM
+        Frame::Heartbeat { timestamp_ms } => {
+            store.role().set_primary_timestamp_ms(timestamp_ms);
+        }
+    }
+    Ok(true)
 }
 
 /// Spec §4.4 step 2: adopt the primary's cluster id if we have none; refuse a different one.

@@ -282,3 +282,66 @@ fn a_clean_restart_takes_the_saved_page_checksums_while_they_describe_the_file()
     assert!(!t.store().db("db").unwrap().started_from_saved_checksums());
     assert_eq!(t.pos("db"), pos);
 }
+
+/// Files that arrive back to back are applied as one batch on a replica
+/// (`Db::apply_received_batch`): one lock, one `-shm` rewrite and one round of invalidations,
+/// each file still checked and recorded under its own name. A file that does not continue the
+/// position ends the batch with a mismatch, after the files before it are recorded.
+#[test]
+fn a_replica_applies_files_received_back_to_back_as_one_batch() {
+    use litefs::store::{DbOptions, Error, Receipt, Store};
+    let t = TestMount::new(false);
+    {
+        let conn = Connection::open(t.path("db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .unwrap();
+        for i in 0..6 {
+            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+    }
+    assert!(t.pos("db").txid.0 >= 6, "{:?}", t.pos("db"));
+    let file = |txid: u64| {
+        std::fs::read(
+            t.ltx_dir("db")
+                .join(litefs::ltx::format_filename(TxId(txid), TxId(txid))),
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = DbOptions {
+        node_id: litefs::types::NodeId(0x5E11),
+        compress: false,
+        strict_verify: true,
+        replica: true,
+    };
+    let replica = Store::open(dir.path(), options).unwrap();
+    let db = replica.open_db("db").unwrap();
+    let verified = |txid: u64| match db.receive_verified(&file(txid)[..]).unwrap() {
+        Receipt::Memory(v) => v,
+        _ => panic!("TXID {txid}: a small file on a replica is held in memory"),
+    };
+    // TXID 1 starts the database (a snapshot by the LTX rules): alone, as the stream's reader
+    // would apply it; then 2..=5 together.
+    db.apply_received_batch(vec![verified(1)]).unwrap();
+    let batch: Vec<_> = (2..=5).map(verified).collect();
+    assert!(batch.iter().all(|v| v.is_increment()));
+    db.apply_received_batch(batch).unwrap();
+    assert_eq!(db.pos().txid, TxId(5));
+    for txid in 1..=5 {
+        let name = litefs::ltx::format_filename(TxId(txid), TxId(txid));
+        let recorded = std::fs::read(dir.path().join("dbs/db/ltx").join(&name)).unwrap();
+        assert_eq!(recorded, file(txid), "{name} recorded as received");
+    }
+    // 6 then 6 again: the second does not continue TXID 6. The first is applied and recorded.
+    let err = db
+        .apply_received_batch(vec![verified(6), verified(6)])
+        .unwrap_err();
+    assert!(matches!(err, Error::PositionMismatch { .. }), "{err}");
+    assert_eq!(db.pos().txid, TxId(6));
+    assert!(
+        dir.path()
+            .join("dbs/db/ltx")
+            .join(litefs::ltx::format_filename(TxId(6), TxId(6)))
+            .exists()
+    );
+}

@@ -278,6 +278,8 @@ fn measure_round_trips(
 
 /// Lag transactions and stream bytes at `--scale 1` (BASELINES.md).
 const LAG_TX_COUNT: u64 = 1000;
+/// Transactions committed back to back for the lag at full primary rate.
+const LAG_FULL_RATE_TX_COUNT: u64 = 10_000;
 const STREAM_BYTES: u64 = 100 * 1000 * 1000;
 
 /// The replication workloads, each on a fresh primary/replica pair per run.
@@ -298,10 +300,22 @@ fn run_replication(
                 |pair| match w {
                     Workload::Lag => {
                         let n = workloads::scaled(LAG_TX_COUNT, args.scale) as usize;
-                        replication::run_lag(&pair, n).map(|r| {
+                        let paced = replication::run_lag(&pair, n).map(|r| {
                             eprintln!(
                                 "  lag         run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx)",
                                 r.p50_us, r.p90_us, r.p99_us, r.max_us
+                            );
+                            lag.push(r);
+                        });
+                        let n = workloads::scaled(LAG_FULL_RATE_TX_COUNT, args.scale) as usize;
+                        paced.and_then(|()| replication::run_lag_full_rate(&pair, n)).map(|r| {
+                            eprintln!(
+                                "  lag full    run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx at {:.0} tx/s)",
+                                r.p50_us,
+                                r.p90_us,
+                                r.p99_us,
+                                r.max_us,
+                                r.full_rate_tx_per_sec.unwrap_or(0.0)
                             );
                             lag.push(r);
                         })

@@ -188,10 +188,28 @@ pub struct LagResult {
     /// `native` or `compat` (see `litefs::replica::Transport`).
     pub transport: &'static str,
     pub transactions: usize,
+    /// The primary's commit rate when it committed back to back (`run_lag_full_rate`);
+    /// `None` when each commit waited to be visible before the next.
+    pub full_rate_tx_per_sec: Option<f64>,
     pub p50_us: u64,
     pub p90_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+}
+
+impl LagResult {
+    fn new(transport: &'static str, rate: Option<f64>, mut lags_us: Vec<u64>) -> LagResult {
+        lags_us.sort_unstable();
+        LagResult {
+            transport,
+            transactions: lags_us.len(),
+            full_rate_tx_per_sec: rate,
+            p50_us: percentile(&lags_us, 0.50),
+            p90_us: percentile(&lags_us, 0.90),
+            p99_us: percentile(&lags_us, 0.99),
+            max_us: *lags_us.last().unwrap_or(&0),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -238,15 +256,77 @@ pub fn run_lag(pair: &Pair, transactions: usize) -> Result<LagResult> {
         let visible = wait_visible(&pos_file, txid)?;
         lags_us.push(visible.duration_since(committed).as_micros() as u64);
     }
-    lags_us.sort_unstable();
-    Ok(LagResult {
-        transport: pair.transport,
-        transactions,
-        p50_us: percentile(&lags_us, 0.50),
-        p90_us: percentile(&lags_us, 0.90),
-        p99_us: percentile(&lags_us, 0.99),
-        max_us: *lags_us.last().unwrap_or(&0),
-    })
+    Ok(LagResult::new(pair.transport, None, lags_us))
+}
+
+/// Lag with the primary committing as fast as it can (BASELINES: p99 ≤ 5 ms at full primary
+/// rate): one thread commits `transactions` single-row transactions back to back and notes
+/// when each COMMIT returned; another polls the replica's `db-pos` and notes when each TXID
+/// first showed. A TXID seen before its COMMIT returned counts as 0.
+pub fn run_lag_full_rate(pair: &Pair, transactions: usize) -> Result<LagResult> {
+    let conn = Connection::open(pair.primary_db())?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS full_rate(id INTEGER PRIMARY KEY, v BLOB)",
+        [],
+    )?;
+    let pos_file = pair.replica_pos_file()?;
+    let first = pair.primary_pos().txid.0;
+    wait_visible(&pos_file, first)?;
+    let last = first + transactions as u64;
+    let (committed, seen, elapsed) = std::thread::scope(|s| -> Result<_> {
+        let poller = s.spawn(|| -> Result<Vec<(u64, Instant)>> {
+            // (TXID, first seen): each entry covers the TXIDs after the previous one.
+            let mut seen = Vec::new();
+            let mut shown = first;
+            let mut buf = [0u8; 34];
+            let started = Instant::now();
+            while shown < last {
+                let n = pos_file.read_at(&mut buf, 0)?;
+                let text = std::str::from_utf8(&buf[..n.min(16)]).unwrap_or("0");
+                let txid = u64::from_str_radix(text, 16).unwrap_or(0);
+                if txid > shown {
+                    seen.push((txid, Instant::now()));
+                    shown = txid;
+                }
+                if started.elapsed() > VISIBLE_WAIT_MAX {
+                    bail!("TXID {last} not visible on the replica after {VISIBLE_WAIT_MAX:?}");
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+            Ok(seen)
+        });
+        let started = Instant::now();
+        let mut committed = Vec::with_capacity(transactions);
+        for _ in 0..transactions {
+            conn.execute("INSERT INTO full_rate(v) VALUES (randomblob(100))", [])?;
+            committed.push(Instant::now());
+        }
+        let elapsed = started.elapsed();
+        let seen = poller
+            .join()
+            .map_err(|_| anyhow::anyhow!("poller panicked"))??;
+        Ok((committed, seen, elapsed))
+    })?;
+    if pair.primary_pos().txid.0 != last {
+        bail!(
+            "the primary is at TXID {} after {transactions} commits from {first}",
+            pair.primary_pos().txid.0
+        );
+    }
+    let mut lags_us = Vec::with_capacity(transactions);
+    let mut covering = seen.iter().peekable();
+    for (i, done) in committed.iter().enumerate() {
+        let txid = first + 1 + i as u64;
+        while covering.peek().is_some_and(|(shown, _)| *shown < txid) {
+            covering.next();
+        }
+        let &(_, visible) = covering.peek().context("a TXID the poller never saw")?;
+        lags_us.push(visible.saturating_duration_since(*done).as_micros() as u64);
+    }
+    let rate = transactions as f64 / elapsed.as_secs_f64();
+    Ok(LagResult::new(pair.transport, Some(rate), lags_us))
 }
 
 /// One transaction of `bytes` (1 MiB random blobs; random data does not compress, so the LTX

@@ -341,7 +341,8 @@ fn stream_db(
                     name: name.to_string(),
                 };
                 w.frame(&hwm)?;
-                w.flush()?;
+                // Not flushed per file: a pass catching up sends its files in full segments
+                // (or body chunks) and flushes once at its end (`pass`).
                 app.metrics.add_frame(name, FrameKind::Ltx);
                 app.metrics.add_frame(name, FrameKind::Hwm);
                 Pos {

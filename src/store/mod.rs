@@ -23,7 +23,7 @@ pub mod stats;
 pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
 pub use db::{
     APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind, IMPORT_LOCK_TIMEOUT_MS,
-    JournalMode, LtxUsage, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpooledImage,
+    JournalMode, LtxUsage, Receipt, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpooledImage, VerifiedLtx,
 };
 pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_DEPTH_MAX, Event, Events};

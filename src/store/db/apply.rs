@@ -177,11 +177,45 @@ impl Drop for Spool<'_> {
 /// Kernel caches to drop once the state lock is released.
 #[derive(Default)]
 struct Stale {
-    /// Byte ranges of the database file, coalesced; `None` with `whole_db` set.
-    db_ranges: Vec<(u64, u64)>,
+    /// Database pages written (any order, repeats allowed); unused with `whole_db` set.
+    db_pages: Vec<u32>,
+    page_size: u32,
     whole_db: bool,
     shm: bool,
     deleted: bool,
+}
+
+/// A received file a replica verified and holds in memory (up to
+/// [`RECEIVE_IN_MEMORY_BYTES_MAX`]), not yet applied: what [`Db::apply_received_batch`]
+/// takes, so that files arriving back to back share one lock, one `-shm` rewrite and one
+/// round of invalidations.
+#[derive(Debug)]
+pub struct VerifiedLtx {
+    header: Header,
+    bytes: Vec<u8>,
+    /// Page checksums from the verification, in file order (see `Db::apply_ltx`).
+    checksums: Option<Vec<u64>>,
+}
+
+impl VerifiedLtx {
+    /// A plain transaction (not a snapshot, not a deletion): one that can join a batch.
+    pub fn is_increment(&self) -> bool {
+        !self.header.is_snapshot() && self.header.commit > 0
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// What [`Db::receive_verified`] made of a received file.
+pub enum Receipt {
+    /// A transaction this node wrote itself (forwarded with a HALT lock): skipped.
+    Own,
+    /// Held in memory, verified: apply with [`Db::apply_received_batch`].
+    Memory(VerifiedLtx),
+    /// Already applied (a large file, or a store that is not a replica).
+    Applied(Received),
 }
 
 impl Db {
@@ -189,6 +223,17 @@ impl Db {
     /// included) and must end exactly at its trailer. Checks the file continues our position
     /// (unless it is a snapshot), verifies it while copying it to `ltx/`, and applies it.
     pub fn receive_ltx(&self, file: impl Read) -> Result<Received> {
+        match self.receive_verified(file)? {
+            Receipt::Own => Ok(Received::Own),
+            Receipt::Memory(verified) => self.apply_received_batch(vec![verified]),
+            Receipt::Applied(received) => Ok(received),
+        }
+    }
+
+    /// Receives and verifies one LTX file of the stream (as [`Db::receive_ltx`]). A small file
+    /// on a replica is returned in memory for [`Db::apply_received_batch`]; any other is
+    /// applied here, through a temp file.
+    pub fn receive_verified(&self, file: impl Read) -> Result<Receipt> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
@@ -220,68 +265,145 @@ impl Db {
         let header = summary.header;
         if header.node_id == self.options.node_id {
             spool.discard();
-            return Ok(Received::Own);
+            return Ok(Receipt::Own);
         }
-        let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
-        let guard = self.acquire_write_lock(deadline)?;
-        if !header.is_snapshot() {
-            let pos = self.pos();
-            if pos != header.pre_apply_pos() {
-                spool.discard();
-                return Err(self.position_mismatch(pos, &header));
+        let (tmp, tmp_path) = match spool.into_kept()? {
+            Kept::Memory(bytes) => {
+                return Ok(Receipt::Memory(VerifiedLtx {
+                    header,
+                    bytes,
+                    checksums,
+                }));
             }
+            Kept::File(tmp, tmp_path) => (tmp, tmp_path),
+        };
+        let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
+        let guard = self.acquire_write_lock(deadline);
+        let pos = self.pos();
+        let refused = match guard {
+            Err(e) => Some(e),
+            Ok(_) if !header.is_snapshot() && pos != header.pre_apply_pos() => {
+                Some(self.position_mismatch(pos, &header))
+            }
+            Ok(_) => None,
+        };
+        if let Some(e) = refused {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
         }
         let final_path = self
             .ltx_dir
             .join(ltx::format_filename(header.min_txid, header.max_txid));
-        let applied = match spool.into_kept()? {
-            // A replica's small file: visible first, recorded right after (ARCHITECTURE §4.1:
-            // a crash in between leaves the database ahead of its newest LTX file, which the
-            // replica's recovery resolves by fetching a snapshot).
-            Kept::Memory(bytes) => {
-                let pos = self.apply_fatal(&final_path, || {
-                    self.apply_received_from(&bytes[..], checksums.as_deref())
-                })?;
-                // The database is consistent at its new position: SQLite readers need not
-                // wait (SQLITE_BUSY) while we write our own file.
-                drop(guard);
-                self.write_received(&final_path, &bytes)?;
-                if header.is_snapshot() {
-                    self.remove_ltx_except(&final_path)?;
-                }
-                pos
+        let renamed = (|| {
+            if !self.options.replica {
+                tmp.sync_all().io_context("fsync", &tmp_path)?;
             }
-            Kept::File(tmp, tmp_path) => {
-                let renamed = (|| {
-                    if !self.options.replica {
-                        tmp.sync_all().io_context("fsync", &tmp_path)?;
-                    }
-                    fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)
-                })();
-                if let Err(e) = renamed {
-                    let _ = fs::remove_file(&tmp_path);
-                    return Err(e);
-                }
-                if header.is_snapshot() {
-                    self.remove_ltx_except(&final_path)?;
-                }
-                if !self.options.replica {
-                    sync_dir(&self.ltx_dir)?;
-                }
-                // The LTX file is durable: from here on the database must reach its position.
-                self.apply_fatal(&final_path, || {
-                    let file = File::open(&final_path).io_context("open", &final_path)?;
-                    // The temp file this process just wrote and verified is trusted: it is
-                    // read back without checking it again (a fault of the page cache in
-                    // between is not guarded against; neither is the database's).
-                    self.apply_received_from(io::BufReader::new(file), checksums.as_deref())
-                })?
-            }
-        };
-        Ok(Received::Applied {
-            pos: applied,
+            fs::rename(&tmp_path, &final_path).io_context("rename", &final_path)
+        })();
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        if header.is_snapshot() {
+            self.remove_ltx_except(&final_path)?;
+        }
+        if !self.options.replica {
+            sync_dir(&self.ltx_dir)?;
+        }
+        // The LTX file is durable: from here on the database must reach its position.
+        let pos = self.apply_fatal(&final_path, || {
+            let file = File::open(&final_path).io_context("open", &final_path)?;
+            // The temp file this process just wrote and verified is trusted: it is read back
+            // without checking it again (a fault of the page cache in between is not guarded
+            // against; neither is the database's).
+            self.apply_received_from(io::BufReader::new(file), checksums.as_deref())
+        })?;
+        Ok(Receipt::Applied(Received::Applied {
+            pos,
             timestamp_ms: header.timestamp_ms,
-        })
+        }))
+    }
+
+    /// Applies files received in memory, in order, under one internal write lock: their pages
+    /// and positions one by one (each checked against its checksum), then one `-shm` rewrite
+    /// and one round of kernel invalidations — visible together — and then writes each under
+    /// its final name (ARCHITECTURE §4.1: a crash in between leaves the database ahead of its
+    /// newest LTX file, which the replica's recovery resolves by fetching a snapshot). A file
+    /// that does not continue the position ends the batch with a position mismatch, after
+    /// the ones before it are recorded. Returns the last file's outcome.
+    pub fn apply_received_batch(&self, batch: Vec<VerifiedLtx>) -> Result<Received> {
+        let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
+        let guard = self.acquire_write_lock(deadline)?;
+        let mut stale = Stale::default();
+        let mut applied: Vec<(Pos, &VerifiedLtx)> = Vec::with_capacity(batch.len());
+        let mut mismatch = None;
+        let result = {
+            let mut state = self.lock();
+            let mut run = || -> Result<()> {
+                for verified in &batch {
+                    let header = &verified.header;
+                    if !header.is_snapshot() && state.pos != header.pre_apply_pos() {
+                        mismatch = Some(self.position_mismatch(state.pos, header));
+                        break;
+                    }
+                    let path = self
+                        .ltx_dir
+                        .join(ltx::format_filename(header.min_txid, header.max_txid));
+                    let pos = self.apply_fatal(&path, || {
+                        let bytes = &verified.bytes[..];
+                        let checksums = verified.checksums.as_deref();
+                        self.apply_locked(&mut state, bytes, checksums, &mut stale)
+                            .map(|(pos, _)| pos)
+                    })?;
+                    applied.push((pos, verified));
+                }
+                if applied.iter().any(|(_, v)| v.header.commit > 0) {
+                    stale.shm = self
+                        .apply_fatal(&self.path(FileKind::Shm), || self.rewrite_shm(&mut state))?;
+                }
+                Ok(())
+            };
+            run()
+        };
+        self.finish_apply(&stale);
+        result?;
+        let Some(&(last_pos, last)) = applied.last() else {
+            return match mismatch {
+                Some(e) => Err(e),
+                None => Ok(Received::Applied {
+                    pos: self.pos(),
+                    timestamp_ms: self.pos_timestamp_ms(),
+                }),
+            };
+        };
+        self.shared.changes.publish(&self.name);
+        for (pos, verified) in &applied {
+            self.publish_tx_event(&verified.header, pos.post_apply_checksum);
+        }
+        self.lag_ms.store(
+            super::now_ms() - last.header.timestamp_ms,
+            Ordering::Relaxed,
+        );
+        // The database is consistent at its new position: SQLite readers need not wait
+        // (SQLITE_BUSY) while we write our own files.
+        drop(guard);
+        for (_, verified) in &applied {
+            let header = &verified.header;
+            let final_path = self
+                .ltx_dir
+                .join(ltx::format_filename(header.min_txid, header.max_txid));
+            self.write_received(&final_path, &verified.bytes)?;
+            if header.is_snapshot() {
+                self.remove_ltx_except(&final_path)?;
+            }
+        }
+        match mismatch {
+            Some(e) => Err(e),
+            None => Ok(Received::Applied {
+                pos: last_pos,
+                timestamp_ms: last.header.timestamp_ms,
+            }),
+        }
     }
 
     /// Writes a received file under its final name after it was applied from memory. A file of
@@ -316,7 +438,7 @@ impl Db {
 
     /// Runs an apply whose failure leaves the database between two positions: fatal (exit
     /// 99, spec §3.11 step 7); the restart's recovery settles it.
-    fn apply_fatal(&self, path: &Path, apply: impl FnOnce() -> Result<Pos>) -> Result<Pos> {
+    fn apply_fatal<T>(&self, path: &Path, apply: impl FnOnce() -> Result<T>) -> Result<T> {
         apply().inspect_err(|e| {
             self.shared.fatal.raise(&format!(
                 "apply {} to database {:?}: {e}; restart to recover it",
@@ -374,12 +496,14 @@ impl Db {
         let result = {
             let mut state = self.lock();
             self.apply_locked(&mut state, file, verified, &mut stale)
+                .and_then(|(pos, header)| {
+                    if header.commit > 0 {
+                        stale.shm = self.rewrite_shm(&mut state)?;
+                    }
+                    Ok((pos, header))
+                })
         };
-        // The kernel may answer an invalidation with requests that take the state lock
-        // (writing back a dirty `-shm` page), so it runs after the lock is released; SHM
-        // writes stay discarded until it is done (spec §3.10).
-        self.send_invalidations(&stale);
-        self.shm_discard.store(false, Ordering::Release);
+        self.finish_apply(&stale);
         let (pos, header) = result?;
         self.shared.changes.publish(&self.name);
         self.publish_tx_event(&header, pos.post_apply_checksum);
@@ -388,7 +512,16 @@ impl Db {
         Ok(pos)
     }
 
-    /// Applies the LTX file `file`; returns the new position and the file's header.
+    /// After an apply, with the state lock released: the kernel may answer an invalidation
+    /// with requests that take it (writing back a dirty `-shm` page). SHM writes stay
+    /// discarded until the invalidations are done (spec §3.10).
+    fn finish_apply(&self, stale: &Stale) {
+        self.send_invalidations(stale);
+        self.shm_discard.store(false, Ordering::Release);
+    }
+
+    /// Applies the LTX file `file`; returns the new position and the file's header. The
+    /// caller rewrites `-shm` (once for a batch) unless the file deleted the database.
     fn apply_locked(
         &self,
         state: &mut State,
@@ -415,8 +548,9 @@ impl Db {
                     .and_then(|f| f.sync_all())
                     .io_context("fsync", &db_path)?;
             }
-            stale.whole_db = header.is_snapshot();
-            stale.db_ranges = coalesce(&pgnos, header.page_size);
+            stale.whole_db |= header.is_snapshot();
+            stale.page_size = header.page_size;
+            stale.db_pages.extend_from_slice(&pgnos);
         }
         let actual = state.checksums.value();
         if actual != trailer.post_apply_checksum.0 {
@@ -433,9 +567,6 @@ impl Db {
             post_apply_checksum: trailer.post_apply_checksum,
         };
         state.pos_timestamp_ms = header.timestamp_ms;
-        if header.commit > 0 {
-            stale.shm = self.rewrite_shm(state)?;
-        }
         Ok((state.pos, header))
     }
 
@@ -495,7 +626,10 @@ impl Db {
                 len: 0,
             });
         } else {
-            for &(offset, len) in &stale.db_ranges {
+            let mut pages = stale.db_pages.clone();
+            pages.sort_unstable();
+            pages.dedup();
+            for (offset, len) in coalesce(&pages, stale.page_size) {
                 hook.send(Invalidation::Data {
                     db,
                     kind,

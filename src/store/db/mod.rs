@@ -42,7 +42,7 @@ mod spare;
 mod wal;
 mod wal_tail;
 
-pub use apply::{APPLY_LOCK_TIMEOUT_MS, Received};
+pub use apply::{APPLY_LOCK_TIMEOUT_MS, Receipt, Received, VerifiedLtx};
 pub use export::EXPORT_LOCK_TIMEOUT_MS;
 pub use import::{IMPORT_LOCK_TIMEOUT_MS, SpooledImage};
 pub use retention::retention_victims;
