@@ -21,6 +21,16 @@ pub enum DbNode {
 }
 
 impl DbNode {
+    /// Every node of a database, in code order.
+    pub const ALL: [DbNode; 6] = [
+        DbNode::File(FileKind::Database),
+        DbNode::File(FileKind::Journal),
+        DbNode::File(FileKind::Wal),
+        DbNode::File(FileKind::Shm),
+        DbNode::Pos,
+        DbNode::Lock,
+    ];
+
     fn code(self) -> u64 {
         match self {
             DbNode::File(FileKind::Database) => 0,

@@ -96,8 +96,20 @@ impl Notifier {
                 let name = format!("{db}{}", DbNode::File(kind).suffix());
                 inval_entry_message(ROOT_INODE, &name)
             }
+            Invalidation::Created { db } => {
+                for node in DbNode::ALL {
+                    let name = format!("{db}{}", node.suffix());
+                    self.write_logged(&inval_entry_message(ROOT_INODE, &name), &invalidation);
+                }
+                return;
+            }
         };
-        if let Err(e) = self.write(&message) {
+        self.write_logged(&message, &invalidation);
+    }
+
+    /// Sends one notification; a failure other than ENOENT is logged.
+    fn write_logged(&self, message: &[u8], invalidation: &Invalidation<'_>) {
+        if let Err(e) = self.write(message) {
             // ENOENT: the kernel had nothing cached for it. Anything else is logged: a reader
             // could see stale pages until it reopens the file.
             if e.raw_os_error() != Some(libc::ENOENT) {

@@ -332,7 +332,17 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let image = Db::spool_image(name, &self.data_dir, r)?;
-        self.open_db(name)?.import_spooled(image, deadline)
+        let db = self.open_db(name)?;
+        let created = db.page_count() == 0;
+        let pos = db.import_spooled(image, deadline)?;
+        if created {
+            // Not created through the mount: the kernel may remember its names as missing
+            // (our own lock files are opened through the mount during the import).
+            self.shared
+                .invalidate
+                .send(shared::Invalidation::Created { db: name });
+        }
+        Ok(pos)
     }
 
     /// Creates a database and its `database` file (spec §3.3 create): an existing database

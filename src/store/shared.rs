@@ -85,6 +85,10 @@ pub enum Invalidation<'a> {
     },
     /// The cached name of `<db>`'s file `kind`, which no longer exists.
     Entry { db: &'a str, kind: FileKind },
+    /// `<db>` appeared without passing through the mount (an import, a replica's first LTX
+    /// file): the kernel may remember its names as missing (a negative entry, cached on the
+    /// primary) from a lookup before — even one of LiteFS's own (`fuse/kernel_locks.rs`).
+    Created { db: &'a str },
 }
 
 /// Called for each [`Invalidation`], never with a database's state lock held: the kernel may
