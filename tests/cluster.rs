@@ -296,6 +296,52 @@ fn a_read_transaction_holds_off_the_apply(mode: &str, posix_locks: bool) {
     );
 }
 
+/// With kernel-local locks the replica keeps the files it locks through its mount open
+/// between applies (`fuse/kernel_locks.rs`). After the database is deleted and created again,
+/// those descriptions must still lock the file SQLite opens (same FUSE node id, same kernel
+/// inode): a read transaction still holds off the apply.
+#[test]
+fn a_read_transaction_holds_off_the_apply_of_a_recreated_database_kernel_locks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, replica) = primary_and_replica_with_locks(tmp.path(), false);
+    {
+        let p = rusqlite::Connection::open(primary.path("db")).unwrap();
+        p.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+    // Deleted (a deletion LTX file) and created again, with another history.
+    std::fs::remove_file(primary.path("db")).unwrap();
+    let p = rusqlite::Connection::open(primary.path("db")).unwrap();
+    p.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (10);")
+        .unwrap();
+    let before = primary.pos("db").unwrap();
+    replica.wait_pos("db", before, CATCH_UP_WAIT_MAX);
+    let r = rusqlite::Connection::open_with_flags(
+        replica.path("db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let sum = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT sum(x) FROM t", [], |row| row.get(0))
+            .unwrap()
+    };
+    r.execute_batch("BEGIN").unwrap();
+    assert_eq!(sum(&r), 10);
+    p.execute("INSERT INTO t VALUES (20)", []).unwrap();
+    let after = primary.pos("db").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        replica.pos("db").unwrap(),
+        before,
+        "applied under an open read transaction on the recreated database"
+    );
+    assert_eq!(sum(&r), 10, "the reader's version changed under it");
+    r.execute_batch("COMMIT").unwrap();
+    replica.wait_pos("db", after, CATCH_UP_WAIT_MAX);
+    assert_eq!(sum(&r), 30);
+}
+
 #[test]
 fn a_read_transaction_holds_off_the_apply_delete() {
     a_read_transaction_holds_off_the_apply("delete", true);

@@ -15,45 +15,76 @@
 use crate::sqlite::SHARED_SIZE;
 use crate::store::lock::{Hold, LockFile, LockKind, LockSet, LockTarget, LockType};
 use crate::store::shared::KernelLocks;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// Opens a database's lock files under `mountpoint`.
+/// Opens a database's lock files under `mountpoint`, and keeps them open between uses: an
+/// open and a close through the mount per acquisition cost a replica two FUSE round trips
+/// per applied batch and a hazard each (a thread of ours waiting on its own mount,
+/// `watchdog.rs`). Each target gets descriptions of its own — OFD locks belong to the open
+/// file description, so two targets sharing one would share their locks — taken from an
+/// idle pool and put back once they hold no lock. A database deleted and created again
+/// keeps its FUSE node id for the mount's life (`LitefsFs::index_of`), so the kernel maps
+/// the new file to the same inode the kept descriptions refer to, and their locks still
+/// exclude SQLite's.
 #[derive(Debug)]
 pub struct MountLocks {
     mountpoint: PathBuf,
+    idle: Arc<Mutex<HashMap<String, Vec<LockFiles>>>>,
 }
+
+/// Idle descriptions kept per database; more (after a burst of concurrent targets) are closed.
+const IDLE_LOCK_FILES_MAX: usize = 4;
 
 impl MountLocks {
     pub fn new(mountpoint: &Path) -> MountLocks {
         MountLocks {
             mountpoint: mountpoint.to_path_buf(),
+            idle: Arc::default(),
         }
     }
 }
 
 impl KernelLocks for MountLocks {
     fn target(&self, db: &str) -> Box<dyn LockTarget> {
+        let files = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(db)
+            .and_then(Vec::pop)
+            .unwrap_or_default();
         Box::new(OfdTarget {
+            db_name: db.to_string(),
             db_path: self.mountpoint.join(db),
             shm_path: self.mountpoint.join(format!("{db}-shm")),
-            db: None,
-            shm: None,
+            files,
+            idle: self.idle.clone(),
             shared: LockSet::EMPTY,
             exclusive: LockSet::EMPTY,
         })
     }
 }
 
-/// OFD locks on one database's files, opened on first use; closing them releases the locks.
-#[derive(Debug)]
-struct OfdTarget {
-    db_path: PathBuf,
-    shm_path: PathBuf,
+/// A database's files opened through the mount for locking (each on first use).
+#[derive(Debug, Default)]
+struct LockFiles {
     db: Option<File>,
     shm: Option<File>,
+}
+
+/// OFD locks on one database's files; the files go back to the idle pool once no lock is held.
+#[derive(Debug)]
+struct OfdTarget {
+    db_name: String,
+    db_path: PathBuf,
+    shm_path: PathBuf,
+    files: LockFiles,
+    idle: Arc<Mutex<HashMap<String, Vec<LockFiles>>>>,
     shared: LockSet,
     exclusive: LockSet,
 }
@@ -98,8 +129,8 @@ impl OfdTarget {
     /// reader starting now would create it and lock it.
     fn file(&mut self, t: LockType) -> io::Result<Option<&File>> {
         let (slot, path, create) = match t.file() {
-            LockFile::Db => (&mut self.db, &self.db_path, false),
-            LockFile::Shm => (&mut self.shm, &self.shm_path, true),
+            LockFile::Db => (&mut self.files.db, &self.db_path, false),
+            LockFile::Shm => (&mut self.files.shm, &self.shm_path, true),
             LockFile::Lock => return Ok(None),
         };
         if slot.is_none() {
@@ -162,8 +193,7 @@ impl LockTarget for OfdTarget {
             let _ = self.try_step(t, LockKind::Unlock);
         }
         if self.shared.union(self.exclusive).is_empty() {
-            self.db = None;
-            self.shm = None;
+            self.give_back();
         }
     }
 
@@ -174,6 +204,30 @@ impl LockTarget for OfdTarget {
             Hold::Shared
         } else {
             Hold::None
+        }
+    }
+}
+
+impl OfdTarget {
+    /// Returns the files (holding no lock) to the idle pool, or closes them if it is full.
+    fn give_back(&mut self) {
+        let files = std::mem::take(&mut self.files);
+        if files.db.is_none() && files.shm.is_none() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = idle.entry(self.db_name.clone()).or_default();
+        if pool.len() < IDLE_LOCK_FILES_MAX {
+            pool.push(files);
+        }
+    }
+}
+
+impl Drop for OfdTarget {
+    /// Files still holding a lock are closed (which releases it); others go back to the pool.
+    fn drop(&mut self) {
+        if self.shared.union(self.exclusive).is_empty() {
+            self.give_back();
         }
     }
 }

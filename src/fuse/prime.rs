@@ -227,24 +227,42 @@ fn extend_through_mount(path: &Path, to: u64) -> bool {
         .arg(format!("seek={to}"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    let ok = status.is_ok_and(|status| status.success());
-    if !ok {
-        warn_once(&format!("extending {} to {to} bytes", path.display()));
-    }
-    ok
+        .stderr(std::process::Stdio::piped())
+        .output();
+    succeeded(status, || {
+        format!("extending {} to {to} bytes", path.display())
+    })
+    .is_some()
 }
 
-/// Says once per process that a read-ahead child failed (later failures are silent: the
-/// read-ahead is an optimisation and the WAL works as before without it).
-fn warn_once(what: &str) {
+/// The child's output if it ran and succeeded; else says once per process why not (later
+/// failures are silent: the read-ahead is an optimisation and the WAL works as before
+/// without it; a WAL deleted or a mount going away while `dd` ran fails it too).
+fn succeeded(
+    output: std::io::Result<std::process::Output>,
+    what: impl FnOnce() -> String,
+) -> Option<std::process::Output> {
     static WARNED: AtomicBool = AtomicBool::new(false);
+    let why = match output {
+        Ok(output) if output.status.success() => return Some(output),
+        Ok(output) => {
+            let said = String::from_utf8_lossy(&output.stderr);
+            format!(
+                "dd {}: {}",
+                output.status,
+                said.lines().next().unwrap_or("")
+            )
+        }
+        Err(e) => format!("cannot run dd ({e}; is GNU dd on PATH?)"),
+    };
     if !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
-            "litefs: WAL read-ahead: {what} with dd failed; frames of growing WALs will cost an extra FUSE request (is GNU dd on PATH?)"
+            "litefs: WAL read-ahead: {} failed: {why}; those frames cost an extra FUSE request \
+             (said once)",
+            what()
         );
     }
+    None
 }
 
 /// Reads `range` of `path` on the mount in a child process (`dd`), returning the bytes read
@@ -270,11 +288,7 @@ fn read_through_mount(path: &Path, range: std::ops::Range<u64>) -> Option<u64> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let output = command.output().ok().filter(|o| o.status.success());
-    let Some(output) = output else {
-        warn_once(&format!("reading {}", path.display()));
-        return None;
-    };
+    let output = succeeded(command.output(), || format!("reading {}", path.display()))?;
     // GNU dd's summary ends with "<bytes> bytes (...) copied, ..." (or "1 byte copied").
     let stderr = String::from_utf8_lossy(&output.stderr);
     stderr.lines().find_map(|line| {
