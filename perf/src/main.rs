@@ -37,6 +37,11 @@ struct Args {
     /// system for both, so only the mount differs).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
+    /// Where the replica of `lag` and `stream` keeps its data (default: `--dir`). A replica
+    /// runs on another machine in practice: on another file system here, the primary's
+    /// `syncfs` before each checkpoint does not also flush the replica's writes.
+    #[arg(long)]
+    replica_dir: Option<PathBuf>,
     /// FUSE worker threads of the mount (default: one per core).
     #[arg(long)]
     fuse_threads: Option<usize>,
@@ -296,7 +301,7 @@ fn run_replication(
             .filter(|(w, _)| w.needs_replication())
         {
             let transport = if native { "native" } else { "compat" };
-            let result = replication::Pair::start(&args.dir, args.posix_locks, threads, native).and_then(
+            let result = replication::Pair::start(&args.dir, args.replica_dir.as_deref(), args.posix_locks, threads, native).and_then(
                 |pair| match w {
                     Workload::Lag => {
                         let n = workloads::scaled(LAG_TX_COUNT, args.scale) as usize;
@@ -352,6 +357,9 @@ fn check_environment(args: &Args) -> Result<()> {
     }
     if !args.dir.is_dir() {
         bail!("--dir {} is not a directory", args.dir.display());
+    }
+    if let Some(dir) = args.replica_dir.as_ref().filter(|d| !d.is_dir()) {
+        bail!("--replica-dir {} is not a directory", dir.display());
     }
     // Without these every litefs sample fails with the reason; say it once up front.
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -41,6 +41,9 @@ pub struct Pair {
     server: Option<Server>,
     primary: Node,
     _dir: tempfile::TempDir,
+    /// The replica's own directory with `--replica-dir` (removed after the mounts are gone:
+    /// fields drop in order).
+    _replica_dir: Option<tempfile::TempDir>,
 }
 
 fn node(dir: &Path, name: &str, id: u64, posix_locks: bool, threads: usize) -> Result<Node> {
@@ -73,10 +76,25 @@ fn node(dir: &Path, name: &str, id: u64, posix_locks: bool, threads: usize) -> R
 }
 
 impl Pair {
-    pub fn start(base: &Path, posix_locks: bool, threads: usize, native: bool) -> Result<Pair> {
+    /// `replica_base`: where the replica's data goes, if not beside the primary's.
+    pub fn start(
+        base: &Path,
+        replica_base: Option<&Path>,
+        posix_locks: bool,
+        threads: usize,
+        native: bool,
+    ) -> Result<Pair> {
         let dir = tempfile::Builder::new()
             .prefix("litefs-perf-replication-")
             .tempdir_in(base)?;
+        let replica_dir = match replica_base {
+            Some(base) => Some(
+                tempfile::Builder::new()
+                    .prefix("litefs-perf-replica-")
+                    .tempdir_in(base)?,
+            ),
+            None => None,
+        };
         let primary = node(dir.path(), "primary", 1, posix_locks, threads)?;
         let server = Server::start(
             primary.store.clone(),
@@ -86,7 +104,8 @@ impl Pair {
                 hostname: "primary".into(),
             },
         )?;
-        let replica = node(dir.path(), "replica", 2, posix_locks, threads)?;
+        let replica_parent = replica_dir.as_ref().map_or(dir.path(), |d| d.path());
+        let replica = node(replica_parent, "replica", 2, posix_locks, threads)?;
         let replica_stream = Replica::start(
             replica.store.clone(),
             ReplicaOptions {
@@ -109,6 +128,7 @@ impl Pair {
             server: Some(server),
             primary,
             _dir: dir,
+            _replica_dir: replica_dir,
         })
     }
 

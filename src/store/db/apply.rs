@@ -562,12 +562,12 @@ impl Db {
                 ),
             });
         }
-        state.pos = Pos {
+        let pos = Pos {
             txid: header.max_txid,
             post_apply_checksum: trailer.post_apply_checksum,
         };
-        state.pos_timestamp_ms = header.timestamp_ms;
-        Ok((state.pos, header))
+        self.set_pos(state, pos, header.timestamp_ms);
+        Ok((pos, header))
     }
 
     /// Spec §3.10: a WAL index saying "empty WAL over `page_count` pages, changed". Only when a

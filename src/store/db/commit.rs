@@ -252,13 +252,14 @@ impl Db {
             "checksum cache diverged at TXID {txid}"
         );
         state.page_count = commit;
-        state.pos = Pos {
+        let pos = Pos {
             txid,
             post_apply_checksum: post_apply,
         };
-        state.pos_timestamp_ms = header.timestamp_ms;
-        // Subscribers wake and read the position through the state mutex we still hold, so
-        // they see this commit's WAL bookkeeping too (updated by the caller before unlocking).
+        self.set_pos(state, pos, header.timestamp_ms);
+        // Subscribers (the streams) wake and read the published position; they send LTX
+        // files, which are complete, and need none of the WAL bookkeeping the caller finishes
+        // before unlocking.
         self.shared.changes.publish(&self.name);
         self.publish_tx_event(&header, post_apply);
         // Relaxed: counters for reporting; they order no other memory.

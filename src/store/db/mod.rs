@@ -180,6 +180,10 @@ pub struct Db {
     /// How far behind the writer's clock the last applied LTX file was when applied; 0 after
     /// a local commit (spec §8.4 `litefs_db_lag_seconds`).
     lag_ms: AtomicI64,
+    /// `State::pos` as of its last change, readable without the state mutex: a stream
+    /// catching a replica up must not wait behind a commit's `syncfs` (up to ~20 ms here) to
+    /// learn how far to send. Set only with the state mutex held ([`Db::set_pos`]).
+    published_pos: Mutex<Pos>,
     /// Recovery took the page checksums saved at the last clean close (`checksum_table.rs`).
     checksum_table_used: AtomicBool,
     /// The LTX file this process wrote last, with its length and what its encoder computed
@@ -258,6 +262,7 @@ impl Db {
             ltx_reap_count: AtomicU64::new(0),
             lag_ms: AtomicI64::new(0),
             checksum_table_used: AtomicBool::new(false),
+            published_pos: Mutex::new(Pos::default()),
             last_written: Mutex::new(None),
         };
         db.recover()?;
@@ -361,7 +366,14 @@ impl Db {
     }
 
     pub fn pos(&self) -> Pos {
-        self.lock().pos
+        *self.published_pos.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the position (the caller holds the state mutex: `state` is its guard's).
+    pub(super) fn set_pos(&self, state: &mut State, pos: Pos, timestamp_ms: i64) {
+        state.pos = pos;
+        state.pos_timestamp_ms = timestamp_ms;
+        *self.published_pos.lock().unwrap_or_else(|p| p.into_inner()) = pos;
     }
 
     /// Milliseconds since the epoch of the last committed transaction.

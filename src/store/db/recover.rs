@@ -432,11 +432,11 @@ impl Db {
                         .and_then(|f| f.sync_all())
                         .io_context("fsync", &db_path)?;
                 }
-                state.pos = Pos {
+                let pos = Pos {
                     txid: h.max_txid,
                     post_apply_checksum: trailer.post_apply_checksum,
                 };
-                state.pos_timestamp_ms = h.timestamp_ms;
+                self.set_pos(state, pos, h.timestamp_ms);
                 if suffix_len > 1 {
                     eprintln!(
                         "litefs: database {:?}: recovered by re-applying the last {} LTX files",
