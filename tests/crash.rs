@@ -621,8 +621,8 @@ fn the_watchdog_aborts_the_mount_of_a_daemon_that_died_with_threads_left() {
     let log = dir.path().join("watchdog.log");
     // Raw `exit` (only the calling thread): 60 on x86_64, 93 on aarch64 and riscv64.
     let script = r#"
-import ctypes, platform, subprocess, sys, threading, time
-watchdog = subprocess.Popen([sys.argv[1], "fuse-watchdog", sys.argv[2]], stderr=open(sys.argv[3], "w"))
+import ctypes, os, platform, subprocess, sys, threading, time
+watchdog = subprocess.Popen([sys.argv[1], "fuse-watchdog", sys.argv[2], str(os.getpid())], stderr=open(sys.argv[3], "w"))
 threading.Thread(target=time.sleep, args=(60,)).start()
 sys.stdout.write(f"{watchdog.pid}\n"); sys.stdout.flush()
 ctypes.CDLL(None).syscall(60 if platform.machine() == "x86_64" else 93, 0)

@@ -114,7 +114,8 @@ pub fn run(args: Vec<String>) -> i32 {
         "mount" => return mount::run(go_style_args(rest())),
         // Hidden: started by `litefs mount` itself (fuse/watchdog.rs).
         crate::fuse::watchdog::COMMAND => {
-            return crate::fuse::watchdog::run(args.get(2).map(String::as_str));
+            let arg = |i: usize| args.get(i).map(String::as_str);
+            return crate::fuse::watchdog::run(arg(2), arg(3));
         }
         "export" => match export::ExportArgs::try_parse_from(go_style_args(rest())) {
             Ok(parsed) => export::run(parsed),

@@ -7,7 +7,8 @@
 //! aborted, and the daemon stays a zombie with the mount hung for good (every access to it
 //! blocks). Nothing inside the daemon can help — all its other threads are gone.
 //!
-//! `litefs mount` therefore starts this watchdog as a child (`litefs fuse-watchdog <dir>`).
+//! `litefs mount` therefore starts this watchdog as a child (`litefs fuse-watchdog <dir>
+//! <pid>`).
 //! It polls the daemon's `/proc/<pid>/status`; when the daemon is dying (its main thread a
 //! zombie with threads left, or SIGKILL pending) on two polls in a row and the mount is still
 //! the same connection, it writes 1 to the connection's `abort` file: the stuck requests fail
@@ -41,6 +42,7 @@ impl Watchdog {
         let child = Command::new(exe)
             .arg(COMMAND)
             .arg(mountpoint)
+            .arg(std::process::id().to_string())
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -97,15 +99,19 @@ pub fn classify(status: &str) -> Daemon {
     }
 }
 
-/// `litefs fuse-watchdog <mountpoint>`: watches the parent process (the daemon serving
-/// `mountpoint`) until it exits; returns the exit code.
-pub fn run(mountpoint: Option<&str>) -> i32 {
-    let Some(mountpoint) = mountpoint.and_then(|m| Path::new(m).canonicalize().ok()) else {
-        eprintln!("litefs {COMMAND}: usage: litefs {COMMAND} <mounted directory>");
+/// `litefs fuse-watchdog <mountpoint> <daemon pid>`: watches the daemon serving `mountpoint`
+/// — its parent — until it exits; returns the exit code.
+pub fn run(mountpoint: Option<&str>, daemon: Option<&str>) -> i32 {
+    let mountpoint = mountpoint.and_then(|m| Path::new(m).canonicalize().ok());
+    let daemon = daemon.and_then(|p| p.parse::<libc::pid_t>().ok());
+    let (Some(mountpoint), Some(daemon)) = (mountpoint, daemon) else {
+        eprintln!("litefs {COMMAND}: usage: litefs {COMMAND} <mounted directory> <daemon pid>");
         return 2;
     };
     // SAFETY: getppid has no preconditions.
-    let daemon = unsafe { libc::getppid() };
+    if unsafe { libc::getppid() } != daemon {
+        return 0; // The daemon exited before we started (we were reparented): nothing to do.
+    }
     let mounted = || {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         connection_id(&info, &mountpoint)
