@@ -7,7 +7,8 @@
 #   perf/start.sh [GB] [DIR]      (root; defaults: 10 GB under /var/tmp/litefs-start)
 #
 # Needs about 2 × GB of free space in DIR (the database and its import snapshot) and Python's
-# sqlite3 module. Builds target/release/litefs if missing. Leaves no mount or process behind.
+# sqlite3 module. Builds target/release/litefs first. Leaves no mount or process behind, and
+# removes DIR at the end (it refuses a DIR that is not empty and was not made by it).
 set -eu
 
 GB=${1:-10}
@@ -17,7 +18,7 @@ LITEFS=$ROOT/target/release/litefs
 PORT=20290
 RUNS=3
 
-[ -x "$LITEFS" ] || (cd "$ROOT" && cargo build --release --bin litefs)
+(cd "$ROOT" && cargo build --release --bin litefs)
 
 PID=
 cleanup() {
@@ -29,8 +30,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Only a directory this script made (marked) or an empty one is ever removed.
+if [ -e "$DIR" ] && [ ! -e "$DIR/.litefs-start" ] && [ -n "$(ls -A "$DIR")" ]; then
+    echo "refusing to use $DIR: not empty and not made by $0" >&2
+    exit 1
+fi
+umount -l "$DIR/mnt" 2>/dev/null || true
 rm -rf "$DIR"
 mkdir -p "$DIR/mnt"
+touch "$DIR/.litefs-start"
 cat > "$DIR/litefs.yml" <<EOF
 fuse:
   dir: $DIR/mnt
@@ -79,7 +87,7 @@ median() {
     sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
-echo "building a $GB GB database ($((GB * 1000000000 / 4096)) pages of 4 KiB)..." >&2
+echo "building a $GB GB database ($(awk "BEGIN { printf \"%d\", $GB * 1e9 / 4096 }") pages of 4 KiB)..." >&2
 python3 - "$DIR/big.db" "$GB" <<'EOF'
 import sqlite3, sys
 path, gb = sys.argv[1], float(sys.argv[2])

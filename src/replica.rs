@@ -282,9 +282,10 @@ fn read_frames<R: Read>(
                 batch.push(db, verified);
                 batch.apply(store)?;
             }
-            Receipt::Applied(received) => {
+            Receipt::Spilled(spilled) => {
+                // In arrival order: what is held back goes first.
                 batch.apply(store)?;
-                note_applied(store, received);
+                note_applied(store, db.apply_spilled(spilled)?);
             }
         }
     }

@@ -847,3 +847,83 @@ fn large_transactions_are_applied_through_the_temp_file() {
         .unwrap();
     assert_eq!(ok, "ok");
 }
+
+/// A replica catching up receives the files it missed back to back; small ones are held to
+/// be applied as one batch. A large file (over 1 MiB, received into a temp file) right behind
+/// them must be applied after them, in arrival order — applied first, it failed with a
+/// position mismatch, and the replica reconnected into the same failure again and again.
+#[test]
+fn a_large_file_behind_small_ones_is_applied_after_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Node::start(NodeConfig::primary(&tmp.path().join("p")));
+    for native in [true, false] {
+        let dir = tmp.path().join(if native { "native" } else { "compat" });
+        let mut config = NodeConfig::replica(&dir, primary.config.port);
+        config.native_stream = native;
+        let mut replica = Node::start(config);
+        commit(&primary, "wal", 3);
+        replica.wait_pos("db", primary.pos("db").unwrap(), CATCH_UP_WAIT_MAX);
+        replica.stop();
+        commit(&primary, "wal", 5);
+        {
+            let c = rusqlite::Connection::open(primary.path("db")).unwrap();
+            c.execute("INSERT INTO t(v) VALUES (randomblob(3 * 1024 * 1024))", [])
+                .unwrap();
+        }
+        commit(&primary, "wal", 2);
+        let head = primary.pos("db").unwrap();
+        let replica = Node::start(replica.config.clone());
+        replica.wait_pos("db", head, CATCH_UP_WAIT_MAX);
+        assert!(
+            !replica.log().contains("position mismatch"),
+            "native {native}: {}",
+            replica.log()
+        );
+    }
+}
+
+/// With kernel-local locks a replica keeps the files it locks through its own mount open
+/// (`fuse/kernel_locks.rs`). A `kill -9` closes them as the process exits, when no worker is
+/// left to answer a request; a FLUSH then would wait for good (until the watchdog aborts
+/// the connection). Opens answer FOPEN_NOFLUSH in this mode, and the kernel also stops
+/// sending FLUSH after our first ENOSYS (here the test harness's own reads of the mount
+/// already caused one): either way the process must exit at once, with no abort.
+#[test]
+fn a_killed_replica_holding_lock_files_exits_at_once_kernel_locks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (primary, mut replica) = primary_and_replica_with_locks(tmp.path(), false);
+    commit(&primary, "wal", 5);
+    // Waited for in the data directory: a file opened and closed on the replica's mount
+    // would answer the kernel's first FLUSH with ENOSYS, after which it sends none anyway.
+    // (A snapshot when the replica joined after the first commits: any file ending there.)
+    let head = primary.pos("db").unwrap();
+    let deadline = Instant::now() + CATCH_UP_WAIT_MAX;
+    let ranges = || {
+        let dir = replica.ltx_dir("db");
+        if dir.is_dir() {
+            ltx_ranges(&dir)
+        } else {
+            Vec::new()
+        }
+    };
+    while !ranges().iter().any(|&(_, max)| max == head.txid.0) {
+        assert!(
+            Instant::now() < deadline,
+            "no LTX file ends at TXID {} on the replica: {:?}",
+            head.txid,
+            ranges()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Instant::now();
+    replica.kill();
+    let exited = killed.elapsed();
+    assert!(
+        exited < Duration::from_millis(800),
+        "the killed replica took {exited:?} to exit"
+    );
+    // Long enough for a watchdog to have acted (two polls 500 ms apart).
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = replica.log();
+    assert!(!log.contains("aborted FUSE connection"), "{log}");
+}

@@ -324,7 +324,13 @@ fn start(
     eprintln!("litefs: LiteFS mounted to: {}", config.fuse.dir.display());
     // Frees the mount should this process be killed while a thread of it waits on the mount
     // (fuse/watchdog.rs). Without it the daemon still runs, as it did before the watchdog.
-    let watchdog = Watchdog::spawn(Path::new("/proc/self/exe"), &config.fuse.dir)
+    // Absolute: the watchdog runs in `/`.
+    let mountpoint = config
+        .fuse
+        .dir
+        .canonicalize()
+        .unwrap_or(config.fuse.dir.clone());
+    let watchdog = Watchdog::spawn(Path::new("/proc/self/exe"), &mountpoint)
         .inspect_err(|e| eprintln!("litefs: warning: no mount watchdog ({e})"))
         .ok();
     eprintln!(

@@ -26,6 +26,9 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `FOPEN_NOFLUSH` (FUSE 7.35, kernel 5.16): closes of this open send no FLUSH. Not named
+/// by fuse-backend-rs 0.14.
+const FOPEN_NOFLUSH: u32 = 1 << 5;
 /// How long the kernel may cache a name (bazil's default, as LiteFS).
 const ENTRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// File attributes are not cached: sizes change with every commit (as LiteFS).
@@ -323,6 +326,22 @@ impl LitefsFs {
         }
     }
 
+    /// `base` plus, with kernel-local locks, FOPEN_NOFLUSH: there a FLUSH carries nothing for
+    /// us (the kernel drops the locks itself), and skipping it keeps every close from waiting
+    /// on the daemon. That matters for the daemon's own descriptions on the mount
+    /// (`kernel_locks.rs` keeps them open): a close at exit — `kill -9` included — would
+    /// otherwise send a FLUSH the kernel waits for without interruption while no worker is
+    /// left to answer. Kernels before 5.16 ignore the bit; they learn from our ENOSYS reply
+    /// to the first FLUSH instead.
+    fn open_options(&self, base: OpenOptions) -> OpenOptions {
+        if self.posix_locks {
+            return base;
+        }
+        // SAFETY: `from_bits_unchecked` only keeps a bit the `bitflags` type does not name;
+        // the value is a plain `u32` sent to the kernel as `fuse_open_out.open_flags`.
+        unsafe { OpenOptions::from_bits_unchecked(base.bits() | FOPEN_NOFLUSH) }
+    }
+
     /// A failed lookup: on the primary the kernel may remember that the name does not exist
     /// (inode 0 is a negative entry); it learns of a later create because the create passes
     /// through it.
@@ -458,17 +477,19 @@ impl FileSystem for LitefsFs {
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         match inode {
-            LAG_INODE | PRIMARY_INODE => Ok((Some(0), OpenOptions::DIRECT_IO, None)),
+            LAG_INODE | PRIMARY_INODE => {
+                Ok((Some(0), self.open_options(OpenOptions::DIRECT_IO), None))
+            }
             ROOT_INODE => Err(errno(libc::EISDIR)),
             _ => match self.db_of_inode(inode)? {
                 (db, DbNode::File(kind)) => {
                     let write = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
                     db.open_file(kind, write)
                         .map_err(|e| to_io_error("open", e))?;
-                    Ok((Some(0), OpenOptions::KEEP_CACHE, None))
+                    Ok((Some(0), self.open_options(OpenOptions::KEEP_CACHE), None))
                 }
                 // Virtual files change behind the kernel's back: never cache their pages.
-                _ => Ok((Some(0), OpenOptions::DIRECT_IO, None)),
+                _ => Ok((Some(0), self.open_options(OpenOptions::DIRECT_IO), None)),
             },
         }
     }
@@ -498,7 +519,12 @@ impl FileSystem for LitefsFs {
             DbNode::Pos | DbNode::Lock => return Err(errno(libc::ENOSYS)),
         }
         let entry = self.entry(db_inode(self.index_of(db_name), node))?;
-        Ok((entry, Some(0), OpenOptions::KEEP_CACHE, None))
+        Ok((
+            entry,
+            Some(0),
+            self.open_options(OpenOptions::KEEP_CACHE),
+            None,
+        ))
     }
 
     fn read(
@@ -566,6 +592,7 @@ impl FileSystem for LitefsFs {
     }
 
     fn flush(&self, _ctx: &Context, inode: u64, _handle: u64, lock_owner: u64) -> io::Result<()> {
+        // Only reached on kernels older than 5.16 in kernel-local mode (see `open_options`).
         if !self.posix_locks {
             // The kernel keeps the locks and drops them on close itself.
             return Err(errno(NOT_NEEDED_STOP_ASKING));

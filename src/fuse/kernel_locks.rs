@@ -63,6 +63,7 @@ impl KernelLocks for MountLocks {
             db_path: self.mountpoint.join(db),
             shm_path: self.mountpoint.join(format!("{db}-shm")),
             files,
+            broken: false,
             idle: self.idle.clone(),
             shared: LockSet::EMPTY,
             exclusive: LockSet::EMPTY,
@@ -84,6 +85,8 @@ struct OfdTarget {
     db_path: PathBuf,
     shm_path: PathBuf,
     files: LockFiles,
+    /// A lock call failed on these files: they are closed, not pooled.
+    broken: bool,
     idle: Arc<Mutex<HashMap<String, Vec<LockFiles>>>>,
     shared: LockSet,
     exclusive: LockSet,
@@ -173,6 +176,8 @@ impl LockTarget for OfdTarget {
             }
             Ok(false) => false,
             Err(e) => {
+                // These descriptions failed once: closed at the end, never pooled again.
+                self.broken = true;
                 // Retried until the caller's deadline, whose error names the lock type.
                 eprintln!(
                     "litefs: {} lock through {}: {e}",
@@ -212,7 +217,7 @@ impl OfdTarget {
     /// Returns the files (holding no lock) to the idle pool, or closes them if it is full.
     fn give_back(&mut self) {
         let files = std::mem::take(&mut self.files);
-        if files.db.is_none() && files.shm.is_none() {
+        if self.broken || (files.db.is_none() && files.shm.is_none()) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);

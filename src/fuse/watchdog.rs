@@ -13,7 +13,9 @@
 //! zombie with threads left, or SIGKILL pending) on two polls in a row and the mount is still
 //! the same connection, it writes 1 to the connection's `abort` file: the stuck requests fail
 //! with ENOTCONN, the threads exit, and the next `litefs mount` removes the stale mount as
-//! after any crash. It exits when the daemon exits (it is reparented) or kills it.
+//! after any crash. It exits when the daemon exits (it is reparented) or kills it, and
+//! ignores SIGINT, SIGTERM and SIGHUP meant for the daemon's group; a SIGKILL of the whole
+//! cgroup takes it too.
 
 use super::session::{abort_connection, connection_id};
 use std::io;
@@ -102,12 +104,24 @@ pub fn classify(status: &str) -> Daemon {
 /// `litefs fuse-watchdog <mountpoint> <daemon pid>`: watches the daemon serving `mountpoint`
 /// — its parent — until it exits; returns the exit code.
 pub fn run(mountpoint: Option<&str>, daemon: Option<&str>) -> i32 {
-    let mountpoint = mountpoint.and_then(|m| Path::new(m).canonicalize().ok());
     let daemon = daemon.and_then(|p| p.parse::<libc::pid_t>().ok());
     let (Some(mountpoint), Some(daemon)) = (mountpoint, daemon) else {
         eprintln!("litefs {COMMAND}: usage: litefs {COMMAND} <mounted directory> <daemon pid>");
         return 2;
     };
+    let mountpoint = match Path::new(mountpoint).canonicalize() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("litefs {COMMAND}: {mountpoint}: {e}");
+            return 1;
+        }
+    };
+    // It leaves with the daemon (below); a Ctrl-C, `systemctl stop` or hang-up meant for the
+    // daemon's group must not take it away while the daemon is still shutting down.
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: SIG_IGN is a valid disposition for these signals; no handler runs.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } != daemon {
         return 0; // The daemon exited before we started (we were reparented): nothing to do.

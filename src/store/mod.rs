@@ -23,7 +23,8 @@ pub mod stats;
 pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
 pub use db::{
     APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind, IMPORT_LOCK_TIMEOUT_MS,
-    JournalMode, LtxUsage, Receipt, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpooledImage, VerifiedLtx,
+    JournalMode, LtxUsage, Receipt, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpilledLtx, SpooledImage,
+    VerifiedLtx,
 };
 pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_DEPTH_MAX, Event, Events};
@@ -332,16 +333,12 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let image = Db::spool_image(name, &self.data_dir, r)?;
-        let db = self.open_db(name)?;
-        let created = db.page_count() == 0;
-        let pos = db.import_spooled(image, deadline)?;
-        if created {
-            // Not created through the mount: the kernel may remember its names as missing
-            // (our own lock files are opened through the mount during the import).
-            self.shared
-                .invalidate
-                .send(shared::Invalidation::Created { db: name });
-        }
+        let pos = self.open_db(name)?.import_spooled(image, deadline)?;
+        // Perhaps not created through the mount: the kernel may remember its names as
+        // missing (our own lock files are opened through the mount during the import).
+        self.shared
+            .invalidate
+            .send(shared::Invalidation::Created { db: name });
         Ok(pos)
     }
 

@@ -85,9 +85,9 @@ pub enum Invalidation<'a> {
     },
     /// The cached name of `<db>`'s file `kind`, which no longer exists.
     Entry { db: &'a str, kind: FileKind },
-    /// `<db>` appeared without passing through the mount (an import, a replica's first LTX
-    /// file): the kernel may remember its names as missing (a negative entry, cached on the
-    /// primary) from a lookup before — even one of LiteFS's own (`fuse/kernel_locks.rs`).
+    /// `<db>` may have appeared without passing through the mount (an import): the kernel
+    /// may remember its names as missing (a negative entry, cached on the primary only) from
+    /// a lookup before — even one of LiteFS's own (`fuse/kernel_locks.rs`).
     Created { db: &'a str },
 }
 

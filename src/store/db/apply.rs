@@ -208,14 +208,33 @@ impl VerifiedLtx {
     }
 }
 
-/// What [`Db::receive_verified`] made of a received file.
+/// A received file verified into a temp file in `ltx/` (larger than
+/// [`RECEIVE_IN_MEMORY_BYTES_MAX`], or any file of a store that is not a replica), not yet
+/// applied: [`Db::apply_spilled`]. Dropped unapplied, the temp file is removed.
+#[derive(Debug)]
+pub struct SpilledLtx {
+    header: Header,
+    tmp: Option<(File, PathBuf)>,
+    checksums: Option<Vec<u64>>,
+}
+
+impl Drop for SpilledLtx {
+    fn drop(&mut self) {
+        if let Some((_, path)) = self.tmp.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// What [`Db::receive_verified`] made of a received file. Nothing is applied yet: the caller
+/// applies files in the order they arrived (a batch held back must go before a later file).
 pub enum Receipt {
     /// A transaction this node wrote itself (forwarded with a HALT lock): skipped.
     Own,
     /// Held in memory, verified: apply with [`Db::apply_received_batch`].
     Memory(VerifiedLtx),
-    /// Already applied (a large file, or a store that is not a replica).
-    Applied(Received),
+    /// In a temp file, verified: apply with [`Db::apply_spilled`].
+    Spilled(SpilledLtx),
 }
 
 impl Db {
@@ -226,13 +245,12 @@ impl Db {
         match self.receive_verified(file)? {
             Receipt::Own => Ok(Received::Own),
             Receipt::Memory(verified) => self.apply_received_batch(vec![verified]),
-            Receipt::Applied(received) => Ok(received),
+            Receipt::Spilled(spilled) => self.apply_spilled(spilled),
         }
     }
 
-    /// Receives and verifies one LTX file of the stream (as [`Db::receive_ltx`]). A small file
-    /// on a replica is returned in memory for [`Db::apply_received_batch`]; any other is
-    /// applied here, through a temp file.
+    /// Receives and verifies one LTX file of the stream (as [`Db::receive_ltx`]), without
+    /// applying it: a small file on a replica is returned in memory, any other in a temp file.
     pub fn receive_verified(&self, file: impl Read) -> Result<Receipt> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
@@ -267,30 +285,39 @@ impl Db {
             spool.discard();
             return Ok(Receipt::Own);
         }
-        let (tmp, tmp_path) = match spool.into_kept()? {
-            Kept::Memory(bytes) => {
-                return Ok(Receipt::Memory(VerifiedLtx {
-                    header,
-                    bytes,
-                    checksums,
-                }));
-            }
-            Kept::File(tmp, tmp_path) => (tmp, tmp_path),
-        };
+        Ok(match spool.into_kept()? {
+            Kept::Memory(bytes) => Receipt::Memory(VerifiedLtx {
+                header,
+                bytes,
+                checksums,
+            }),
+            Kept::File(tmp, tmp_path) => Receipt::Spilled(SpilledLtx {
+                header,
+                tmp: Some((tmp, tmp_path)),
+                checksums,
+            }),
+        })
+    }
+
+    /// Applies a file [`Db::receive_verified`] left in a temp file: under the internal write
+    /// lock, checks it continues the position (unless a snapshot), fsyncs it (not on a
+    /// replica), renames it to its LTX name, and applies it from there.
+    pub fn apply_spilled(&self, mut spilled: SpilledLtx) -> Result<Received> {
+        let header = spilled.header;
         let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
-        let guard = self.acquire_write_lock(deadline);
+        // Held until the apply is done.
+        let _guard = self.acquire_write_lock(deadline)?;
         let pos = self.pos();
-        let refused = match guard {
-            Err(e) => Some(e),
-            Ok(_) if !header.is_snapshot() && pos != header.pre_apply_pos() => {
-                Some(self.position_mismatch(pos, &header))
-            }
-            Ok(_) => None,
-        };
-        if let Some(e) = refused {
-            let _ = fs::remove_file(&tmp_path);
-            return Err(e);
+        if !header.is_snapshot() && pos != header.pre_apply_pos() {
+            return Err(self.position_mismatch(pos, &header));
         }
+        let Some((tmp, tmp_path)) = spilled.tmp.take() else {
+            return Err(Error::Corrupt {
+                db: self.name.clone(),
+                message: "a received file was applied twice".into(),
+            });
+        };
+        let checksums = spilled.checksums.take();
         let final_path = self
             .ltx_dir
             .join(ltx::format_filename(header.min_txid, header.max_txid));
@@ -318,10 +345,10 @@ impl Db {
             // against; neither is the database's).
             self.apply_received_from(io::BufReader::new(file), checksums.as_deref())
         })?;
-        Ok(Receipt::Applied(Received::Applied {
+        Ok(Received::Applied {
             pos,
             timestamp_ms: header.timestamp_ms,
-        }))
+        })
     }
 
     /// Applies files received in memory, in order, under one internal write lock: their pages

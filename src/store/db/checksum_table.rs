@@ -18,7 +18,8 @@ impl Db {
 
     /// Saves the table when the database file alone holds the database: no WAL frames (a
     /// start may fold them into the file or not, and the table would not know which) and no
-    /// transaction in flight. Best effort, never synced: a lost or torn file costs a scan.
+    /// transaction in flight. The database file is synced first; the table itself is best
+    /// effort, never synced: a lost or torn table costs a scan.
     /// Takes the table out of `state` (the database is closing).
     pub(super) fn save_checksum_table(&self, state: &mut State) {
         let wal_empty = match fs::metadata(self.path(FileKind::Wal)) {
@@ -32,7 +33,11 @@ impl Db {
         if !wal_empty || !settled {
             return;
         }
-        let Ok(meta) = fs::metadata(self.path(FileKind::Database)) else {
+        // The file's data on disk first: a replica writes it without fsync, and after a power
+        // loss its metadata (the identity below) could be on disk without its pages.
+        let db_path = self.path(FileKind::Database);
+        let synced = fs::File::open(&db_path).and_then(|f| f.sync_data());
+        let Ok(meta) = synced.and_then(|()| fs::metadata(&db_path)) else {
             return;
         };
         let saved = SavedTable {

@@ -42,7 +42,7 @@ mod spare;
 mod wal;
 mod wal_tail;
 
-pub use apply::{APPLY_LOCK_TIMEOUT_MS, Receipt, Received, VerifiedLtx};
+pub use apply::{APPLY_LOCK_TIMEOUT_MS, Receipt, Received, SpilledLtx, VerifiedLtx};
 pub use export::EXPORT_LOCK_TIMEOUT_MS;
 pub use import::{IMPORT_LOCK_TIMEOUT_MS, SpooledImage};
 pub use retention::retention_victims;
@@ -184,6 +184,9 @@ pub struct Db {
     /// catching a replica up must not wait behind a commit's `syncfs` (up to ~20 ms here) to
     /// learn how far to send. Set only with the state mutex held ([`Db::set_pos`]).
     published_pos: Mutex<Pos>,
+    /// Recovery finished: only then does a close save the page checksums (a `Db` whose
+    /// recovery failed is dropped half-recovered).
+    recovered: AtomicBool,
     /// Recovery took the page checksums saved at the last clean close (`checksum_table.rs`).
     checksum_table_used: AtomicBool,
     /// The LTX file this process wrote last, with its length and what its encoder computed
@@ -204,7 +207,9 @@ impl Drop for Db {
             eprintln!("litefs: database {:?}: at close: {e}", self.name);
             return;
         }
-        self.save_checksum_table(&mut state);
+        if self.recovered.load(Ordering::Relaxed) {
+            self.save_checksum_table(&mut state);
+        }
     }
 }
 
@@ -262,10 +267,12 @@ impl Db {
             ltx_reap_count: AtomicU64::new(0),
             lag_ms: AtomicI64::new(0),
             checksum_table_used: AtomicBool::new(false),
+            recovered: AtomicBool::new(false),
             published_pos: Mutex::new(Pos::default()),
             last_written: Mutex::new(None),
         };
         db.recover()?;
+        db.recovered.store(true, Ordering::Relaxed);
         Ok(db)
     }
 

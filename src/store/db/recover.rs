@@ -92,7 +92,8 @@ impl Db {
                 return Err(Error::Corrupt {
                     db: self.name.clone(),
                     message: format!(
-                        "the page checksums saved at the last close add up to {from_table:016x}                          but the database file to {:016x} (a bug: please report it)",
+                        "the page checksums saved at the last close add up to {from_table:016x} \
+                         but the database file to {:016x} (a bug: please report it)",
                         state.checksums.value()
                     ),
                 });
