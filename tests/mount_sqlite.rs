@@ -314,6 +314,11 @@ fn a_replica_applies_files_received_back_to_back_as_one_batch() {
         strict_verify: true,
         replica: true,
     };
+    // A spare inode with stale bytes, longer than any file here: the replica records a
+    // received file in it, cut to the file's length.
+    let spare_dir = dir.path().join("dbs/db/spare");
+    std::fs::create_dir_all(&spare_dir).unwrap();
+    std::fs::write(spare_dir.join("0"), vec![0xA5u8; 100_000]).unwrap();
     let replica = Store::open(dir.path(), options).unwrap();
     let db = replica.open_db("db").unwrap();
     let verified = |txid: u64| match db.receive_verified(&file(txid)[..]).unwrap() {
@@ -332,6 +337,11 @@ fn a_replica_applies_files_received_back_to_back_as_one_batch() {
         let recorded = std::fs::read(dir.path().join("dbs/db/ltx").join(&name)).unwrap();
         assert_eq!(recorded, file(txid), "{name} recorded as received");
     }
+    assert_eq!(
+        std::fs::read_dir(&spare_dir).unwrap().count(),
+        0,
+        "the spare was reused"
+    );
     // 6 then 6 again: the second does not continue TXID 6. The first is applied and recorded.
     let err = db
         .apply_received_batch(vec![verified(6), verified(6)])

@@ -449,10 +449,22 @@ impl Db {
                     let _ = fs::remove_file(&tmp);
                 })
         } else {
-            fs::write(final_path, bytes).inspect_err(|_| {
-                // No half-written file under an LTX name.
-                let _ = fs::remove_file(final_path);
-            })
+            // A spare inode when retention left one (`spare.rs`: creating files soon after
+            // many deletions is slow on ext4 without a journal; a replica creates one per
+            // transaction).
+            self.create_reusing_spare(final_path)
+                .map_err(io::Error::other)
+                .and_then(|(file, reused)| {
+                    file.write_all_at(bytes, 0)?;
+                    if reused {
+                        file.set_len(bytes.len() as u64)?;
+                    }
+                    Ok(())
+                })
+                .inspect_err(|_| {
+                    // No half-written file under an LTX name.
+                    let _ = fs::remove_file(final_path);
+                })
         };
         written.io_context("write", final_path).inspect_err(|e| {
             self.shared.fatal.raise(&format!(
