@@ -51,13 +51,7 @@ impl MountLocks {
 
 impl KernelLocks for MountLocks {
     fn target(&self, db: &str) -> Box<dyn LockTarget> {
-        let files = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(db)
-            .and_then(Vec::pop)
-            .unwrap_or_default();
+        let files = take_idle(&self.idle, db);
         Box::new(OfdTarget {
             db_name: db.to_string(),
             db_path: self.mountpoint.join(db),
@@ -69,6 +63,15 @@ impl KernelLocks for MountLocks {
             exclusive: LockSet::EMPTY,
         })
     }
+}
+
+/// Idle files of `db` from the pool, or none (opened on first use).
+fn take_idle(idle: &Mutex<HashMap<String, Vec<LockFiles>>>, db: &str) -> LockFiles {
+    idle.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_mut(db)
+        .and_then(Vec::pop)
+        .unwrap_or_default()
 }
 
 /// A database's files opened through the mount for locking (each on first use).
@@ -131,6 +134,10 @@ impl OfdTarget {
     /// SQLite connection can hold its locks either). `-shm` is created if missing: a WAL
     /// reader starting now would create it and lock it.
     fn file(&mut self, t: LockType) -> io::Result<Option<&File>> {
+        if self.files.db.is_none() && self.files.shm.is_none() && !self.broken {
+            // Given back by an unlock before a retry: take idle ones again, not new ones.
+            self.files = take_idle(&self.idle, &self.db_name);
+        }
         let (slot, path, create) = match t.file() {
             LockFile::Db => (&mut self.files.db, &self.db_path, false),
             LockFile::Shm => (&mut self.files.shm, &self.shm_path, true),

@@ -13,7 +13,7 @@
 //! zombie with threads left, or SIGKILL pending) on two polls in a row and the mount is still
 //! the same connection, it writes 1 to the connection's `abort` file: the stuck requests fail
 //! with ENOTCONN, the threads exit, and the next `litefs mount` removes the stale mount as
-//! after any crash. It exits when the daemon exits (it is reparented) or kills it, and
+//! after any crash. It exits when the daemon exits (its pidfd turns readable) or kills it, and
 //! ignores SIGINT, SIGTERM and SIGHUP meant for the daemon's group; a SIGKILL of the whole
 //! cgroup takes it too.
 
@@ -138,9 +138,8 @@ pub fn run(mountpoint: Option<&str>, daemon: Option<&str>) -> i32 {
     let exited = ExitWatch::new(daemon);
     let mut dying_polls = 0;
     loop {
-        // SAFETY: getppid has no preconditions.
-        if exited.wait(POLL_INTERVAL) || unsafe { libc::getppid() } != daemon {
-            return 0; // Every daemon thread has exited (we were reparented).
+        if exited.wait(POLL_INTERVAL) {
+            return 0; // Every daemon thread has exited.
         }
         let Ok(status) = std::fs::read_to_string(&status_path) else {
             return 0;
@@ -181,24 +180,30 @@ pub fn run(mountpoint: Option<&str>, daemon: Option<&str>) -> i32 {
 }
 
 /// Wakes the watchdog the moment the daemon's last thread exits (a pidfd turns readable), so
-/// it leaves with a daemon that exits; without pidfds (Linux < 5.3) it just sleeps.
-struct ExitWatch(Option<std::os::fd::OwnedFd>);
+/// it leaves with a daemon that exits. Not the parent pid: a killed daemon's threads are all
+/// exiting, so its children are handed to init at once, even while one of its threads is
+/// stuck in its exit — found with a real daemon stuck closing a file on its own mount
+/// (`fuse_flush` from `do_exit`), whose pidfd stayed unreadable. Without pidfds (Linux < 5.3)
+/// the parent pid is all there is.
+struct ExitWatch(Option<std::os::fd::OwnedFd>, libc::pid_t);
 
 impl ExitWatch {
     fn new(pid: libc::pid_t) -> ExitWatch {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         // SAFETY: a non-negative result is a descriptor this process now owns alone.
-        ExitWatch((fd >= 0).then(|| unsafe {
+        let fd = (fd >= 0).then(|| unsafe {
             <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32)
-        }))
+        });
+        ExitWatch(fd, pid)
     }
 
     /// True if the process exited within `limit`.
     fn wait(&self, limit: Duration) -> bool {
         let Some(fd) = &self.0 else {
             std::thread::sleep(limit);
-            return false;
+            // SAFETY: getppid has no preconditions.
+            return unsafe { libc::getppid() } != self.1;
         };
         let mut poll = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(fd),
