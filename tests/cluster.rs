@@ -264,6 +264,25 @@ fn a_read_transaction_holds_off_the_apply(mode: &str, posix_locks: bool) {
     p.pragma_update(None, "journal_mode", mode).unwrap();
     p.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
         .unwrap();
+    let what = format!("{mode}, posix-locks {posix_locks}");
+    let held = reader_holds_off_the_apply(&primary, &replica, &p, "2", &what);
+    eprintln!(
+        "{what}: applied {} ms after the reader ended",
+        held.elapsed().as_millis()
+    );
+}
+
+/// Table `t` of `db` on `primary` has one row and `p` is a connection to it: a read
+/// transaction on `replica` keeps seeing that row alone while `p` inserts `value`, the
+/// replica stays at its position until the reader ends, and then shows both rows. Returns
+/// when the reader ended.
+fn reader_holds_off_the_apply(
+    primary: &Node,
+    replica: &Node,
+    p: &rusqlite::Connection,
+    value: &str,
+    what: &str,
+) -> Instant {
     let before = primary.pos("db").unwrap();
     replica.wait_pos("db", before, CATCH_UP_WAIT_MAX);
     let r = rusqlite::Connection::open_with_flags(
@@ -277,23 +296,25 @@ fn a_read_transaction_holds_off_the_apply(mode: &str, posix_locks: bool) {
     };
     r.execute_batch("BEGIN").unwrap();
     assert_eq!(count(&r), 1);
-    p.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    p.execute(&format!("INSERT INTO t VALUES ({value})"), [])
+        .unwrap();
     let after = primary.pos("db").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         replica.pos("db").unwrap(),
         before,
-        "{mode}, posix-locks {posix_locks}: applied under an open read transaction"
+        "{what}: applied under an open read transaction"
     );
-    assert_eq!(count(&r), 1, "the reader's version changed under it");
+    assert_eq!(
+        count(&r),
+        1,
+        "{what}: the reader's version changed under it"
+    );
     let held = Instant::now();
     r.execute_batch("COMMIT").unwrap();
     replica.wait_pos("db", after, CATCH_UP_WAIT_MAX);
     assert_eq!(count(&r), 2);
-    eprintln!(
-        "{mode}, posix-locks {posix_locks}: applied {} ms after the reader ended",
-        held.elapsed().as_millis()
-    );
+    held
 }
 
 /// With kernel-local locks the replica keeps the files it locks through its mount open
@@ -315,31 +336,12 @@ fn a_read_transaction_holds_off_the_apply_of_a_recreated_database_kernel_locks()
     let p = rusqlite::Connection::open(primary.path("db")).unwrap();
     p.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (10);")
         .unwrap();
-    let before = primary.pos("db").unwrap();
-    replica.wait_pos("db", before, CATCH_UP_WAIT_MAX);
-    let r = rusqlite::Connection::open_with_flags(
-        replica.path("db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let sum = |c: &rusqlite::Connection| -> i64 {
-        c.query_row("SELECT sum(x) FROM t", [], |row| row.get(0))
-            .unwrap()
-    };
-    r.execute_batch("BEGIN").unwrap();
-    assert_eq!(sum(&r), 10);
-    p.execute("INSERT INTO t VALUES (20)", []).unwrap();
-    let after = primary.pos("db").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        replica.pos("db").unwrap(),
-        before,
-        "applied under an open read transaction on the recreated database"
-    );
-    assert_eq!(sum(&r), 10, "the reader's version changed under it");
-    r.execute_batch("COMMIT").unwrap();
-    replica.wait_pos("db", after, CATCH_UP_WAIT_MAX);
-    assert_eq!(sum(&r), 30);
+    reader_holds_off_the_apply(&primary, &replica, &p, "20", "recreated database");
+    let sum: i64 = rusqlite::Connection::open(replica.path("db"))
+        .unwrap()
+        .query_row("SELECT sum(x) FROM t", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(sum, 30, "the replica shows the new history");
 }
 
 #[test]

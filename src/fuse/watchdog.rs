@@ -251,31 +251,20 @@ mod tests {
     }
 
     #[test]
-    fn a_killed_daemon_with_threads_left_is_dying() {
+    fn a_killed_daemon_with_threads_left_is_dying_and_one_without_has_exited() {
         let zero = "0000000000000000";
         let sigkill = "0000000000000100";
-        assert_eq!(
-            classify(&status("Z (zombie)", 2, zero, zero)),
-            Daemon::Dying
-        );
-        assert_eq!(
-            classify(&status("D (disk sleep)", 1, sigkill, zero)),
-            Daemon::Dying
-        );
-        assert_eq!(
-            classify(&status("S (sleeping)", 3, zero, sigkill)),
-            Daemon::Dying
-        );
-    }
-
-    #[test]
-    fn a_zombie_without_threads_has_exited() {
-        let zero = "0000000000000000";
-        assert_eq!(
-            classify(&status("Z (zombie)", 1, zero, zero)),
-            Daemon::Exited
-        );
-        assert_eq!(classify(&status("X (dead)", 0, zero, zero)), Daemon::Exited);
+        let cases = [
+            ("Z (zombie)", 2, zero, zero, Daemon::Dying),
+            ("D (disk sleep)", 1, sigkill, zero, Daemon::Dying),
+            ("S (sleeping)", 3, zero, sigkill, Daemon::Dying),
+            ("Z (zombie)", 1, zero, zero, Daemon::Exited),
+            ("X (dead)", 0, zero, zero, Daemon::Exited),
+        ];
+        for (state, threads, sig_pnd, shd_pnd, want) in cases {
+            let got = classify(&status(state, threads, sig_pnd, shd_pnd));
+            assert_eq!(got, want, "{state}, {threads} threads, {sig_pnd}/{shd_pnd}");
+        }
     }
 
     #[test]
