@@ -283,6 +283,41 @@ fn a_clean_restart_takes_the_saved_page_checksums_while_they_describe_the_file()
     assert_eq!(t.pos("db"), pos);
 }
 
+/// A small WAL commit's LTX file is written after SQLite's write is answered, by the capture
+/// thread (ARCHITECTURE §7.4.4). Whatever reads the database afterwards — here `-pos` right
+/// after a commit, then the LTX files — sees every commit published, in commit order.
+#[test]
+fn small_wal_commits_are_captured_after_the_reply_and_published_in_order() {
+    let t = TestMount::new(false);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+        .unwrap();
+    let db = t.store().db("db").unwrap();
+    let before = db.deferred_capture_count();
+    let start = t.pos("db").txid.0;
+    const COMMITS: u64 = 200;
+    for i in 1..=COMMITS {
+        conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        if i % 10 == 0 {
+            let txid = t.pos("db").txid.0;
+            assert_eq!(txid, start + i, "-pos right after commit {i} of {COMMITS}");
+        }
+    }
+    let deferred = db.deferred_capture_count() - before;
+    assert!(
+        deferred >= COMMITS * 9 / 10,
+        "only {deferred} of {COMMITS} single-row WAL commits were captured after their reply"
+    );
+    let end = TxId(start + COMMITS);
+    assert_chain_contiguous(&t.ltx_dir("db"), end);
+    let summary = check_newest_ltx(&t, "db", 4096);
+    assert_eq!(summary.header.max_txid, end);
+    let sum: i64 = conn
+        .query_row("SELECT sum(x) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sum as u64, COMMITS * (COMMITS + 1) / 2);
+}
+
 /// Files that arrive back to back are applied as one batch on a replica
 /// (`Db::apply_received_batch`): one lock, one `-shm` rewrite and one round of invalidations,
 /// each file still checked and recorded under its own name. A file that does not continue the

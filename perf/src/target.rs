@@ -219,8 +219,9 @@ impl Target {
 }
 
 /// Sum of on-CPU time of this process's FUSE worker threads (named `fuse-<i>` and
-/// `fuse-ring-<cpu>-<i>` by `litefs::fuse::Mount`), from /proc/self/task/*/schedstat (nanoseconds, unlike the
-/// 10 ms ticks of `stat`).
+/// `fuse-ring-<cpu>-<i>` by `litefs::fuse::Mount`) and of the store's capture thread
+/// (`litefs-capture`, which writes WAL commits' LTX files after their writes are answered),
+/// from /proc/self/task/*/schedstat (nanoseconds, unlike the 10 ms ticks of `stat`).
 fn fuse_threads_cpu_ns() -> Result<u64> {
     let mut total_ns = 0;
     for task in std::fs::read_dir("/proc/self/task").context("read /proc/self/task")? {
@@ -229,7 +230,7 @@ fn fuse_threads_cpu_ns() -> Result<u64> {
         let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
             continue;
         };
-        if !comm.starts_with("fuse-") {
+        if !comm.starts_with("fuse-") && comm.trim_end() != "litefs-capture" {
             continue;
         }
         let Ok(schedstat) = std::fs::read_to_string(task.join("schedstat")) else {

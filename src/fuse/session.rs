@@ -100,6 +100,8 @@ pub struct Mount {
     stopping: Arc<AtomicBool>,
     /// Reads restarted WALs through the mount (`prime.rs`).
     primer: Primer,
+    /// Writes WAL commits' LTX files after their writes are answered (`store/capture.rs`).
+    capture: crate::store::capture::CaptureThread,
 }
 
 /// True if `path` is a mount point (per /proc/self/mountinfo).
@@ -403,6 +405,7 @@ impl Mount {
         session.set_allow_other(options.allow_other);
         session.mount().map_err(io::Error::other)?;
         let primer = Primer::start(&mountpoint, store.clone())?;
+        let capture = store.start_capture_thread()?;
         let mut fs = LitefsFs::new(store.clone(), &options);
         fs.set_primer(primer.requests());
         let stats = fs.stats();
@@ -422,6 +425,7 @@ impl Mount {
             mountpoint: mountpoint.clone(),
             stopping: stopping.clone(),
             primer,
+            capture,
         };
         let session = mount.session.as_ref().expect("mounted");
 
@@ -591,6 +595,8 @@ impl Mount {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // After the workers: no commit can queue a capture any more.
+        self.capture.stop();
         // Last resort: never leave a stale mount behind.
         let _ = unmount_stale(&self.mountpoint);
         result

@@ -9,6 +9,7 @@
 //! - [`lock`]: per-database lock words, per-owner guard sets, the CKPT rule and the internal
 //!   write lock LiteFS takes for itself (spec §3.8, §3.9, §3.16).
 
+pub mod capture;
 pub mod changes;
 pub mod checksums;
 pub mod db;
@@ -136,7 +137,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            dbs.insert(name, Arc::new(db));
+            dbs.insert(name, db.into_shared());
         }
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
@@ -244,12 +245,7 @@ impl Store {
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
-        let db = Arc::new(Db::open(
-            &self.dbs_dir,
-            name,
-            self.options,
-            self.shared.clone(),
-        )?);
+        let db = Db::open(&self.dbs_dir, name, self.options, self.shared.clone())?.into_shared();
         dbs.insert(name.to_string(), db.clone());
         Ok(db)
     }

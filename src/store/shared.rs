@@ -134,4 +134,6 @@ pub struct Shared {
     /// Local commits, from the start of writing the LTX file to the position published
     /// (`litefs_commit_duration_seconds`).
     pub commit_duration: Histogram,
+    /// Where WAL commits' LTX files are written off the FUSE reply path, while mounted.
+    pub capture: super::capture::CaptureHook,
 }

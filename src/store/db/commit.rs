@@ -59,13 +59,35 @@ impl<'a> PageSource<'a> {
 /// `write`; a large one is written in chunks of this size.
 const LTX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
-/// An LTX file written and as durable as asked, not yet published.
-struct Persisted {
+/// An LTX file written under its final name, not yet durable or published.
+pub(super) struct Encoded {
+    header: Header,
+    path: std::path::PathBuf,
+    file: File,
     len_bytes: u64,
     trailer: ltx::Trailer,
-    /// New page checksums, applied by the caller once it publishes.
+    /// New page checksums, applied once it is published.
     updates: Vec<(u32, u64)>,
     post_apply: Checksum,
+    /// Pages in the file (the lock page is never one).
+    page_count: u32,
+    /// The write buffer, given back to `State::ltx_write_buf`.
+    buf: Vec<u8>,
+    /// When the capture began (`litefs_commit_duration`).
+    started: Instant,
+}
+
+impl Encoded {
+    pub(super) fn txid(&self) -> TxId {
+        self.header.max_txid
+    }
+}
+
+/// What encoding needs of the database's page checksums before the transaction: the running
+/// checksum of pages `1..=commit`, and each page's cached checksum.
+pub(super) struct ChecksumBasis<'a> {
+    pub rolling: u64,
+    pub cached: &'a dyn Fn(u32) -> Option<u64>,
 }
 
 /// Buffers an LTX file on its way to `file` in a buffer kept between commits
@@ -111,7 +133,7 @@ pub(super) struct WalFields {
 }
 
 impl Db {
-    fn corrupt(&self, message: String) -> Error {
+    pub(super) fn corrupt(&self, message: String) -> Error {
         Error::Corrupt {
             db: self.name.clone(),
             message,
@@ -170,27 +192,16 @@ impl Db {
         });
     }
 
-    /// Writes LTX file TXID+1 holding `pgnos` (ascending) read from `source`, makes it as
-    /// durable as `durability` asks, and publishes the new position and page checksums.
-    pub(super) fn write_ltx(
-        &self,
-        state: &mut State,
-        source: PageSource<'_>,
-        commit: u32,
-        pgnos: &[u32],
-        wal: WalFields,
-        durability: Durability,
-    ) -> Result<()> {
-        let started = Instant::now();
+    /// The header of LTX file TXID+1 for a transaction leaving `commit` pages.
+    pub(super) fn ltx_header(&self, state: &State, commit: u32, wal: WalFields) -> Header {
         let txid = TxId(state.pos.txid.0 + 1);
-        let page_size = state.page_size;
-        let header = Header {
+        Header {
             flags: if self.options.compress {
                 ltx::FLAG_COMPRESS_LZ4
             } else {
                 0
             },
-            page_size,
+            page_size: state.page_size,
             commit,
             min_txid: txid,
             max_txid: txid,
@@ -206,7 +217,57 @@ impl Db {
             wal_salt2: wal.salt2,
             node_id: self.options.node_id,
             ..Header::new()
+        }
+    }
+
+    /// Writes LTX file TXID+1 holding `pgnos` (ascending) read from `source`, makes it as
+    /// durable as `durability` asks, and publishes the new position and page checksums.
+    /// Deferred WAL captures queued before it are written first (`deferred.rs`).
+    pub(super) fn write_ltx(
+        &self,
+        state: &mut State,
+        source: PageSource<'_>,
+        commit: u32,
+        pgnos: &[u32],
+        wal: WalFields,
+        durability: Durability,
+    ) -> Result<()> {
+        self.drain_deferred(state);
+        let started = Instant::now();
+        let header = self.ltx_header(state, commit, wal);
+        let buf = std::mem::take(&mut state.ltx_write_buf);
+        let st: &State = state;
+        let basis = ChecksumBasis {
+            rolling: st.checksums.value_truncated(commit),
+            cached: &|pgno| st.checksums.get(pgno),
         };
+        let encoded = self.encode_ltx(
+            &header,
+            &source,
+            pgnos,
+            &basis,
+            &mut |pgno, page| self.read_source_page(st, &source, pgno, page),
+            buf,
+            started,
+        )?;
+        self.persist_and_publish(state, encoded, durability)
+    }
+
+    /// Creates LTX file `header.max_txid` (reusing a spare inode when there is one) and
+    /// encodes `pgnos` into it from `source`; nothing is published. A failure removes the
+    /// file. Needs no database state: a deferred capture runs it without the state lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn encode_ltx(
+        &self,
+        header: &Header,
+        source: &PageSource<'_>,
+        pgnos: &[u32],
+        basis: &ChecksumBasis<'_>,
+        read_page: &mut dyn FnMut(u32, &mut [u8]) -> Result<bool>,
+        buf: Vec<u8>,
+        started: Instant,
+    ) -> Result<Encoded> {
+        let txid = header.max_txid;
         let name = ltx::format_filename(txid, txid);
         let path = self.ltx_dir.join(&name);
         // Written under its final name whatever its durability: it is not published before
@@ -215,33 +276,135 @@ impl Db {
         // journal commit that saved a rename and a directory open per commit (measured 315–383
         // → 252 µs per synced file on ext4; ARCHITECTURE §4.1).
         let (file, reused) = self.create_reusing_spare(&path)?;
-        let written = self.encode_and_persist(
-            state, file, reused, &path, &header, &source, commit, pgnos, durability,
-        );
-        let Persisted {
-            len_bytes,
-            trailer,
-            updates,
-            post_apply,
-        } = match written {
-            Ok(written) => written,
+        let writer = LtxWriter {
+            file,
+            buf,
+            len_bytes: 0,
+        };
+        match self.encode_pages(
+            writer, reused, &path, header, source, pgnos, basis, read_page,
+        ) {
+            Ok((file, len_bytes, trailer, updates, post_apply, buf)) => Ok(Encoded {
+                header: *header,
+                path,
+                file,
+                len_bytes,
+                trailer,
+                updates,
+                post_apply,
+                page_count: pgnos
+                    .iter()
+                    .filter(|&&p| p != lock_pgno(header.page_size))
+                    .count() as u32,
+                buf,
+                started,
+            }),
             Err(e) => {
                 // A complete file under this name would be taken for TXID `txid` by the next
                 // start even though SQLite was told the commit failed: it must go.
                 self.discard_unpublished(&path, txid);
-                return Err(e);
+                Err(e)
             }
+        }
+    }
+
+    /// Encodes the pages into `writer` (a reused spare if `reused`, then cut to length).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn encode_pages(
+        &self,
+        writer: LtxWriter,
+        reused: bool,
+        path: &Path,
+        header: &Header,
+        source: &PageSource<'_>,
+        pgnos: &[u32],
+        basis: &ChecksumBasis<'_>,
+        read_page: &mut dyn FnMut(u32, &mut [u8]) -> Result<bool>,
+    ) -> Result<(File, u64, ltx::Trailer, Vec<(u32, u64)>, Checksum, Vec<u8>)> {
+        let ltx_err = |source| Error::Ltx {
+            db: self.name.clone(),
+            source,
         };
-        let lock = lock_pgno(page_size);
+        let mut enc = Encoder::new(writer, header).map_err(ltx_err)?;
+        let lock = lock_pgno(header.page_size);
+        let mut page = vec![0u8; header.page_size as usize];
+        let mut updates: Vec<(u32, u64)> = Vec::new();
+        let mut rolling = basis.rolling;
+        for &pgno in pgnos {
+            if pgno == lock {
+                continue;
+            }
+            let (data, is_new) = match source.in_memory(pgno, page.len()) {
+                Some(held) => (held, true),
+                None => {
+                    let is_new = read_page(pgno, &mut page)?;
+                    (&page[..], is_new)
+                }
+            };
+            // The encoder checksums the page in the pass that feeds the file checksum.
+            let actual = enc.encode_page(pgno, data).map_err(ltx_err)?;
+            let cached = (basis.cached)(pgno);
+            if is_new {
+                rolling ^= cached.unwrap_or(0) ^ actual;
+                updates.push((pgno, actual));
+            } else if cached != Some(actual) {
+                return Err(self.corrupt(format!(
+                    "updated page ({pgno}) does not match in-memory checksum: {cached:x?} <> {actual:016x}"
+                )));
+            }
+        }
+        let post_apply = Checksum(rolling | crate::types::CHECKSUM_FLAG);
+        let (mut writer, trailer) = enc.finish(post_apply).map_err(ltx_err)?;
+        writer.flush().io_context("write", path)?;
+        let LtxWriter {
+            file,
+            buf,
+            len_bytes,
+        } = writer;
+        if reused {
+            // The spare's old bytes past this file's end.
+            file.set_len(len_bytes).io_context("truncate", path)?;
+        }
+        Ok((file, len_bytes, trailer, updates, post_apply, buf))
+    }
+
+    /// Makes an encoded file as durable as `durability` asks, then publishes it: page
+    /// checksums, position, subscribers. A failure removes the file and publishes nothing.
+    pub(super) fn persist_and_publish(
+        &self,
+        state: &mut State,
+        encoded: Encoded,
+        durability: Durability,
+    ) -> Result<()> {
+        let Encoded {
+            header,
+            path,
+            file,
+            len_bytes,
+            trailer,
+            updates,
+            post_apply,
+            page_count,
+            buf,
+            started,
+        } = encoded;
+        state.ltx_write_buf = buf;
+        let txid = header.max_txid;
+        if let Err(e) = self.persist(state, &file, &path, len_bytes, durability) {
+            self.discard_unpublished(&path, txid);
+            return Err(e);
+        }
+        drop(file);
         self.remember_written(
             len_bytes,
             ltx::Summary {
                 header,
                 trailer,
-                page_count: pgnos.iter().filter(|&&p| p != lock).count() as u32,
+                page_count,
             },
         );
         // Published: the transaction is durable, as an LTX file or (deferred) in the WAL.
+        let commit = header.commit;
         for (pgno, checksum) in updates {
             state.checksums.set_checksum(pgno, checksum);
         }
@@ -269,71 +432,15 @@ impl Db {
         Ok(())
     }
 
-    /// Encodes the LTX file for `pgnos` into `file` (at `path`, a reused spare if `reused`)
-    /// and makes it as durable as `durability` asks.
-    #[allow(clippy::too_many_arguments)]
-    fn encode_and_persist(
+    /// Makes a written LTX file as durable as `durability` asks.
+    fn persist(
         &self,
         state: &mut State,
-        file: File,
-        reused: bool,
+        file: &File,
         path: &Path,
-        header: &Header,
-        source: &PageSource<'_>,
-        commit: u32,
-        pgnos: &[u32],
+        len_bytes: u64,
         durability: Durability,
-    ) -> Result<Persisted> {
-        let ltx_err = |source| Error::Ltx {
-            db: self.name.clone(),
-            source,
-        };
-        let writer = LtxWriter {
-            file,
-            buf: std::mem::take(&mut state.ltx_write_buf),
-            len_bytes: 0,
-        };
-        let mut enc = Encoder::new(writer, header).map_err(ltx_err)?;
-        let lock = lock_pgno(header.page_size);
-        let mut page = vec![0u8; header.page_size as usize];
-        let mut updates: Vec<(u32, u64)> = Vec::new();
-        let mut rolling = state.checksums.value_truncated(commit);
-        for &pgno in pgnos {
-            if pgno == lock {
-                continue;
-            }
-            let (data, is_new) = match source.in_memory(pgno, page.len()) {
-                Some(held) => (held, true),
-                None => {
-                    let is_new = self.read_source_page(state, source, pgno, &mut page)?;
-                    (&page[..], is_new)
-                }
-            };
-            // The encoder checksums the page in the pass that feeds the file checksum.
-            let actual = enc.encode_page(pgno, data).map_err(ltx_err)?;
-            let cached = state.checksums.get(pgno);
-            if is_new {
-                rolling ^= cached.unwrap_or(0) ^ actual;
-                updates.push((pgno, actual));
-            } else if cached != Some(actual) {
-                return Err(self.corrupt(format!(
-                    "updated page ({pgno}) does not match in-memory checksum: {cached:x?} <> {actual:016x}"
-                )));
-            }
-        }
-        let post_apply = Checksum(rolling | crate::types::CHECKSUM_FLAG);
-        let (mut writer, trailer) = enc.finish(post_apply).map_err(ltx_err)?;
-        writer.flush().io_context("write", path)?;
-        let LtxWriter {
-            file,
-            buf,
-            len_bytes,
-        } = writer;
-        state.ltx_write_buf = buf;
-        if reused {
-            // The spare's old bytes past this file's end.
-            file.set_len(len_bytes).io_context("truncate", path)?;
-        }
+    ) -> Result<()> {
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.
             Durability::Synced if state.unsynced.files > 0 => self.sync_unsynced(state)?,
@@ -353,12 +460,7 @@ impl Db {
                 }
             }
         }
-        Ok(Persisted {
-            len_bytes,
-            trailer,
-            updates,
-            post_apply,
-        })
+        Ok(())
     }
 
     /// Removes the file a failed [`Db::write_ltx`] left at `path`, durably: a complete file

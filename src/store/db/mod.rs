@@ -20,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The journal header SQLite zeroes to commit in PERSIST mode (spec §3.6).
@@ -30,6 +30,7 @@ pub(super) const JOURNAL_HEADER_SIZE: usize = 28;
 mod apply;
 mod checksum_table;
 mod commit;
+mod deferred;
 mod durability;
 mod export;
 mod import;
@@ -138,6 +139,8 @@ pub(super) struct State {
     pub(super) unsynced: durability::Unsynced,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
     pub(super) ltx_write_buf: Vec<u8>,
+    /// Committed WAL transactions whose LTX files the capture thread writes (`deferred.rs`).
+    deferred: std::collections::VecDeque<deferred::DeferredTxn>,
 }
 
 pub struct Db {
@@ -192,6 +195,16 @@ pub struct Db {
     /// The LTX file this process wrote last, with its length and what its encoder computed
     /// (see [`Db::written_summary`]).
     last_written: Mutex<Option<(u64, ltx::Summary)>>,
+    /// This database as the store shares it, for waking the capture thread (`deferred.rs`).
+    this: OnceLock<Weak<Db>>,
+    /// The capture thread has taken a transaction off `State::deferred` and not yet
+    /// published it. Changed only with the state mutex held.
+    deferred_in_flight: AtomicBool,
+    /// The capture thread's finished transaction, for whoever publishes it first.
+    deferred_slot: Mutex<Option<Result<commit::Encoded>>>,
+    deferred_done: Condvar,
+    /// WAL commits whose LTX files were written after their writes were answered.
+    deferred_count: AtomicU64,
 }
 
 impl Drop for Db {
@@ -203,6 +216,11 @@ impl Drop for Db {
         }
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let mut state = std::mem::take(state);
+        // Nothing is in flight: the capture thread holds the database while it works on it.
+        self.drain_deferred(&mut state);
+        if self.shared.fatal.is_raised() {
+            return;
+        }
         if let Err(e) = self.sync_unsynced(&mut state) {
             eprintln!("litefs: database {:?}: at close: {e}", self.name);
             return;
@@ -270,6 +288,11 @@ impl Db {
             recovered: AtomicBool::new(false),
             published_pos: Mutex::new(Pos::default()),
             last_written: Mutex::new(None),
+            this: OnceLock::new(),
+            deferred_in_flight: AtomicBool::new(false),
+            deferred_slot: Mutex::new(None),
+            deferred_done: Condvar::new(),
+            deferred_count: AtomicU64::new(0),
         };
         db.recover()?;
         db.recovered.store(true, Ordering::Relaxed);
@@ -334,7 +357,24 @@ impl Db {
         self.capture_or_die(&mut state)
     }
 
+    /// Shares the database, so that it can hand itself to the capture thread.
+    pub(crate) fn into_shared(self) -> Arc<Db> {
+        let db = Arc::new(self);
+        let _ = db.this.set(Arc::downgrade(&db));
+        db
+    }
+
+    /// The state, with every deferred capture published (`deferred.rs`): what the caller
+    /// reads or changes follows every transaction SQLite committed.
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock_undrained();
+        self.drain_deferred(&mut state);
+        state
+    }
+
+    /// The state as it is, deferred captures possibly queued: only for WAL frame writes,
+    /// `-shm` writes, reads and fsyncs, which need no published transaction.
+    pub(super) fn lock_undrained(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves state that was only ever changed after its
         // file changes were durable; continuing is as safe as the restart recovery would be.
         self.state
@@ -406,6 +446,12 @@ impl Db {
         self.commit_count.load(Ordering::Relaxed)
     }
 
+    /// WAL commits since the database was opened whose LTX files were written after
+    /// SQLite's write was answered (`deferred.rs`).
+    pub fn deferred_capture_count(&self) -> u64 {
+        self.deferred_count.load(Ordering::Relaxed)
+    }
+
     /// FUSE writes to the backing file `kind` accepted since the database was opened.
     pub fn write_count(&self, kind: FileKind) -> u64 {
         self.write_counts[kind.index()].load(Ordering::Relaxed)
@@ -453,7 +499,8 @@ impl Db {
 
     /// The text of `<db>-pos`: `"%016x/%016x\n"`, 34 bytes.
     pub fn pos_text(&self) -> String {
-        let pos = self.pos();
+        // After every committed transaction: a client reading it after its commit must see it.
+        let pos = self.lock().pos;
         format!("{}/{}\n", pos.txid, pos.post_apply_checksum)
     }
 
@@ -562,7 +609,7 @@ impl Db {
 
     pub fn read(&self, kind: FileKind, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let f = {
-            let mut state = self.lock();
+            let mut state = self.lock_undrained();
             self.file(&mut state, kind)?
         };
         let mut done = 0;
@@ -586,7 +633,13 @@ impl Db {
         } else if self.shm_discard.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut state = self.lock();
+        // A WAL frame (not a new header) and `-shm` need no published transaction: a commit
+        // frame's write queues its capture rather than wait for the ones before it.
+        let mut state = match kind {
+            FileKind::Wal if offset != 0 => self.lock_undrained(),
+            FileKind::Shm => self.lock_undrained(),
+            _ => self.lock(),
+        };
         // Again under the lock: a write-back that passed the check above may have waited here
         // while an apply rewrote `-shm` (it would put the old index back).
         if kind == FileKind::Shm && self.shm_discard.load(Ordering::Acquire) {
@@ -800,7 +853,8 @@ impl Db {
     /// SQLite's fsync (`datasync`: its fdatasync) of a backing file, passed through as asked.
     pub fn fsync(&self, kind: FileKind, datasync: bool) -> Result<()> {
         let f = {
-            let mut state = self.lock();
+            // A WAL commit's LTX file is synced with its batch, not here (`durability.rs`).
+            let mut state = self.lock_undrained();
             self.file(&mut state, kind)?
         };
         if datasync {

@@ -75,7 +75,8 @@ impl Db {
         }
         state.wal_tail.record(offset, data);
         if self.ends_in_commit_frame(state, offset + data.len() as u64)? {
-            self.capture_or_die(state)?;
+            self.commit_wal(state, true)
+                .inspect_err(|e| self.capture_failed(e))?;
         }
         Ok(())
     }
@@ -106,16 +107,21 @@ impl Db {
     /// considers it committed, and only a restart (whose recovery derives the LTX file from the
     /// WAL) brings the two back in line. LiteFS exits with code 99 here too.
     pub(super) fn capture_or_die(&self, state: &mut State) -> Result<()> {
-        self.commit_wal(state).inspect_err(|e| {
-            self.shared.fatal.raise(&format!(
-                "database {:?}: cannot record a committed WAL transaction: {e}",
-                self.name
-            ));
-        })
+        self.commit_wal(state, false)
+            .inspect_err(|e| self.capture_failed(e))
     }
 
-    /// Captures every committed transaction after the cursor (spec §3.7 `CommitWAL`).
-    pub(super) fn commit_wal(&self, state: &mut State) -> Result<()> {
+    fn capture_failed(&self, e: &Error) {
+        self.shared.fatal.raise(&format!(
+            "database {:?}: cannot record a committed WAL transaction: {e}",
+            self.name
+        ));
+    }
+
+    /// Captures every committed transaction after the cursor (spec §3.7 `CommitWAL`). With
+    /// `defer`, one whose frames are held may be queued for the capture thread instead
+    /// (`deferred.rs`): only the write that completes a commit frame asks for that.
+    pub(super) fn commit_wal(&self, state: &mut State, defer: bool) -> Result<()> {
         let (Some(header), Some(cursor)) = (state.wal_header, state.wal_cursor) else {
             return Ok(());
         };
@@ -131,7 +137,9 @@ impl Db {
                 Some(p) if p.offset_bytes == cursor.offset_bytes => p,
                 _ => PartialTxn::at_start(cursor),
             };
-            let bytes = match tail.held_from(cursor.offset_bytes) {
+            let held = tail.held_from(cursor.offset_bytes);
+            let is_held = held.is_some();
+            let bytes = match held {
                 Some(held) => held,
                 None => match &mapped {
                     Some(map) => map.bytes(),
@@ -158,7 +166,17 @@ impl Db {
                     return Ok(());
                 }
             };
-            self.record_wal_txn(state, &wal, &header, &txn, db.as_deref(), bytes)?;
+            let deferred = defer
+                && is_held
+                && self.defer_capture(state, &txn, wal_fields(&header, &txn), bytes);
+            if deferred {
+                state
+                    .wal_frames
+                    .extend(txn.frame_offsets.iter().map(|(&p, &o)| (p, o)));
+                state.wal_frames.retain(|&p, _| p <= txn.commit_size_pages);
+            } else {
+                self.record_wal_txn(state, &wal, &header, &txn, db.as_deref(), bytes)?;
+            }
             state.wal_cursor = Some(txn.end);
             state.wal_mode = true;
             tail.advance(txn.end.offset_bytes);
@@ -189,12 +207,7 @@ impl Db {
                 .filter(|&p| p <= commit)
                 .collect()
         };
-        let fields = WalFields {
-            offset: txn.offset_bytes as i64,
-            size: txn.size_bytes as i64,
-            salt1: header.salt1,
-            salt2: header.salt2,
-        };
+        let fields = wal_fields(header, txn);
         let source = PageSource::Wal {
             wal,
             bytes,
@@ -215,7 +228,7 @@ impl Db {
     /// not be made durable.
     pub(super) fn reset_wal(&self, state: &mut State) -> Result<()> {
         // Anything committed but not yet captured must be captured before it disappears.
-        if let Err(e) = self.commit_wal(state) {
+        if let Err(e) = self.commit_wal(state, false) {
             eprintln!(
                 "litefs: database {:?}: capture before WAL reset: {e}",
                 self.name
@@ -228,6 +241,16 @@ impl Db {
         state.wal_tail.forget();
         state.wal_partial = None;
         Ok(())
+    }
+}
+
+/// The WAL fields of the LTX header of `txn` (spec §1.2).
+fn wal_fields(header: &WalHeader, txn: &WalTxn) -> WalFields {
+    WalFields {
+        offset: txn.offset_bytes as i64,
+        size: txn.size_bytes as i64,
+        salt1: header.salt1,
+        salt2: header.salt2,
     }
 }
 
