@@ -54,6 +54,7 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
         | Error::Corrupt { .. }
         | Error::PositionMismatch { .. }
         | Error::Import { .. }
+        | Error::Stopping(_)
         | Error::Sqlite(_) => libc::EIO,
     };
     if errno != libc::ENOENT && errno != libc::EEXIST {

@@ -16,8 +16,8 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 
-/// Wakes waiting for the capture thread. A database sends one only when its queue was idle,
-/// so this bounds the databases with work at once, not transactions.
+/// Wakes waiting for the capture thread. A database sends one only when its queue was idle
+/// (one that another thread drained may send again before the first is served).
 const CAPTURE_WAKES_MAX: usize = 1024;
 
 /// Where a database wakes the capture thread; empty when no thread runs (not mounted, or

@@ -233,6 +233,7 @@ impl Db {
         durability: Durability,
     ) -> Result<()> {
         self.drain_deferred(state);
+        self.refuse_after_fatal()?;
         let started = Instant::now();
         let header = self.ltx_header(state, commit, wal);
         let buf = std::mem::take(&mut state.ltx_write_buf);
@@ -301,7 +302,8 @@ impl Db {
             }),
             Err(e) => {
                 // A complete file under this name would be taken for TXID `txid` by the next
-                // start even though SQLite was told the commit failed: it must go.
+                // start although it was never published (and for a capture before the reply,
+                // SQLite is told the commit failed): it must go.
                 self.discard_unpublished(&path, txid);
                 Err(e)
             }
@@ -475,8 +477,8 @@ impl Db {
         };
         if let Err(e) = removed {
             self.shared.fatal.raise(&format!(
-                "database {:?}: cannot remove {} durably after its commit (TXID {txid}) failed: {e}; \
-                 restarting would publish a transaction SQLite was told failed",
+                "database {:?}: cannot remove {} durably after its capture (TXID {txid}) failed: {e}; \
+                 restarting would take it for a published transaction",
                 self.name,
                 path.display()
             ));

@@ -16,8 +16,14 @@
 //! it), so whatever reads the position, the page checksums, the LTX files or the database
 //! file — a `-pos` read, a checkpoint, a journal commit, an export, a snapshot, a WAL
 //! restart — sees every committed transaction published, in order. Only `Db::pos`, which
-//! streams read to learn what to send, may trail by the queued transactions (at most
-//! [`DEFERRED_TXNS_MAX`]); they are woken again when each is published.
+//! streams, retention and `/info` read without the state lock, may trail by the queued
+//! transactions (at most [`DEFERRED_TXNS_MAX`]); streams are woken again as each is
+//! published, and retention only ever removes files at or below it.
+//!
+//! With `fuse.posix-locks: true` SQLite's WAL_WRITE unlock captures first
+//! (`Db::capture_wal`), which drains: the commit is then answered early but the unlock waits,
+//! and little is gained. A full queue is drained by the commit that found it full, before its
+//! reply (up to 64 small files: a latency spike rather than unbounded memory).
 //!
 //! The capture thread holds the state lock only to take a transaction off the queue and to
 //! publish it; the file is created, encoded and written between, with the transaction
@@ -25,7 +31,9 @@
 //! (it needs no lock the encoding takes) and publishes it itself. One transaction at a time
 //! is in flight and the queue is first in, first out, so TXIDs stay in commit order.
 //! A failure is fatal, as for any capture (`capture_or_die`): SQLite was told the commit
-//! succeeded, and only a restart brings the LTX files back in line with the WAL.
+//! succeeded, and only a restart brings the LTX files back in line with the WAL. After a
+//! fatal error nothing more is published or written (`Db::refuse_after_fatal`): the
+//! transactions after a dropped one would otherwise take its TXID.
 
 use super::commit::{ChecksumBasis, Encoded, PageSource, WalFields};
 use super::durability::Durability;
@@ -66,6 +74,8 @@ pub(super) struct DeferredTxn {
     fields: WalFields,
     /// When the commit frame's write arrived (`litefs_commit_duration` counts from here).
     committed: Instant,
+    /// The same moment for the LTX header (and so `-pos`'s time and a replica's lag).
+    committed_ms: i64,
 }
 
 /// A transaction taken off the queue, with what its encoding needs of the state.
@@ -92,6 +102,7 @@ impl Db {
         bytes: WalBytes<'_>,
     ) -> bool {
         if state.pos.txid.0 == 0
+            || self.shared.fatal.is_raised()
             || txn.size_bytes > DEFERRED_TXN_BYTES_MAX
             || state.deferred.len() >= DEFERRED_TXNS_MAX
         {
@@ -127,6 +138,7 @@ impl Db {
             commit,
             fields,
             committed: Instant::now(),
+            committed_ms: super::now_ms(),
         });
         true
     }
@@ -187,6 +199,11 @@ impl Db {
             self.publish_finished(state);
         }
         while let Some(txn) = state.deferred.pop_front() {
+            if self.shared.fatal.is_raised() {
+                // Nothing after a dropped transaction may be published (`refuse_after_fatal`).
+                state.deferred.clear();
+                return;
+            }
             let result = self
                 .prepare_deferred(state, txn)
                 .and_then(|p| self.encode_deferred(p));
@@ -215,7 +232,10 @@ impl Db {
     /// nothing else publishes while it is in flight (everything else drains first).
     fn prepare_deferred(&self, state: &mut State, txn: DeferredTxn) -> Result<Prepared> {
         let wal = self.file(state, FileKind::Wal)?;
-        let header = self.ltx_header(state, txn.commit, txn.fields);
+        let header = crate::ltx::Header {
+            timestamp_ms: txn.committed_ms,
+            ..self.ltx_header(state, txn.commit, txn.fields)
+        };
         let cached = txn.pgnos.iter().map(|&p| state.checksums.get(p)).collect();
         Ok(Prepared {
             header,
@@ -277,6 +297,12 @@ impl Db {
     /// Publishes a deferred transaction's file, or stops the process if it could not be
     /// written: SQLite already considers the transaction committed.
     fn publish_deferred(&self, state: &mut State, result: Result<Encoded>) {
+        if self.shared.fatal.is_raised() {
+            // A transaction before this one may have been dropped: publishing this one would
+            // give it that one's TXID (`refuse_after_fatal`). The WAL still holds it.
+            state.deferred.clear();
+            return;
+        }
         let published = result.and_then(|encoded| {
             let txid = encoded.txid();
             self.persist_and_publish(state, encoded, Durability::Deferred)?;

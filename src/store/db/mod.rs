@@ -354,6 +354,8 @@ impl Db {
     /// normally captured at the write that completes their commit frame (see `wal.rs`).
     pub fn capture_wal(&self) -> Result<()> {
         let mut state = self.lock();
+        // Fails closed after a fatal error: the caller then keeps WAL_WRITE held.
+        self.refuse_after_fatal()?;
         self.capture_or_die(&mut state)
     }
 
@@ -373,7 +375,8 @@ impl Db {
     }
 
     /// The state as it is, deferred captures possibly queued: only for WAL frame writes,
-    /// `-shm` writes, reads and fsyncs, which need no published transaction.
+    /// `-shm` writes, reads and fsyncs, which need no published transaction, and for the
+    /// capture thread itself.
     pub(super) fn lock_undrained(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves state that was only ever changed after its
         // file changes were durable; continuing is as safe as the restart recovery would be.
@@ -524,6 +527,16 @@ impl Db {
         Ok(f)
     }
 
+    /// After a fatal error nothing may change (`Shared::fatal`): a transaction queued for
+    /// capture was dropped, and anything published or written after it would leave a hole in
+    /// the LTX files that no restart could fill.
+    pub(super) fn refuse_after_fatal(&self) -> Result<()> {
+        if self.shared.fatal.is_raised() {
+            return Err(Error::Stopping(self.name.clone()));
+        }
+        Ok(())
+    }
+
     /// Spec §3.5: only a writable node (the primary) changes a database. SQLite must see
     /// `EACCES` for the journal and the WAL (it reports SQLITE_READONLY for a journal it may
     /// not create) and `EIO` for the database file itself, as with LiteFS.
@@ -553,6 +566,7 @@ impl Db {
 
     /// Creates a backing file that must not exist yet (O_CREAT|O_EXCL, as LiteFS).
     pub fn create(&self, kind: FileKind) -> Result<()> {
+        self.refuse_after_fatal()?;
         if kind == FileKind::Journal {
             self.check_writable(kind)?;
         }
@@ -628,6 +642,7 @@ impl Db {
         if data.is_empty() {
             return Ok(());
         }
+        self.refuse_after_fatal()?;
         if kind != FileKind::Shm {
             self.check_writable(kind)?;
         } else if self.shm_discard.load(Ordering::Acquire) {
@@ -747,6 +762,7 @@ impl Db {
 
     /// Truncation through FUSE setattr (spec §3.3, §3.6).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        self.refuse_after_fatal()?;
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;
         }
@@ -795,6 +811,7 @@ impl Db {
 
     /// Unlink through FUSE: the journal commits (DELETE mode), WAL and SHM are deleted.
     pub fn unlink(&self, kind: FileKind) -> Result<()> {
+        self.refuse_after_fatal()?;
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;
         }

@@ -321,7 +321,7 @@ mod tests {
     use crate::sqlite::test_util::{reencode_wal, wal_fixture};
     use crate::sqlite::{ChecksumOrder, committed_transactions};
     use crate::store::{DbOptions, Store};
-    use crate::types::NodeId;
+    use crate::types::{NodeId, TxId};
     use std::io::Cursor;
 
     const PAGE: u32 = 4096;
@@ -341,6 +341,56 @@ mod tests {
             db.write(FileKind::Wal, at, &f[..24]).unwrap();
             db.write(FileKind::Wal, at + 24, &f[24..]).unwrap();
         }
+    }
+
+    /// With the store's capture thread, small commits are queued at their commit frame and
+    /// published in order; anything that locks the state (here `-pos`) sees all of them.
+    /// After a fatal error nothing more is written or captured.
+    #[test]
+    fn queued_captures_publish_in_order_and_stop_at_a_fatal_error() {
+        let create = "CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)";
+        let insert = "INSERT INTO t(x) VALUES (randomblob(100))";
+        let wal = wal_fixture(PAGE, &[create, insert, insert, insert, insert, insert]).wal;
+        let all = txns(&wal);
+        assert_eq!(all.len(), 6);
+        let dir = tempfile::tempdir().unwrap();
+        let options = DbOptions {
+            node_id: NodeId(1),
+            compress: true,
+            strict_verify: true,
+            replica: false,
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let mut capture = store.start_capture_thread().unwrap();
+        let db = store.create_db("db").unwrap();
+        db.create(FileKind::Wal).unwrap();
+        db.write(FileKind::Wal, 0, &wal[..32]).unwrap();
+        let mut at = 32;
+        for txn in &all {
+            let end = txn.end.offset_bytes as usize;
+            write_frames(&db, at, &wal[at..end]);
+            at = end;
+        }
+        let pos = db.pos_text();
+        assert!(
+            pos.starts_with(&format!("{}/", TxId(6))),
+            "-pos drains: {pos}"
+        );
+        assert_eq!(db.pos().txid, TxId(6), "published once drained");
+        // TXID 1 snapshots every page before the reply; the other five are queued.
+        assert_eq!(db.deferred_capture_count(), 5);
+        for txid in 1..=6 {
+            let name = crate::ltx::format_filename(TxId(txid), TxId(txid));
+            assert!(db.ltx_dir().join(&name).exists(), "{name}");
+        }
+        store.fatal_hook().raise("test");
+        let refused = db.write(FileKind::Wal, at as u64, &wal[32..56]);
+        assert!(
+            matches!(refused, Err(Error::Stopping(_))),
+            "a write after a fatal error: {refused:?}"
+        );
+        assert!(matches!(db.capture_wal(), Err(Error::Stopping(_))));
+        capture.stop();
     }
 
     /// A capture that stopped short of a commit frame keeps what it checked — until SQLite
