@@ -14,6 +14,10 @@
 //! - when the database is closed, and when it is opened (a killed process's deferred files
 //!   are in no counter; recovery syncs before it writes anything).
 //!
+//! The syncs that happen under the state lock (a checkpoint's, a WAL restart's) first sync
+//! what is pending without it ([`Db::presync`]), so WAL writes and captures of the database
+//! wait only for the files written meanwhile.
+//!
 //! A machine crash may then leave the newest LTX files torn (zero-length, short, or garbage).
 //! Recovery verifies the files that can be unsynced — those inside [`unsynced_window_len`]
 //! — and removes a torn one with every file after it; the WAL re-derives what it still holds.
@@ -30,6 +34,11 @@ pub(super) const UNSYNCED_LTX_FILES_MAX: u32 = 1024;
 /// At most this many bytes of LTX files are unsynced at once; the commit that reaches it
 /// syncs them. Bounds what recovery verifies at startup.
 pub(super) const UNSYNCED_LTX_BYTES_MAX: u64 = 64 << 20;
+
+/// Before an operation that syncs under the state lock (a checkpoint's database write, a WAL
+/// restart, truncation or deletion), the files pending are synced without it first if there
+/// are at least this many ([`Db::presync`]).
+pub(super) const PRESYNC_FILES_MIN: u32 = 16;
 
 /// Whether `fsync` of a file in `dir` also makes the file's name in `dir` durable — true on
 /// the file systems known to do so (a directory fsync would then only cost a second device
@@ -121,6 +130,14 @@ impl Db {
     /// process deferred are in no counter of ours, and must be durable before recovery writes
     /// the database file or truncates the WAL (and before this process's own count starts).
     pub(super) fn syncfs(&self, state: &mut State) -> Result<()> {
+        self.syncfs_or_die(state.unsynced.files, state.pos)?;
+        state.unsynced = Unsynced::default();
+        state.unsynced_epoch += 1;
+        Ok(())
+    }
+
+    /// One `syncfs` of the file system holding `ltx/`; a failure is fatal (see above).
+    fn syncfs_or_die(&self, files: u32, pos: crate::types::Pos) -> Result<()> {
         // SAFETY: syncfs takes a file descriptor we own (the open `ltx/` directory, alive for
         // the call) and no pointers.
         let rc = unsafe { libc::syncfs(self.ltx_dir_file.as_raw_fd()) };
@@ -130,8 +147,8 @@ impl Db {
                 "database {:?}: syncfs of {} for {} LTX files ending at TXID {}: {source}",
                 self.name,
                 self.ltx_dir.display(),
-                state.unsynced.files,
-                state.pos.txid
+                files,
+                pos.txid
             );
             self.shared.fatal.raise(&message);
             return Err(Error::Io {
@@ -140,8 +157,31 @@ impl Db {
                 source,
             });
         }
-        state.unsynced = Unsynced::default();
         Ok(())
+    }
+
+    /// Syncs the deferred LTX files counted so far **without** the state lock, when there are
+    /// at least `files_min`: every WAL write and capture of the database waits while a sync
+    /// runs under it, and a `syncfs` of ~1,000 small files takes ~12 ms here against ~0.5 ms
+    /// for five. A sync needed under the lock afterwards covers only the files written since.
+    /// Files counted before the `syncfs` started are durable when it returns, so they leave
+    /// the count — unless a sync under the lock reset the count meanwhile (its epoch moved).
+    pub(super) fn presync(&self, files_min: u32) {
+        let (before, epoch, pos) = {
+            let state = self.lock_undrained();
+            (state.unsynced, state.unsynced_epoch, state.pos)
+        };
+        if before.files < files_min.max(1) {
+            return;
+        }
+        if self.syncfs_or_die(before.files, pos).is_err() {
+            return;
+        }
+        let mut state = self.lock_undrained();
+        if state.unsynced_epoch == epoch {
+            state.unsynced.files -= before.files;
+            state.unsynced.bytes -= before.bytes;
+        }
     }
 }
 

@@ -137,6 +137,8 @@ pub(super) struct State {
     pub(super) wal_partial: Option<crate::sqlite::PartialTxn>,
     /// LTX files of WAL commits written but not yet synced (`durability.rs`).
     pub(super) unsynced: durability::Unsynced,
+    /// Moves whenever `unsynced` is reset by a sync under the lock (`Db::presync`).
+    pub(super) unsynced_epoch: u64,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
     pub(super) ltx_write_buf: Vec<u8>,
     /// Committed WAL transactions whose LTX files the capture thread writes (`deferred.rs`).
@@ -415,8 +417,17 @@ impl Db {
         self.dir.join(kind.backing_name())
     }
 
+    /// The published position, read without the state lock: it can trail the transactions
+    /// SQLite committed by those still queued for capture (`deferred.rs`). For what a client
+    /// that just committed must see, [`Db::committed_pos`].
     pub fn pos(&self) -> Pos {
         *self.published_pos.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The position after every transaction SQLite committed (queued captures are published
+    /// first): what `-pos` shows.
+    pub fn committed_pos(&self) -> Pos {
+        self.lock().pos
     }
 
     /// Moves the position (the caller holds the state mutex: `state` is its guard's).
@@ -503,7 +514,7 @@ impl Db {
     /// The text of `<db>-pos`: `"%016x/%016x\n"`, 34 bytes.
     pub fn pos_text(&self) -> String {
         // After every committed transaction: a client reading it after its commit must see it.
-        let pos = self.lock().pos;
+        let pos = self.committed_pos();
         format!("{}/{}\n", pos.txid, pos.post_apply_checksum)
     }
 
@@ -648,6 +659,10 @@ impl Db {
         } else if self.shm_discard.load(Ordering::Acquire) {
             return Ok(());
         }
+        if kind == FileKind::Database || (kind == FileKind::Wal && offset == 0) {
+            // Both sync pending LTX files under the lock: most of them first, without it.
+            self.presync(durability::PRESYNC_FILES_MIN);
+        }
         // A WAL frame (not a new header) and `-shm` need no published transaction: a commit
         // frame's write queues its capture rather than wait for the ones before it.
         let mut state = match kind {
@@ -763,6 +778,9 @@ impl Db {
     /// Truncation through FUSE setattr (spec §3.3, §3.6).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
         self.refuse_after_fatal()?;
+        if kind == FileKind::Database || (kind == FileKind::Wal && size == 0) {
+            self.presync(durability::PRESYNC_FILES_MIN);
+        }
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;
         }
@@ -812,6 +830,9 @@ impl Db {
     /// Unlink through FUSE: the journal commits (DELETE mode), WAL and SHM are deleted.
     pub fn unlink(&self, kind: FileKind) -> Result<()> {
         self.refuse_after_fatal()?;
+        if kind == FileKind::Wal {
+            self.presync(durability::PRESYNC_FILES_MIN);
+        }
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;
         }

@@ -393,6 +393,39 @@ mod tests {
         capture.stop();
     }
 
+    /// WAL commits' LTX files wait for a batch sync; `presync` makes the ones counted durable
+    /// without the state lock (before a checkpoint would sync them under it) and takes them
+    /// off the count; fewer than its minimum are left for the sync under the lock.
+    #[test]
+    fn presync_takes_synced_files_off_the_count() {
+        let create = "CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)";
+        let insert = "INSERT INTO t(x) VALUES (randomblob(100))";
+        let wal = wal_fixture(PAGE, &[create, insert, insert, insert]).wal;
+        let dir = tempfile::tempdir().unwrap();
+        let options = DbOptions {
+            node_id: NodeId(1),
+            compress: false,
+            strict_verify: true,
+            replica: false,
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let db = store.create_db("db").unwrap();
+        db.create(FileKind::Wal).unwrap();
+        db.write(FileKind::Wal, 0, &wal[..32]).unwrap();
+        write_frames(&db, 32, &wal[32..]);
+        assert_eq!(db.pos().txid, TxId(4));
+        assert_eq!(db.unsynced_ltx_files(), 4, "WAL commits defer their sync");
+        db.presync(5);
+        assert_eq!(
+            db.unsynced_ltx_files(),
+            4,
+            "below the minimum: left for later"
+        );
+        db.presync(4);
+        assert_eq!(db.unsynced_ltx_files(), 0, "synced and taken off the count");
+        assert_eq!(db.lock().unsynced, Default::default());
+    }
+
     /// A capture that stopped short of a commit frame keeps what it checked — until SQLite
     /// writes before that point. Here SQLite gave up a transaction after writing its commit
     /// frame's header (a failed page write) and wrote the next one over the same frames: the
