@@ -131,6 +131,10 @@ impl Db {
     /// the database file or truncates the WAL (and before this process's own count starts).
     pub(super) fn syncfs(&self, state: &mut State) -> Result<()> {
         self.syncfs_or_die(state.unsynced.files, state.pos)?;
+        // `syncfs` reports a write-back error once per descriptor: if a concurrent
+        // `presync` took it (and raised the fatal error), this call succeeded without the
+        // files being on disk.
+        self.refuse_after_fatal()?;
         state.unsynced = Unsynced::default();
         state.unsynced_epoch += 1;
         Ok(())
@@ -165,23 +169,32 @@ impl Db {
     /// runs under it, and a `syncfs` of ~1,000 small files takes ~12 ms here against ~0.5 ms
     /// for five. A sync needed under the lock afterwards covers only the files written since.
     /// Files counted before the `syncfs` started are durable when it returns, so they leave
-    /// the count — unless a sync under the lock reset the count meanwhile (its epoch moved).
-    pub(super) fn presync(&self, files_min: u32) {
+    /// the count — unless the count changed hands meanwhile: a sync under the lock reset it,
+    /// or another presync took its files off (either moves the epoch; the count then stays
+    /// as it is, an over-estimate, which is safe). A failure is fatal and returned: the
+    /// caller must not go on to let frames leave the WAL.
+    pub(super) fn presync(&self, files_min: u32) -> Result<()> {
         let (before, epoch, pos) = {
             let state = self.lock_undrained();
             (state.unsynced, state.unsynced_epoch, state.pos)
         };
         if before.files < files_min.max(1) {
-            return;
+            return Ok(());
         }
-        if self.syncfs_or_die(before.files, pos).is_err() {
-            return;
-        }
-        let mut state = self.lock_undrained();
-        if state.unsynced_epoch == epoch {
-            state.unsynced.files -= before.files;
-            state.unsynced.bytes -= before.bytes;
-        }
+        self.syncfs_or_die(before.files, pos)?;
+        self.refuse_after_fatal()?;
+        take_off_synced(&mut self.lock_undrained(), before, epoch);
+        Ok(())
+    }
+}
+
+/// Takes `synced` (counted at `epoch`, durable since) off the pending count, if the count has
+/// not changed hands since (see [`Db::presync`]).
+pub(super) fn take_off_synced(state: &mut State, synced: Unsynced, epoch: u64) {
+    if state.unsynced_epoch == epoch {
+        state.unsynced.files -= synced.files;
+        state.unsynced.bytes -= synced.bytes;
+        state.unsynced_epoch += 1;
     }
 }
 

@@ -661,7 +661,7 @@ impl Db {
         }
         if kind == FileKind::Database || (kind == FileKind::Wal && offset == 0) {
             // Both sync pending LTX files under the lock: most of them first, without it.
-            self.presync(durability::PRESYNC_FILES_MIN);
+            self.presync(durability::PRESYNC_FILES_MIN)?;
         }
         // A WAL frame (not a new header) and `-shm` need no published transaction: a commit
         // frame's write queues its capture rather than wait for the ones before it.
@@ -778,11 +778,11 @@ impl Db {
     /// Truncation through FUSE setattr (spec §3.3, §3.6).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
         self.refuse_after_fatal()?;
-        if kind == FileKind::Database || (kind == FileKind::Wal && size == 0) {
-            self.presync(durability::PRESYNC_FILES_MIN);
-        }
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;
+        }
+        if kind == FileKind::Database || (kind == FileKind::Wal && size == 0) {
+            self.presync(durability::PRESYNC_FILES_MIN)?;
         }
         let mut state = self.lock();
         match kind {
@@ -831,7 +831,7 @@ impl Db {
     pub fn unlink(&self, kind: FileKind) -> Result<()> {
         self.refuse_after_fatal()?;
         if kind == FileKind::Wal {
-            self.presync(durability::PRESYNC_FILES_MIN);
+            self.presync(durability::PRESYNC_FILES_MIN)?;
         }
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;

@@ -317,6 +317,7 @@ impl WalMap {
 
 #[cfg(test)]
 mod tests {
+    use super::super::durability::{Unsynced, take_off_synced};
     use super::*;
     use crate::sqlite::test_util::{reencode_wal, wal_fixture};
     use crate::sqlite::{ChecksumOrder, committed_transactions};
@@ -415,15 +416,33 @@ mod tests {
         write_frames(&db, 32, &wal[32..]);
         assert_eq!(db.pos().txid, TxId(4));
         assert_eq!(db.unsynced_ltx_files(), 4, "WAL commits defer their sync");
-        db.presync(5);
+        db.presync(5).unwrap();
         assert_eq!(
             db.unsynced_ltx_files(),
             4,
             "below the minimum: left for later"
         );
-        db.presync(4);
+        db.presync(4).unwrap();
         assert_eq!(db.unsynced_ltx_files(), 0, "synced and taken off the count");
         assert_eq!(db.lock().unsynced, Default::default());
+        // Two presyncs that counted the same files (concurrent FUSE requests): the second
+        // finds the epoch moved and leaves the count alone — never taking files off twice.
+        let mut state = db.lock();
+        state.unsynced = Unsynced {
+            files: 3,
+            bytes: 300,
+        };
+        let (counted, epoch) = (state.unsynced, state.unsynced_epoch);
+        take_off_synced(&mut state, counted, epoch);
+        assert_eq!(state.unsynced.files, 0);
+        state.unsynced.files = 2;
+        state.unsynced.bytes = 200;
+        take_off_synced(&mut state, counted, epoch);
+        assert_eq!(
+            (state.unsynced.files, state.unsynced.bytes),
+            (2, 200),
+            "files counted after the first presync stay counted"
+        );
     }
 
     /// A capture that stopped short of a commit frame keeps what it checked — until SQLite
