@@ -137,7 +137,8 @@ pub(super) struct State {
     pub(super) wal_partial: Option<crate::sqlite::PartialTxn>,
     /// LTX files of WAL commits written but not yet synced (`durability.rs`).
     pub(super) unsynced: durability::Unsynced,
-    /// Moves whenever `unsynced` is reset by a sync under the lock (`Db::presync`).
+    /// Moves whenever `unsynced` is reset by a sync under the lock or a presync takes files
+    /// off it (`Db::presync`), so a presync that counted before never subtracts twice.
     pub(super) unsynced_epoch: u64,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
     pub(super) ltx_write_buf: Vec<u8>,
