@@ -282,36 +282,19 @@ impl Db {
             buf,
             len_bytes: 0,
         };
-        match self.encode_pages(
-            writer, reused, &path, header, source, pgnos, basis, read_page,
-        ) {
-            Ok((file, len_bytes, trailer, updates, post_apply, buf)) => Ok(Encoded {
-                header: *header,
-                path,
-                file,
-                len_bytes,
-                trailer,
-                updates,
-                post_apply,
-                page_count: pgnos
-                    .iter()
-                    .filter(|&&p| p != lock_pgno(header.page_size))
-                    .count() as u32,
-                buf,
-                started,
-            }),
-            Err(e) => {
-                // A complete file under this name would be taken for TXID `txid` by the next
-                // start although it was never published (and for a capture before the reply,
-                // SQLite is told the commit failed): it must go.
-                self.discard_unpublished(&path, txid);
-                Err(e)
-            }
-        }
+        self.encode_pages(
+            writer, reused, &path, header, source, pgnos, basis, read_page, started,
+        )
+        .inspect_err(|_| {
+            // A complete file under this name would be taken for TXID `txid` by the next
+            // start although it was never published (and for a capture before the reply,
+            // SQLite is told the commit failed): it must go.
+            self.discard_unpublished(&path, txid);
+        })
     }
 
     /// Encodes the pages into `writer` (a reused spare if `reused`, then cut to length).
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments)]
     fn encode_pages(
         &self,
         writer: LtxWriter,
@@ -322,7 +305,8 @@ impl Db {
         pgnos: &[u32],
         basis: &ChecksumBasis<'_>,
         read_page: &mut dyn FnMut(u32, &mut [u8]) -> Result<bool>,
-    ) -> Result<(File, u64, ltx::Trailer, Vec<(u32, u64)>, Checksum, Vec<u8>)> {
+        started: Instant,
+    ) -> Result<Encoded> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
@@ -332,10 +316,12 @@ impl Db {
         let mut page = vec![0u8; header.page_size as usize];
         let mut updates: Vec<(u32, u64)> = Vec::new();
         let mut rolling = basis.rolling;
+        let mut page_count = 0;
         for &pgno in pgnos {
             if pgno == lock {
                 continue;
             }
+            page_count += 1;
             let (data, is_new) = match source.in_memory(pgno, page.len()) {
                 Some(held) => (held, true),
                 None => {
@@ -367,7 +353,18 @@ impl Db {
             // The spare's old bytes past this file's end.
             file.set_len(len_bytes).io_context("truncate", path)?;
         }
-        Ok((file, len_bytes, trailer, updates, post_apply, buf))
+        Ok(Encoded {
+            header: *header,
+            path: path.to_path_buf(),
+            file,
+            len_bytes,
+            trailer,
+            updates,
+            post_apply,
+            page_count,
+            buf,
+            started,
+        })
     }
 
     /// Makes an encoded file as durable as `durability` asks, then publishes it: page

@@ -244,6 +244,20 @@ pub(super) fn now_ms() -> i64 {
 /// step and margin fit well inside): a hole, but every capture maps the WAL to its end.
 pub const WAL_GROWTH_MAX_BYTES: u64 = 8 << 20;
 
+/// Reads into `buf` at `offset` until it is full or the file ends; the bytes read.
+pub(super) fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// fsyncs a directory so a rename or create inside it is durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -638,16 +652,7 @@ impl Db {
             let mut state = self.lock_undrained();
             self.file(&mut state, kind)?
         };
-        let mut done = 0;
-        while done < buf.len() {
-            match f.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).io_context("read", self.path(kind)),
-            }
-        }
-        Ok(done)
+        read_full_at(&f, buf, offset).io_context("read", self.path(kind))
     }
 
     pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {

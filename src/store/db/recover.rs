@@ -588,7 +588,7 @@ fn scan_range(
         let pages = pages_per_chunk.min((last - pgno + 1) as usize);
         let want = &mut buf[..pages * page_bytes];
         let offset = u64::from(pgno - 1) * u64::from(page_size);
-        let got = read_full_at(f, want, offset)?;
+        let got = super::read_full_at(f, want, offset)?;
         for page in want[..got].chunks_exact(page_bytes) {
             out.push(crate::ltx::page_checksum(pgno, page));
             pgno += 1;
@@ -598,20 +598,6 @@ fn scan_range(
         }
     }
     Ok((out, true))
-}
-
-/// Reads into `buf` at `offset` until it is full or the file ends; the bytes read.
-fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 #[cfg(test)]

@@ -334,6 +334,25 @@ mod tests {
             .0
     }
 
+    /// A store in `dir` (strict-verify on) with database "db" whose WAL has `header` written.
+    fn store_with_wal(
+        dir: &std::path::Path,
+        compress: bool,
+        header: &[u8],
+    ) -> (Store, std::sync::Arc<Db>) {
+        let options = DbOptions {
+            node_id: NodeId(1),
+            compress,
+            strict_verify: true,
+            replica: false,
+        };
+        let store = Store::open(dir, options).unwrap();
+        let db = store.create_db("db").unwrap();
+        db.create(FileKind::Wal).unwrap();
+        db.write(FileKind::Wal, 0, header).unwrap();
+        (store, db)
+    }
+
     /// Writes `bytes` (whole frames at their offsets) as SQLite does: header, then page.
     fn write_frames(db: &Db, offset: usize, bytes: &[u8]) {
         let frame = 24 + PAGE as usize;
@@ -355,17 +374,8 @@ mod tests {
         let all = txns(&wal);
         assert_eq!(all.len(), 6);
         let dir = tempfile::tempdir().unwrap();
-        let options = DbOptions {
-            node_id: NodeId(1),
-            compress: true,
-            strict_verify: true,
-            replica: false,
-        };
-        let store = Store::open(dir.path(), options).unwrap();
+        let (store, db) = store_with_wal(dir.path(), true, &wal[..32]);
         let mut capture = store.start_capture_thread().unwrap();
-        let db = store.create_db("db").unwrap();
-        db.create(FileKind::Wal).unwrap();
-        db.write(FileKind::Wal, 0, &wal[..32]).unwrap();
         let mut at = 32;
         for txn in &all {
             let end = txn.end.offset_bytes as usize;
@@ -403,16 +413,7 @@ mod tests {
         let insert = "INSERT INTO t(x) VALUES (randomblob(100))";
         let wal = wal_fixture(PAGE, &[create, insert, insert, insert]).wal;
         let dir = tempfile::tempdir().unwrap();
-        let options = DbOptions {
-            node_id: NodeId(1),
-            compress: false,
-            strict_verify: true,
-            replica: false,
-        };
-        let store = Store::open(dir.path(), options).unwrap();
-        let db = store.create_db("db").unwrap();
-        db.create(FileKind::Wal).unwrap();
-        db.write(FileKind::Wal, 0, &wal[..32]).unwrap();
+        let (_store, db) = store_with_wal(dir.path(), false, &wal[..32]);
         write_frames(&db, 32, &wal[32..]);
         assert_eq!(db.pos().txid, TxId(4));
         assert_eq!(db.unsynced_ltx_files(), 4, "WAL commits defer their sync");
@@ -480,16 +481,7 @@ mod tests {
         );
 
         let dir = tempfile::tempdir().unwrap();
-        let options = DbOptions {
-            node_id: NodeId(1),
-            compress: false,
-            strict_verify: true,
-            replica: false,
-        };
-        let store = Store::open(dir.path(), options).unwrap();
-        let db = store.create_db("db").unwrap();
-        db.create(FileKind::Wal).unwrap();
-        db.write(FileKind::Wal, 0, &given_up[..32]).unwrap();
+        let (_store, db) = store_with_wal(dir.path(), false, &given_up[..32]);
         write_frames(&db, 32, &given_up[32..first_end]);
         assert_eq!(db.pos().txid.0, 1, "the first transaction is captured");
         // The given-up transaction: every frame, then only its commit frame's header. The
