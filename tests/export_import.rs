@@ -13,6 +13,7 @@ use litefs::types::{Pos, TxId};
 use rusqlite::Connection;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -538,6 +539,7 @@ fn import_replaces_a_live_database_seen_by_an_open_connection() {
         let wal_bytes = std::fs::metadata(t.data.join("dbs/db/wal")).map_or(0, |m| m.len());
         println!("{mode} <- {source_mode}: the live WAL holds {wal_bytes} bytes");
         let source = std::fs::read(&src).unwrap();
+        let wal_before = std::fs::File::open(t.path("db-wal")).ok();
         let run = litefs(&[
             "import",
             "-url",
@@ -553,6 +555,23 @@ fn import_replaces_a_live_database_seen_by_an_open_connection() {
         );
         let summary = check_import_ltx(&t, "db", before, &source);
         assert!(!summary.header.is_snapshot());
+        // The import truncated the WAL behind the kernel, which caches a primary's pages: a
+        // descriptor open before must read what the file holds now, not the old frames, or
+        // SQLite's next frames land on stale cached pages (one once reached the daemon as
+        // zeros, and its commit was never captured).
+        if let Some(wal) = &wal_before {
+            let backing = std::fs::read(t.data.join("dbs/db/wal")).unwrap();
+            let mut head = [0u8; 32];
+            let n = wal.read_at(&mut head, 0).unwrap();
+            assert_eq!(
+                &head[..n],
+                &backing[..n.min(backing.len())],
+                "{mode} <- {source_mode}: the WAL through a descriptor opened before the \
+                 import ({n} bytes read, the file holds {})",
+                backing.len()
+            );
+            assert_eq!(n, backing.len().min(32), "{mode} <- {source_mode}");
+        }
 
         let seen = count(&conn);
         println!("{mode} <- {source_mode}: the open connection sees {seen:?}");

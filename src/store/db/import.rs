@@ -10,8 +10,9 @@
 //!    fsynced. Still nothing has changed: a failure removes the temp file.
 //! 3. Then the database's files change (spec steps 2 and 5): a journal is invalidated (its
 //!    28-byte header zeroed, as PERSIST mode does), the WAL's committed frames are copied into
-//!    the database file (fsynced) and the WAL is truncated to 0, the LTX file is renamed and
-//!    the directory fsynced, and the file is applied (pages, `-shm`, kernel caches, position,
+//!    the database file (fsynced) and the WAL is truncated to 0, the kernel's cached pages
+//!    and sizes of both are dropped, the LTX file is renamed and the directory fsynced, and
+//!    the file is applied (pages, `-shm`, kernel caches, position,
 //!    change feed). From the first change on, an error is fatal (exit 99, as LiteFS): the
 //!    restart's recovery re-applies the LTX file if it got its name, and finds the database
 //!    at its old position if not. Copying the WAL first (LiteFS just truncates it) keeps the
@@ -23,6 +24,7 @@ use super::{Db, FileKind, JournalMode, State, now_ms, sync_dir};
 use crate::ltx::{self, ImageError};
 use crate::sqlite::DbHeader;
 use crate::store::error::{Error, IoContext, Result};
+use crate::store::shared::Invalidation;
 use crate::types::Pos;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
@@ -145,10 +147,31 @@ impl Db {
 
     /// Step 3: clear the journal and the WAL, name the LTX file, apply it.
     fn replace_with(&self, tmp_path: &Path, final_path: &Path) -> Result<Pos> {
-        {
+        let (journal_cleared, wal_truncated) = {
             let mut state = self.lock();
-            self.clear_journal(&mut state)?;
-            self.fold_and_truncate_wal(&mut state)?;
+            (
+                self.clear_journal(&mut state)?,
+                self.fold_and_truncate_wal(&mut state)?,
+            )
+        };
+        // Both changed behind the kernel, which caches every file's pages and size
+        // (KEEP_CACHE): SQLite must read the zeroed journal header, and the WAL's next frames
+        // must not land on pages and a size the kernel kept from before the truncation (seen:
+        // a frame's page reached the daemon as zeros, and the commit was never captured).
+        // Dropped while the internal write lock still keeps every SQLite process out, and
+        // with the state lock released (`InvalidateHandler`).
+        for (kind, changed) in [
+            (FileKind::Journal, journal_cleared),
+            (FileKind::Wal, wal_truncated),
+        ] {
+            if changed {
+                self.shared.invalidate.send(Invalidation::Data {
+                    db: &self.name,
+                    kind,
+                    offset: 0,
+                    len: 0,
+                });
+            }
         }
         fs::rename(tmp_path, final_path).io_context("rename", final_path)?;
         sync_dir(&self.ltx_dir)?;
@@ -156,18 +179,21 @@ impl Db {
     }
 
     /// Spec step 2: a journal left behind (a hot one, or PERSIST mode's) must never roll the
-    /// imported pages back: its header is zeroed, as PERSIST mode commits.
-    fn clear_journal(&self, state: &mut State) -> Result<()> {
+    /// imported pages back: its header is zeroed, as PERSIST mode commits. True if there was
+    /// one.
+    fn clear_journal(&self, state: &mut State) -> Result<bool> {
         state.dirty.clear();
         if !self.path(FileKind::Journal).exists() {
-            return Ok(());
+            return Ok(false);
         }
-        self.invalidate_journal(state, JournalMode::Persist)
+        self.invalidate_journal(state, JournalMode::Persist)?;
+        Ok(true)
     }
 
     /// Spec step 2 (truncate the WAL), after copying its committed frames into the database
-    /// file so that the file holds the current position until the LTX file is applied.
-    fn fold_and_truncate_wal(&self, state: &mut State) -> Result<()> {
+    /// file so that the file holds the current position until the LTX file is applied. True
+    /// if there was a WAL.
+    fn fold_and_truncate_wal(&self, state: &mut State) -> Result<bool> {
         // The frames go into the database file and then away: their LTX files first.
         self.sync_unsynced(state)?;
         if !state.wal_frames.is_empty() {
@@ -189,12 +215,13 @@ impl Db {
         }
         let wal_path = self.path(FileKind::Wal);
         if !wal_path.exists() {
-            return Ok(());
+            return Ok(false);
         }
         // Captures anything committed and not yet recorded (nothing, under the write lock).
         self.reset_wal(state)?;
         let wal = self.file(state, FileKind::Wal)?;
         wal.set_len(0).io_context("truncate", &wal_path)?;
-        wal.sync_all().io_context("fsync", &wal_path)
+        wal.sync_all().io_context("fsync", &wal_path)?;
+        Ok(true)
     }
 }
