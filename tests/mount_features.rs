@@ -134,6 +134,63 @@ fn vacuum_of_a_200mb_wal_database() {
 }
 
 #[test]
+fn a_database_dropped_with_its_wal_is_created_again_in_wal_mode() {
+    let t = TestMount::new(true);
+    // A writer that dies without closing leaves its WAL and -shm behind (SQLite removes them
+    // at the last close): the CLI kills itself once its transactions are in.
+    let out = std::process::Command::new("sqlite3")
+        .arg(t.path("db"))
+        .arg(
+            "PRAGMA journal_mode=wal;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+             INSERT INTO t(v) SELECT randomblob(1000) FROM n;
+             .shell kill -9 $PPID",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the CLI was to die: {out:?}");
+    let wal_bytes = std::fs::metadata(t.path("db-wal")).unwrap().len();
+    assert!(
+        wal_bytes > 100_000,
+        "the WAL is left behind: {wal_bytes} bytes"
+    );
+    let dropped = t.pos("db");
+
+    // The drop removes every backing file, behind the kernel, which still has the names
+    // `db-wal` and `db-shm` (and the WAL's pages and size) cached.
+    std::fs::remove_file(t.path("db")).unwrap();
+    let conn = Connection::open(t.path("db")).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute_batch("CREATE TABLE u(id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    let created = t.pos("db");
+    assert!(
+        created.txid.0 > dropped.txid.0 + 1,
+        "the drop, then the CREATE: {} -> {}",
+        dropped.txid,
+        created.txid
+    );
+    for i in 1..=5u64 {
+        conn.execute("INSERT INTO u(v) VALUES ('x')", []).unwrap();
+        assert_eq!(t.pos("db").txid.0, created.txid.0 + i, "row {i}");
+    }
+    let wal_bytes = std::fs::metadata(t.path("db-wal")).unwrap().len();
+    let fresh = Connection::open(t.path("db")).unwrap();
+    let ok: String = fresh
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    let rows: i64 = fresh
+        .query_row("SELECT count(*) FROM u", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((ok.as_str(), rows), ("ok", 5), "WAL {wal_bytes} bytes");
+    check_newest_ltx(&t, "db", 4096);
+}
+
+#[test]
 fn drop_and_recreate_a_database() {
     let mut t = TestMount::new(true);
     {

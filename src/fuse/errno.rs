@@ -63,6 +63,21 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
 
+/// Maps a failed FUSE OPEN of a database's file: as [`to_io_error`], except that a backing
+/// file that is gone is ESTALE. The kernel only sends OPEN for a name it believes exists, and
+/// the daemon removes files behind it (a dropped database's `-wal`, `-shm` and `-journal`;
+/// a replica's applied deletion): ESTALE makes the VFS retry the open once with a fresh
+/// lookup, which finds the name missing, so SQLite's O_CREAT open then creates the file, and
+/// the kernel takes its new size (dropping the old file's cached pages). ENOENT would fail
+/// SQLite's open ("unable to open database file") for as long as the kernel keeps the name.
+pub fn open_errno(op: &str, err: Error) -> io::Error {
+    let e = to_io_error(op, err);
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        return errno(libc::ESTALE);
+    }
+    e
+}
+
 pub fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -114,6 +129,15 @@ mod tests {
                 "{text}"
             );
         }
+        // An open of a file that is gone is ESTALE (retried by the VFS); others as above.
+        assert_eq!(
+            open_errno("open", io(io::ErrorKind::NotFound)).raw_os_error(),
+            Some(libc::ESTALE)
+        );
+        assert_eq!(
+            open_errno("open", Error::ReadOnly).raw_os_error(),
+            Some(libc::EACCES)
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::errno::{
     LOCK_BAD_TYPE, LOCK_NOT_IMPLEMENTED, LOCK_NOT_SUPPORTED, LOCK_WOULD_WAIT,
-    NOT_NEEDED_STOP_ASKING, errno, lock_errno, to_io_error,
+    NOT_NEEDED_STOP_ASKING, errno, lock_errno, open_errno, to_io_error,
 };
 use super::node::{
     DbNode, LAG_INODE, PRIMARY_INODE, ROOT_INODE, db_inode, parse_name, split_db_inode,
@@ -485,7 +485,7 @@ impl FileSystem for LitefsFs {
                 (db, DbNode::File(kind)) => {
                     let write = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
                     db.open_file(kind, write)
-                        .map_err(|e| to_io_error("open", e))?;
+                        .map_err(|e| open_errno("open", e))?;
                     Ok((Some(0), self.open_options(OpenOptions::KEEP_CACHE), None))
                 }
                 // Virtual files change behind the kernel's back: never cache their pages.
