@@ -610,8 +610,21 @@ impl Db {
     }
 
     /// Spec §3.10: a WAL index saying "empty WAL over `page_count` pages, changed". Only when a
-    /// `-shm` exists: without one no reader has an index to refresh, and SQLite builds it.
-    /// Returns whether the file was rewritten (its kernel cache must then be dropped).
+    /// `-shm` of at least one block exists: without one no reader has an index to refresh,
+    /// and SQLite builds it. Returns whether the file was rewritten (its kernel cache must
+    /// then be dropped).
+    ///
+    /// Never changes the file's size, which LiteFS does (it truncates to one block): a size
+    /// changed behind the kernel can reach a reader's `fstat` through a GETATTR reply the
+    /// kernel itself then ignores (our invalidation overtook it), so SQLite maps `-shm`
+    /// without growing it while the kernel still holds the old size, and dies of SIGBUS at
+    /// the first touch — the likely cause of two CI aborts of
+    /// `cluster::open_connection_sees_each_commit_wal*` at a replica's first read (found by
+    /// reading the kernel's `fuse_change_attributes`; not reproduced). A file shorter than a
+    /// block has no mapping yet (SQLite grows `-shm` with its own writes before it maps it)
+    /// and no index worth keeping (SQLite only ever truncates it to 3 bytes), and whoever
+    /// maps it rebuilds the index from the WAL. A longer one keeps its length: truncating it
+    /// would fault a reader that has a second region mapped.
     fn rewrite_shm(&self, state: &mut State) -> Result<bool> {
         let path = self.path(FileKind::Shm);
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -619,6 +632,10 @@ impl Db {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e).io_context("open", &path),
         };
+        let len_bytes = file.metadata().io_context("stat", &path)?.len();
+        if len_bytes < SHM_BLOCK_SIZE_BYTES as u64 {
+            return Ok(false);
+        }
         // FUSE writes to `-shm` (SQLite's mmap written back) are dropped from now until the
         // kernel's copy is invalidated, or they would overwrite the new index.
         self.shm_discard.store(true, Ordering::Release);
@@ -642,8 +659,6 @@ impl Db {
         };
         rewrite_wal_index(&mut block, &wal_state);
         file.write_all_at(&block, 0).io_context("write", &path)?;
-        file.set_len(SHM_BLOCK_SIZE_BYTES as u64)
-            .io_context("truncate", &path)?;
         Ok(true)
     }
 
