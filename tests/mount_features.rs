@@ -191,6 +191,55 @@ fn a_database_dropped_with_its_wal_is_created_again_in_wal_mode() {
 }
 
 #[test]
+fn a_descriptor_opened_before_a_drop_cannot_change_the_new_database() {
+    use std::os::unix::fs::FileExt;
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(conn);
+    // A process with the database open when another drops it (mid-transaction, say).
+    let old = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.path("db"))
+        .unwrap();
+    std::fs::remove_file(t.path("db")).unwrap();
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("CREATE TABLE u(y); INSERT INTO u VALUES (2);")
+        .unwrap();
+    let before = t.pos("db");
+    // The kernel reuses the inode (fixed per database and file): without the check this
+    // page would land in the new database and be captured with its next commit.
+    let err = old.write_at(&[0xAB; 4096], 4096).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    let err = old.set_len(0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    conn.execute("INSERT INTO u VALUES (3)", []).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM u", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((ok.as_str(), rows), ("ok", 2));
+    assert_eq!(t.pos("db").txid.0, before.txid.0 + 1);
+    check_newest_ltx(&t, "db", 4096);
+    // A descriptor opened now works as before.
+    let new = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.path("db"))
+        .unwrap();
+    let mut header = [0u8; 100];
+    new.read_exact_at(&mut header, 0).unwrap();
+    assert_eq!(&header[..16], b"SQLite format 3\0");
+    // A truncation to the size it has (a checkpoint's) is accepted through it.
+    let len = new.metadata().unwrap().len();
+    new.set_len(len).unwrap();
+}
+
+#[test]
 fn drop_and_recreate_a_database() {
     let mut t = TestMount::new(true);
     {

@@ -47,6 +47,8 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
             io::ErrorKind::AlreadyExists => libc::EEXIST,
             _ => source.raw_os_error().unwrap_or(libc::EIO),
         },
+        // "Stale file handle": the descriptor belongs to a database since dropped.
+        Error::Dropped { .. } => libc::ESTALE,
         // Internal lock timeouts never happen on a FUSE request's path today.
         Error::Lock { .. } => libc::EBUSY,
         Error::InvalidWrite { .. }

@@ -441,7 +441,7 @@ impl FileSystem for LitefsFs {
         _ctx: &Context,
         inode: u64,
         attr: stat64,
-        _handle: Option<u64>,
+        handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
         if valid.contains(SetattrValid::SIZE) {
@@ -449,6 +449,11 @@ impl FileSystem for LitefsFs {
             let DbNode::File(kind) = node else {
                 return Err(errno(libc::EPERM));
             };
+            // `ftruncate` carries its descriptor's handle; `truncate(2)` by name has none.
+            if let Some(handle) = handle {
+                db.check_incarnation(kind, handle)
+                    .map_err(|e| to_io_error("truncate", e))?;
+            }
             db.truncate(kind, attr.st_size as u64)
                 .map_err(|e| to_io_error("truncate", e))?;
         }
@@ -486,7 +491,12 @@ impl FileSystem for LitefsFs {
                     let write = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
                     db.open_file(kind, write)
                         .map_err(|e| open_errno("open", e))?;
-                    Ok((Some(0), self.open_options(OpenOptions::KEEP_CACHE), None))
+                    let handle = db.incarnation();
+                    Ok((
+                        Some(handle),
+                        self.open_options(OpenOptions::KEEP_CACHE),
+                        None,
+                    ))
                 }
                 // Virtual files change behind the kernel's back: never cache their pages.
                 _ => Ok((Some(0), self.open_options(OpenOptions::DIRECT_IO), None)),
@@ -519,9 +529,10 @@ impl FileSystem for LitefsFs {
             DbNode::Pos | DbNode::Lock => return Err(errno(libc::ENOSYS)),
         }
         let entry = self.entry(db_inode(self.index_of(db_name), node))?;
+        let handle = self.store.db(db_name).map_or(0, |db| db.incarnation());
         Ok((
             entry,
-            Some(0),
+            Some(handle),
             self.open_options(OpenOptions::KEEP_CACHE),
             None,
         ))
@@ -558,7 +569,7 @@ impl FileSystem for LitefsFs {
         &self,
         _ctx: &Context,
         inode: u64,
-        _handle: u64,
+        handle: u64,
         r: &mut dyn ZeroCopyReader,
         size: u32,
         offset: u64,
@@ -578,6 +589,8 @@ impl FileSystem for LitefsFs {
                 libc::ENOSYS
             }));
         };
+        db.check_incarnation(kind, handle)
+            .map_err(|e| to_io_error("write", e))?;
         let mut buf = vec![0u8; size as usize];
         r.read_exact(&mut buf)?;
         db.write(kind, offset, &buf)

@@ -60,6 +60,11 @@ pub enum Error {
         "database {0:?}: litefs is stopping after a fatal error (see the message before);          nothing more is written. Restart it: recovery records what SQLite committed from the WAL"
     )]
     Stopping(String),
+    #[error(
+        "database {db:?} was dropped and created again since this descriptor of its {file} \
+         file was opened: the change is refused (reopen the database)"
+    )]
+    Dropped { db: String, file: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

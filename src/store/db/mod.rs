@@ -208,6 +208,10 @@ pub struct Db {
     deferred_done: Condvar,
     /// WAL commits whose LTX files were written after their writes were answered.
     deferred_count: AtomicU64,
+    /// Drops of this database since the process started: the file handle of every FUSE open
+    /// (`Db::incarnation`), so that a descriptor opened before a drop cannot write into the
+    /// database created after it.
+    drops: AtomicU64,
 }
 
 impl Drop for Db {
@@ -310,6 +314,7 @@ impl Db {
             deferred_slot: Mutex::new(None),
             deferred_done: Condvar::new(),
             deferred_count: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
         };
         db.recover()?;
         db.recovered.store(true, Ordering::Relaxed);
@@ -389,6 +394,27 @@ impl Db {
         let mut state = self.lock_undrained();
         self.drain_deferred(&mut state);
         state
+    }
+
+    /// Which life of the database this is (drops since the process started): what a FUSE
+    /// open answers as its file handle, checked by [`Db::check_incarnation`].
+    pub fn incarnation(&self) -> u64 {
+        self.drops.load(Ordering::Acquire)
+    }
+
+    /// Refuses a change through a file opened in an earlier life of the database. The kernel
+    /// reuses the inode (its number is fixed per database and file), so a process that had
+    /// the database open when it was dropped would otherwise write its pages into the new
+    /// one — and they would be captured and replicated. `-shm` is exempt: the kernel writes
+    /// its mapped pages back through any descriptor open on it.
+    pub fn check_incarnation(&self, kind: FileKind, opened: u64) -> Result<()> {
+        if kind == FileKind::Shm || opened == self.incarnation() {
+            return Ok(());
+        }
+        Err(Error::Dropped {
+            db: self.name.clone(),
+            file: kind.backing_name(),
+        })
     }
 
     /// The state as it is, deferred captures possibly queued: only for WAL frame writes,
@@ -959,6 +985,9 @@ impl Db {
             }
         }
         sync_dir(&self.dir)?;
+        // From here on no descriptor of the old files changes anything (a write checked just
+        // before finds its file gone).
+        self.drops.fetch_add(1, Ordering::AcqRel);
         state.page_count = 0;
         state.wal_mode = false;
         state.dirty.clear();
