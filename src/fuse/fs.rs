@@ -450,11 +450,7 @@ impl FileSystem for LitefsFs {
                 return Err(errno(libc::EPERM));
             };
             // `ftruncate` carries its descriptor's handle; `truncate(2)` by name has none.
-            if let Some(handle) = handle {
-                db.check_incarnation(kind, handle)
-                    .map_err(|e| to_io_error("truncate", e))?;
-            }
-            db.truncate(kind, attr.st_size as u64)
+            db.truncate_opened(kind, handle, attr.st_size as u64)
                 .map_err(|e| to_io_error("truncate", e))?;
         }
         // Mode, owner and times are not stored (every file shows the daemon's owner, as
@@ -489,9 +485,9 @@ impl FileSystem for LitefsFs {
             _ => match self.db_of_inode(inode)? {
                 (db, DbNode::File(kind)) => {
                     let write = flags as i32 & libc::O_ACCMODE != libc::O_RDONLY;
-                    db.open_file(kind, write)
+                    let handle = db
+                        .open_file(kind, write)
                         .map_err(|e| open_errno("open", e))?;
-                    let handle = db.incarnation();
                     Ok((
                         Some(handle),
                         self.open_options(OpenOptions::KEEP_CACHE),
@@ -516,20 +512,20 @@ impl FileSystem for LitefsFs {
         }
         let name = cstr_name(name)?;
         let (db_name, node) = parse_name(name);
-        match node {
+        let handle = match node {
             DbNode::File(FileKind::Database) => {
                 self.store
                     .create_db(db_name)
-                    .map_err(|e| to_io_error("create", e))?;
+                    .map_err(|e| to_io_error("create", e))?
+                    .1
             }
             DbNode::File(kind) => {
                 let db = self.store.db(db_name).ok_or_else(|| errno(libc::ENOENT))?;
-                db.create(kind).map_err(|e| to_io_error("create", e))?;
+                db.create(kind).map_err(|e| to_io_error("create", e))?
             }
             DbNode::Pos | DbNode::Lock => return Err(errno(libc::ENOSYS)),
-        }
+        };
         let entry = self.entry(db_inode(self.index_of(db_name), node))?;
-        let handle = self.store.db(db_name).map_or(0, |db| db.incarnation());
         Ok((
             entry,
             Some(handle),
@@ -589,11 +585,9 @@ impl FileSystem for LitefsFs {
                 libc::ENOSYS
             }));
         };
-        db.check_incarnation(kind, handle)
-            .map_err(|e| to_io_error("write", e))?;
         let mut buf = vec![0u8; size as usize];
         r.read_exact(&mut buf)?;
-        db.write(kind, offset, &buf)
+        db.write_opened(kind, Some(handle), offset, &buf)
             .map_err(|e| to_io_error("write", e))?;
         if kind == FileKind::Wal
             && let Some(primer) = &self.primer

@@ -61,8 +61,8 @@ pub enum Error {
     )]
     Stopping(String),
     #[error(
-        "database {db:?} was dropped and created again since this descriptor of its {file} \
-         file was opened: the change is refused (reopen the database)"
+        "database {db:?} was dropped since this descriptor of its {file} file was opened \
+         (it may exist again as a new database): the change is refused; reopen it"
     )]
     Dropped { db: String, file: &'static str },
 }

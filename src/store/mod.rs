@@ -340,12 +340,14 @@ impl Store {
 
     /// Creates a database and its `database` file (spec §3.3 create): an existing database
     /// with pages is `Exists`; an empty or dropped one is reused.
-    pub fn create_db(&self, name: &str) -> Result<Arc<Db>> {
+    /// Also returns the database's incarnation, the new descriptor's handle
+    /// ([`Db::create`]).
+    pub fn create_db(&self, name: &str) -> Result<(Arc<Db>, u64)> {
         let db = self.open_db(name)?;
         if db.page_count() > 0 {
             return Err(Error::Exists(name.to_string()));
         }
-        db.create(FileKind::Database)?;
-        Ok(db)
+        let incarnation = db.create(FileKind::Database)?;
+        Ok((db, incarnation))
     }
 }

@@ -580,6 +580,9 @@ impl Db {
             state.files = Default::default();
             state.wal_mode = false;
             stale.deleted = true;
+            // A drop like one on the primary: descriptors opened before it are of the old
+            // database, should this node be promoted (`Db::check_incarnation`).
+            self.drops.fetch_add(1, Ordering::AcqRel);
         } else {
             if !self.options.replica {
                 let db_path = self.path(FileKind::Database);

@@ -407,7 +407,7 @@ impl Db {
     /// the database open when it was dropped would otherwise write its pages into the new
     /// one — and they would be captured and replicated. `-shm` is exempt: the kernel writes
     /// its mapped pages back through any descriptor open on it.
-    pub fn check_incarnation(&self, kind: FileKind, opened: u64) -> Result<()> {
+    fn check_incarnation(&self, kind: FileKind, opened: u64) -> Result<()> {
         if kind == FileKind::Shm || opened == self.incarnation() {
             return Ok(());
         }
@@ -617,7 +617,8 @@ impl Db {
     }
 
     /// Creates a backing file that must not exist yet (O_CREAT|O_EXCL, as LiteFS).
-    pub fn create(&self, kind: FileKind) -> Result<()> {
+    /// Returns the database's incarnation (read under the lock), the new descriptor's handle.
+    pub fn create(&self, kind: FileKind) -> Result<u64> {
         self.refuse_after_fatal()?;
         if kind == FileKind::Journal {
             self.check_writable(kind)?;
@@ -634,17 +635,19 @@ impl Db {
             .open(&path)
             .io_context("create", &path)?;
         state.files[kind.index()] = Some(Arc::new(f));
-        Ok(())
+        Ok(self.incarnation())
     }
 
     /// Opens a backing file for a FUSE open (`write`: the open asks for write access); fails
-    /// with not-found if it does not exist.
-    pub fn open_file(&self, kind: FileKind, write: bool) -> Result<()> {
+    /// with not-found if it does not exist. Returns the database's incarnation (read under
+    /// the lock), the descriptor's handle.
+    pub fn open_file(&self, kind: FileKind, write: bool) -> Result<u64> {
         if kind == FileKind::Wal && write {
             self.refuse_wal_writer_on_replica()?;
         }
         let mut state = self.lock();
-        self.file(&mut state, kind).map(|_| ())
+        self.file(&mut state, kind)?;
+        Ok(self.incarnation())
     }
 
     /// On a replica, SQLite may open the WAL only for reading. Refusing a read-write open
@@ -682,6 +685,19 @@ impl Db {
     }
 
     pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_opened(kind, None, offset, data)
+    }
+
+    /// [`Db::write`] through a descriptor whose handle is `opened` (a FUSE write): refused if
+    /// it was opened in an earlier life of the database ([`Db::check_incarnation`], checked
+    /// under the state lock, which every drop holds).
+    pub fn write_opened(
+        &self,
+        kind: FileKind,
+        opened: Option<u64>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -700,6 +716,9 @@ impl Db {
             FileKind::Shm => self.lock_undrained(),
             _ => self.lock(),
         };
+        if let Some(opened) = opened {
+            self.check_incarnation(kind, opened)?;
+        }
         // Under the lock: a write-back that waited here while an apply rewrote `-shm` would
         // put the old index back.
         if kind == FileKind::Shm && self.shm_discard.load(Ordering::Acquire) {
@@ -733,8 +752,12 @@ impl Db {
     /// new index. (A defence: no sequence is known that reaches it with a short file; a
     /// SIGBUS in `cluster::open_connection_sees_each_commit_wal*` twice in CI is unexplained.)
     fn discard_shm_write(&self, state: &mut State, end_bytes: u64) -> Result<()> {
-        let f = self.file(state, FileKind::Shm)?;
         let path = self.path(FileKind::Shm);
+        if state.files[FileKind::Shm.index()].is_none() && !path.exists() {
+            // Removed meanwhile (SQLite deletes it at its last close): nothing to grow.
+            return Ok(());
+        }
+        let f = self.file(state, FileKind::Shm)?;
         if f.metadata().io_context("stat", &path)?.len() < end_bytes {
             f.set_len(end_bytes).io_context("extend", &path)?;
         }
@@ -824,6 +847,12 @@ impl Db {
 
     /// Truncation through FUSE setattr (spec §3.3, §3.6).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        self.truncate_opened(kind, None, size)
+    }
+
+    /// [`Db::truncate`] through a descriptor whose handle is `opened` (`ftruncate`; a
+    /// `truncate(2)` by name has none), checked as for [`Db::write_opened`].
+    pub fn truncate_opened(&self, kind: FileKind, opened: Option<u64>, size: u64) -> Result<()> {
         self.refuse_after_fatal()?;
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;
@@ -832,6 +861,9 @@ impl Db {
             self.presync(durability::PRESYNC_FILES_MIN)?;
         }
         let mut state = self.lock();
+        if let Some(opened) = opened {
+            self.check_incarnation(kind, opened)?;
+        }
         match kind {
             FileKind::Journal if size == 0 => {
                 self.commit_journal(&mut state, JournalMode::Truncate)
@@ -889,11 +921,12 @@ impl Db {
         // the name for up to a minute) is gone already: done, or SQLite's cleanup of what it
         // takes for a leftover WAL or journal fails with "disk I/O error". Checked only for a
         // file not open here, so a DELETE-mode commit costs no extra `stat`.
-        if kind != FileKind::Database
-            && state.files[kind.index()].is_none()
-            && !self.path(kind).exists()
-        {
-            return Ok(());
+        if kind != FileKind::Database && state.files[kind.index()].is_none() {
+            match fs::symlink_metadata(self.path(kind)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                // Anything else is for the unlink itself to report.
+                _ => {}
+            }
         }
         match kind {
             FileKind::Journal => self.commit_journal(&mut state, JournalMode::Delete),
@@ -985,8 +1018,8 @@ impl Db {
             }
         }
         sync_dir(&self.dir)?;
-        // From here on no descriptor of the old files changes anything (a write checked just
-        // before finds its file gone).
+        // Under the state lock, where writes and truncations check it: from here on no
+        // descriptor of the old files changes anything.
         self.drops.fetch_add(1, Ordering::AcqRel);
         state.page_count = 0;
         state.wal_mode = false;

@@ -347,7 +347,7 @@ mod tests {
             replica: false,
         };
         let store = Store::open(dir, options).unwrap();
-        let db = store.create_db("db").unwrap();
+        let (db, _) = store.create_db("db").unwrap();
         db.create(FileKind::Wal).unwrap();
         db.write(FileKind::Wal, 0, header).unwrap();
         (store, db)
