@@ -643,15 +643,7 @@ impl Db {
         // kernel's copy is invalidated, or they would overwrite the new index.
         self.shm_discard.store(true, Ordering::Release);
         let mut block = vec![0u8; SHM_BLOCK_SIZE_BYTES];
-        let mut read = 0;
-        while read < block.len() {
-            match file.read_at(&mut block[read..], read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).io_context("read", &path),
-            }
-        }
+        super::read_full_at(&file, &mut block, 0).io_context("read", &path)?;
         let (salt1, salt2) = state.wal_header.map_or((0, 0), |h| (h.salt1, h.salt2));
         let wal_state = WalIndexState {
             page_size_bytes: state.page_size,

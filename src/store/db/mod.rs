@@ -398,7 +398,7 @@ impl Db {
 
     /// Which life of the database this is (drops since the process started): what a FUSE
     /// open answers as its file handle, checked by [`Db::check_incarnation`].
-    pub fn incarnation(&self) -> u64 {
+    fn incarnation(&self) -> u64 {
         self.drops.load(Ordering::Acquire)
     }
 
