@@ -422,6 +422,110 @@ fn ltx_files_with_salts(ltx_dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
         .collect()
 }
 
+/// Tears LTX file `path` as a machine crash before its sync could: removed, cut short, zeroed
+/// in part, emptied, or holding `older`'s bytes (a reused spare inode renamed into place
+/// before it was overwritten: a valid LTX file, but of other TXIDs; `spare.rs`).
+fn tear(path: &Path, older: &Path, rng: &mut XorShift64) {
+    use std::os::unix::fs::FileExt;
+    let len = std::fs::metadata(path).unwrap().len();
+    let open = || std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    match rng.below(5) {
+        0 => std::fs::remove_file(path).unwrap(),
+        1 => open().set_len(rng.below(len as usize) as u64).unwrap(),
+        2 => {
+            let at = rng.below(len as usize) as u64;
+            let zeros = vec![0u8; (len - at).min(1 + rng.below(512) as u64) as usize];
+            open().write_all_at(&zeros, at).unwrap();
+        }
+        3 => open().set_len(0).unwrap(),
+        _ => {
+            std::fs::copy(older, path).unwrap();
+        }
+    }
+}
+
+/// A rollback-journal commit's LTX file is not synced before SQLite hears of the commit: its
+/// bytes go to the LTX log (`dbs/<db>/ltx-log`), which one `fdatasync` makes durable, and the
+/// file joins the batch the next `syncfs` makes durable (docs/ARCHITECTURE.md §4.1). Simulated
+/// after each `kill -9` of a DELETE-mode writer's daemon: some of the files written since the
+/// start are torn (as by [`tear`]), alone or with every later file. The restart restores
+/// them from the log byte for byte — the journal held only old pages, so nothing else could —
+/// and nothing acknowledged is lost.
+#[test]
+fn torn_journal_commit_ltx_files_are_restored_from_the_ltx_log() {
+    const ITERATIONS: u32 = 8;
+    let seed = seed_now();
+    eprintln!("torn journal LTX test: seed {seed}");
+    let mut rng = XorShift64(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ltx_dir = dir.join("data/dbs/db/ltx");
+    let mut daemon = Daemon::start(dir);
+    let (mut acked_max, mut stored_max, mut torn_files) = (0i64, 0i64, 0usize);
+    for iteration in 0..ITERATIONS {
+        // Files up to here were synced by the start's recovery: only later ones are logged.
+        let synced_files = if ltx_dir.exists() {
+            ltx_files_with_salts(&ltx_dir).len()
+        } else {
+            0
+        };
+        let next_id = stored_max.max(acked_max) + 1;
+        let mut w = writer(&dir.join("mnt/db"), "delete", next_id);
+        let stdout = w.stdout.take().unwrap();
+        let commits = 10 + rng.below(30);
+        let ids: Vec<i64> = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.parse().ok())
+            .take(commits)
+            .collect();
+        daemon.kill();
+        let _ = w.kill();
+        let _ = w.wait();
+        acked_max = acked_max.max(ids.last().copied().unwrap_or(0));
+        let ctx = format!("iteration {iteration}, seed {seed}, acked id {acked_max}");
+        let files: Vec<PathBuf> = ltx_files_with_salts(&ltx_dir)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        let logged = &files[synced_files..];
+        assert!(
+            logged.len() >= commits,
+            "{ctx}: {} LTX files written for {commits} acknowledged commits",
+            logged.len()
+        );
+        let first = rng.below(logged.len());
+        let last = if rng.below(2) == 0 {
+            first
+        } else {
+            logged.len() - 1
+        };
+        let mut before = Vec::new();
+        for path in &logged[first..=last] {
+            before.push((path.clone(), std::fs::read(path).unwrap()));
+            tear(path, &files[0], &mut rng);
+            torn_files += 1;
+        }
+        daemon = Daemon::start(dir);
+        for (path, bytes) in &before {
+            let now = std::fs::read(path)
+                .unwrap_or_else(|e| panic!("{ctx}: {} not restored: {e}", path.display()));
+            assert!(
+                &now == bytes,
+                "{ctx}: {} restored as {} bytes, was {} bytes",
+                path.display(),
+                now.len(),
+                bytes.len()
+            );
+        }
+        stored_max = verify_after_restart(dir, acked_max, iteration, seed);
+    }
+    drop(daemon);
+    eprintln!(
+        "torn journal LTX test: {ITERATIONS} kills, {torn_files} torn files restored, {acked_max} acknowledged rows, all present"
+    );
+}
+
 /// A machine crash can tear LTX files of WAL commits, which are synced in batches (at the
 /// latest before a checkpoint or a WAL restart; docs/ARCHITECTURE.md §4.1), while the WAL
 /// that SQLite fsynced (synchronous=FULL) holds their transactions. Simulated after each
@@ -477,30 +581,7 @@ fn torn_unsynced_ltx_files_are_rederived_from_the_wal() {
             unsynced.len() - 1
         };
         for path in &unsynced[first..=last] {
-            let len = std::fs::metadata(path).unwrap().len();
-            match rng.below(5) {
-                0 => std::fs::remove_file(path).unwrap(),
-                // A reused spare inode renamed into place before it was overwritten: a valid
-                // LTX file, but of other TXIDs.
-                4 => {
-                    std::fs::copy(&files[0].0, path).unwrap();
-                }
-                1 => {
-                    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-                    f.set_len(rng.below(len as usize) as u64).unwrap();
-                }
-                2 => {
-                    use std::os::unix::fs::FileExt;
-                    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-                    let at = rng.below(len as usize) as u64;
-                    let zeros = vec![0u8; (len - at).min(1 + rng.below(512) as u64) as usize];
-                    f.write_all_at(&zeros, at).unwrap();
-                }
-                _ => {
-                    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-                    f.set_len(0).unwrap();
-                }
-            }
+            tear(path, &files[0].0, &mut rng);
             torn_files += 1;
         }
         daemon = Daemon::start(dir);

@@ -495,8 +495,11 @@ impl Db {
         }
     }
 
-    /// After a snapshot, the files before it no longer form a chain with it (spec §4.4 step 7).
+    /// After a snapshot, the files before it no longer form a chain with it (spec §4.4 step 7),
+    /// and neither does the LTX log of this node's own commits (`ltx_log.rs`), which goes
+    /// first: recovery must not restore files of the history the snapshot replaced.
     fn remove_ltx_except(&self, keep: &Path) -> Result<()> {
+        self.remove_ltx_log()?;
         // List first, remove after: removing entries while reading a directory may make
         // readdir skip others (POSIX leaves it unspecified; seen on ext4).
         let mut doomed = Vec::new();

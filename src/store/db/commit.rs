@@ -1,11 +1,12 @@
 //! Writing one LTX file for a captured transaction, then publishing the new position.
 //!
 //! Order: write the file under its final name, make it as durable as its kind needs, and only
-//! then change the in-memory checksums and position. A synced file (journal commits,
-//! deletions) is fsynced and `ltx/` fsynced before the position moves; a failure removes the
-//! file and leaves the state as it was. A WAL commit's file is not fsynced: the WAL holds the
-//! transaction until the file is synced with its batch (`durability.rs`). Either way a crash
-//! can leave the newest file short, which recovery's torn-tail check removes.
+//! then change the in-memory checksums and position. A synced file (deletions) is fsynced and
+//! `ltx/` fsynced before the position moves; a journal commit's file is appended to the LTX
+//! log and the log `fdatasync`ed instead (`ltx_log.rs`); a failure removes the file and leaves
+//! the state as it was. A WAL commit's file is not synced: the WAL holds the transaction until
+//! the file is synced with its batch (`durability.rs`). Either way a crash can leave the
+//! newest file short, which recovery restores from the log or removes (the torn-tail check).
 
 use super::durability::Durability;
 use super::wal_tail::WalBytes;
@@ -91,17 +92,39 @@ pub(super) struct ChecksumBasis<'a> {
 }
 
 /// Buffers an LTX file on its way to `file` in a buffer kept between commits
-/// (`State::ltx_write_buf`), so a commit allocates nothing for it; counts the bytes.
+/// (`State::ltx_write_buf`), so a commit allocates nothing for it; counts the bytes. A file
+/// that fits is still whole in the buffer when written (for the LTX log).
 struct LtxWriter {
     file: File,
     buf: Vec<u8>,
+    /// Bytes of `buf` already written to `file`.
+    flushed_bytes: usize,
     len_bytes: u64,
+}
+
+impl LtxWriter {
+    fn new(file: File, mut buf: Vec<u8>) -> LtxWriter {
+        buf.clear();
+        LtxWriter {
+            file,
+            buf,
+            flushed_bytes: 0,
+            len_bytes: 0,
+        }
+    }
+
+    /// The whole file, if every byte of it is in the buffer.
+    fn whole(buf: &[u8], len_bytes: u64) -> Option<&[u8]> {
+        (buf.len() as u64 == len_bytes).then_some(buf)
+    }
 }
 
 impl Write for LtxWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if self.buf.len() + data.len() > LTX_WRITE_BUFFER_BYTES {
             self.flush()?;
+            self.buf.clear();
+            self.flushed_bytes = 0;
             if data.len() >= LTX_WRITE_BUFFER_BYTES {
                 self.file.write_all(data)?;
                 self.len_bytes += data.len() as u64;
@@ -117,9 +140,9 @@ impl Write for LtxWriter {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let result = self.file.write_all(&self.buf);
-        self.buf.clear();
-        result
+        self.file.write_all(&self.buf[self.flushed_bytes..])?;
+        self.flushed_bytes = self.buf.len();
+        Ok(())
     }
 }
 
@@ -277,11 +300,7 @@ impl Db {
         // journal commit that saved a rename and a directory open per commit (measured 315–383
         // → 252 µs per synced file on ext4; ARCHITECTURE §4.1).
         let (file, reused) = self.create_reusing_spare(&path)?;
-        let writer = LtxWriter {
-            file,
-            buf,
-            len_bytes: 0,
-        };
+        let writer = LtxWriter::new(file, buf);
         self.encode_pages(
             writer, reused, &path, header, source, pgnos, basis, read_page, started,
         )
@@ -348,6 +367,7 @@ impl Db {
             file,
             buf,
             len_bytes,
+            ..
         } = writer;
         if reused {
             // The spare's old bytes past this file's end.
@@ -387,9 +407,11 @@ impl Db {
             buf,
             started,
         } = encoded;
-        state.ltx_write_buf = buf;
         let txid = header.max_txid;
-        if let Err(e) = self.persist(state, &file, &path, len_bytes, durability) {
+        let whole = LtxWriter::whole(&buf, len_bytes);
+        let persisted = self.persist(state, &file, &path, len_bytes, durability, whole);
+        state.ltx_write_buf = buf;
+        if let Err(e) = persisted {
             self.discard_unpublished(&path, txid);
             return Err(e);
         }
@@ -431,7 +453,8 @@ impl Db {
         Ok(())
     }
 
-    /// Makes a written LTX file as durable as `durability` asks.
+    /// Makes a written LTX file as durable as `durability` asks; `whole` is its bytes, when
+    /// they are all in memory.
     fn persist(
         &self,
         state: &mut State,
@@ -439,11 +462,26 @@ impl Db {
         path: &Path,
         len_bytes: u64,
         durability: Durability,
+        whole: Option<&[u8]>,
     ) -> Result<()> {
+        // The log must cover every pending file, and take the whole file; else it is synced.
+        let logged = match durability {
+            Durability::Logged => whole.filter(|_| state.unsynced.unlogged == 0),
+            _ => None,
+        };
+        if let Some(bytes) = logged {
+            if state.unsynced.add(len_bytes) || !self.append_to_ltx_log(state, bytes)? {
+                // A full batch, or a full log: one `syncfs` covers this file too.
+                self.sync_unsynced(state)?;
+            }
+            return Ok(());
+        }
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.
-            Durability::Synced if state.unsynced.files > 0 => self.sync_unsynced(state)?,
-            Durability::Synced => {
+            Durability::Synced | Durability::Logged if state.unsynced.files > 0 => {
+                self.sync_unsynced(state)?
+            }
+            Durability::Synced | Durability::Logged => {
                 file.sync_all().io_context("fsync", path)?;
                 // The name (a new entry, or a spare renamed in), unless the file's fsync
                 // already made it durable on this file system.
@@ -454,6 +492,7 @@ impl Db {
                 }
             }
             Durability::Deferred => {
+                state.unsynced.unlogged += 1;
                 if state.unsynced.add(len_bytes) {
                     self.sync_unsynced(state)?;
                 }

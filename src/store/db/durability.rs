@@ -21,12 +21,19 @@
 //! A machine crash may then leave the newest LTX files torn (zero-length, short, or garbage).
 //! Recovery verifies the files that can be unsynced — those inside [`unsynced_window_len`]
 //! — and removes a torn one with every file after it; the WAL re-derives what it still holds.
-//! Rollback-journal commits stay synced before SQLite hears of the commit: the journal holds
-//! only the old pages, so nothing else could re-derive the new ones.
+//! Rollback-journal commits are durable before SQLite hears of the commit: the journal holds
+//! only the old pages, so nothing else could re-derive the new ones. Their files join the
+//! batch too, but each is first appended to the LTX log, whose one `fdatasync` makes it
+//! durable (`ltx_log.rs`); recovery restores torn ones from the log. Only files outside the
+//! log (WAL commits') must be synced before the database file is written
+//! ([`Db::sync_unlogged`]).
 
-use super::{Db, State};
-use crate::store::error::{Error, Result};
+use super::{Db, State, ltx_log, sync_dir};
+use crate::store::error::{Error, IoContext, Result};
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// At most this many LTX files are unsynced at once; the commit that reaches it syncs them.
 pub(super) const UNSYNCED_LTX_FILES_MAX: u32 = 1024;
@@ -70,13 +77,20 @@ pub(super) enum Durability {
     Synced,
     /// Publish at once; the file is synced later with its batch (WAL commits only).
     Deferred,
+    /// A rollback-journal commit: appended to the LTX log and the log `fdatasync`ed, the file
+    /// itself synced later with its batch (`ltx_log.rs`); [`Durability::Synced`] when the
+    /// log cannot take it (a pending WAL commit's file is not in it, or it is too large).
+    Logged,
 }
 
-/// LTX files written with [`Durability::Deferred`] and not yet synced.
+/// LTX files written with [`Durability::Deferred`] or [`Durability::Logged`] and not yet
+/// synced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Unsynced {
     pub(crate) files: u32,
     pub(crate) bytes: u64,
+    /// Of `files`, those not in the LTX log (WAL commits'): only these can be lost.
+    pub(crate) unlogged: u32,
 }
 
 impl Unsynced {
@@ -126,6 +140,44 @@ impl Db {
         self.syncfs(state)
     }
 
+    /// [`Db::sync_unsynced`] if a pending file is not in the LTX log: what must precede a
+    /// write to the database file, which must never hold a page whose LTX file could be lost
+    /// (a logged file cannot: recovery restores it from the log).
+    pub(super) fn sync_unlogged(&self, state: &mut State) -> Result<()> {
+        if state.unsynced.unlogged == 0 {
+            return Ok(());
+        }
+        self.syncfs(state)
+    }
+
+    /// Appends the whole LTX file `ltx_bytes` to the LTX log and `fdatasync`s the log, or
+    /// returns false if the log cannot hold it: it must then be synced as a file. The
+    /// caller has counted the file as pending; the log starts over when it is the only one.
+    pub(super) fn append_to_ltx_log(&self, state: &mut State, ltx_bytes: &[u8]) -> Result<bool> {
+        let fresh = state.unsynced.files == 1;
+        let at = if fresh { 0 } else { state.ltx_log_end_bytes };
+        let entry_len = ltx_log::entry_len_bytes(ltx_bytes.len() as u64);
+        if at + entry_len + ltx_log::TERMINATOR_BYTES as u64 > ltx_log::LTX_LOG_BYTES {
+            return Ok(false);
+        }
+        let path = self.dir.join(ltx_log::LTX_LOG_NAME);
+        let log = match &state.ltx_log {
+            Some(log) => log,
+            None => state.ltx_log.insert(preallocate_ltx_log(&path)?),
+        };
+        let mut entry = std::mem::take(&mut state.ltx_log_buf);
+        entry.clear();
+        ltx_log::encode_entry(ltx_bytes, &mut entry);
+        let written = log
+            .write_all_at(&entry, at)
+            .and_then(|()| log.sync_data())
+            .io_context("append and fdatasync", &path);
+        state.ltx_log_buf = entry;
+        written?;
+        state.ltx_log_end_bytes = at + entry_len;
+        Ok(true)
+    }
+
     /// [`Db::sync_unsynced`] whatever the count says. Recovery starts with it: files a killed
     /// process deferred are in no counter of ours, and must be durable before recovery writes
     /// the database file or truncates the WAL (and before this process's own count starts).
@@ -172,13 +224,20 @@ impl Db {
     /// the count — unless the count changed hands meanwhile: a sync under the lock reset it,
     /// or another presync took its files off (either moves the epoch; the count then stays
     /// as it is, an over-estimate, which is safe). A failure is fatal and returned: the
-    /// caller must not go on to let frames leave the WAL.
-    pub(super) fn presync(&self, files_min: u32) -> Result<()> {
+    /// caller must not go on to let frames leave the WAL. With `unlogged_only` (before a
+    /// database write, which needs only [`Db::sync_unlogged`]) files in the LTX log do not
+    /// count towards `files_min`.
+    pub(super) fn presync(&self, files_min: u32, unlogged_only: bool) -> Result<()> {
         let (before, epoch, pos) = {
             let state = self.lock_undrained();
             (state.unsynced, state.unsynced_epoch, state.pos)
         };
-        if before.files < files_min.max(1) {
+        let counted = if unlogged_only {
+            before.unlogged
+        } else {
+            before.files
+        };
+        if counted < files_min.max(1) {
             return Ok(());
         }
         self.syncfs_or_die(before.files, pos)?;
@@ -194,8 +253,46 @@ pub(super) fn take_off_synced(state: &mut State, synced: Unsynced, epoch: u64) {
     if state.unsynced_epoch == epoch {
         state.unsynced.files -= synced.files;
         state.unsynced.bytes -= synced.bytes;
+        state.unsynced.unlogged -= synced.unlogged;
         state.unsynced_epoch += 1;
     }
+}
+
+impl Db {
+    /// Removes the LTX log, durably (a snapshot replaced the history it belongs to).
+    pub(super) fn remove_ltx_log(&self) -> Result<()> {
+        let path = self.dir.join(ltx_log::LTX_LOG_NAME);
+        self.lock_undrained().ltx_log = None;
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).io_context("remove", &path),
+        }
+    }
+}
+
+/// Opens the LTX log at `path`, first filling it with zeros to its full size and making that
+/// durable if it is shorter: appends then only overwrite blocks already written, which is
+/// what lets one `fdatasync` write nothing but their data.
+fn preallocate_ltx_log(path: &Path) -> Result<File> {
+    let log = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .io_context("open", path)?;
+    let len_bytes = log.metadata().io_context("stat", path)?.len();
+    if len_bytes < ltx_log::LTX_LOG_BYTES {
+        let zeros = vec![0u8; (ltx_log::LTX_LOG_BYTES - len_bytes) as usize];
+        log.write_all_at(&zeros, len_bytes)
+            .and_then(|()| log.sync_all())
+            .io_context("preallocate", path)?;
+        if len_bytes == 0 {
+            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        }
+    }
+    Ok(log)
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ impl Db {
             commit,
             &pages,
             WalFields::default(),
-            Durability::Synced,
+            Durability::Logged,
         )?;
         self.invalidate_journal(state, mode)?;
         state.dirty.clear();

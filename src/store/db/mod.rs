@@ -35,6 +35,7 @@ mod durability;
 mod export;
 mod import;
 mod journal;
+mod ltx_log;
 mod recover;
 mod recover_wal;
 mod retention;
@@ -142,6 +143,12 @@ pub(super) struct State {
     pub(super) unsynced_epoch: u64,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
     pub(super) ltx_write_buf: Vec<u8>,
+    /// The LTX log (`ltx_log.rs`), once a commit used it; preallocated.
+    pub(super) ltx_log: Option<File>,
+    /// Where the LTX log's current entries end.
+    pub(super) ltx_log_end_bytes: u64,
+    /// An entry on its way to the LTX log, kept between commits.
+    pub(super) ltx_log_buf: Vec<u8>,
     /// Committed WAL transactions whose LTX files the capture thread writes (`deferred.rs`).
     deferred: std::collections::VecDeque<deferred::DeferredTxn>,
 }
@@ -707,7 +714,8 @@ impl Db {
         }
         if kind == FileKind::Database || (kind == FileKind::Wal && offset == 0) {
             // Both sync pending LTX files under the lock: most of them first, without it.
-            self.presync(durability::PRESYNC_FILES_MIN)?;
+            let unlogged_only = kind == FileKind::Database;
+            self.presync(durability::PRESYNC_FILES_MIN, unlogged_only)?;
         }
         // A WAL frame (not a new header) and `-shm` need no published transaction: a commit
         // frame's write queues its capture rather than wait for the ones before it.
@@ -813,10 +821,11 @@ impl Db {
                 "database write at offset {offset} is beyond the largest page number"
             ))
         })?;
-        // The file must not receive a page whose LTX file could still be lost. Whatever the
-        // write is (a checkpoint, usually): a journal left behind by PERSIST or TRUNCATE mode
-        // after a switch to WAL makes `in_transaction` below true for checkpoints too.
-        self.sync_unsynced(state)?;
+        // The file must not receive a page whose LTX file could still be lost (a file in the
+        // LTX log cannot be). Whatever the write is (a checkpoint, usually): a journal left
+        // behind by PERSIST or TRUNCATE mode after a switch to WAL makes `in_transaction`
+        // below true for checkpoints too.
+        self.sync_unlogged(state)?;
         // In WAL mode with no journal, database writes are SQLite's checkpoints copying frames
         // we already captured: the logical database (and its checksum) does not change.
         let in_transaction = !state.wal_mode || state.files[FileKind::Journal.index()].is_some();
@@ -858,7 +867,8 @@ impl Db {
             self.check_writable(kind)?;
         }
         if kind == FileKind::Database || (kind == FileKind::Wal && size == 0) {
-            self.presync(durability::PRESYNC_FILES_MIN)?;
+            let unlogged_only = kind == FileKind::Database;
+            self.presync(durability::PRESYNC_FILES_MIN, unlogged_only)?;
         }
         let mut state = self.lock();
         if let Some(opened) = opened {
@@ -895,7 +905,7 @@ impl Db {
                     )));
                 }
                 // A checkpoint's truncation: as for its writes (`write_database`).
-                self.sync_unsynced(&mut state)?;
+                self.sync_unlogged(&mut state)?;
                 let f = self.file(&mut state, kind)?;
                 f.set_len(size).io_context("truncate", self.path(kind))
             }
@@ -910,7 +920,7 @@ impl Db {
     pub fn unlink(&self, kind: FileKind) -> Result<()> {
         self.refuse_after_fatal()?;
         if kind == FileKind::Wal {
-            self.presync(durability::PRESYNC_FILES_MIN)?;
+            self.presync(durability::PRESYNC_FILES_MIN, false)?;
         }
         if kind == FileKind::Journal || kind == FileKind::Database {
             self.check_writable(kind)?;

@@ -1,7 +1,7 @@
 //! Startup recovery (spec §2.4).
 
 use super::durability::unsynced_window_len;
-use super::{Db, FileKind, State, sync_dir};
+use super::{Db, FileKind, State, ltx_log, sync_dir};
 use crate::ltx::{self, lock_pgno};
 use crate::sqlite::{self, DbHeader, JournalReader};
 use crate::store::error::{Error, IoContext, Result};
@@ -54,6 +54,8 @@ impl Db {
         if shm.exists() {
             fs::remove_file(&shm).io_context("remove", &shm)?;
         }
+        // Journal commits' files torn by a machine crash are restored from the LTX log first.
+        self.restore_from_ltx_log(self.scan_ltx_dir()?)?;
         // Temp files are LTX files that never became durable: discard them. So are torn ones
         // (a machine crash before their batch was synced); the WAL re-derives what it holds.
         let files = self.drop_torn_tail(self.scan_ltx_dir()?)?;
@@ -217,6 +219,90 @@ impl Db {
                 source,
             })?;
         Ok((*dec.header(), ltx::Trailer::from_bytes(&trailer)))
+    }
+
+    /// Rewrites each LTX file the LTX log holds (`ltx_log.rs`) whose file in `ltx/` is
+    /// missing or differs (torn by a machine crash before its batch was synced) — if it
+    /// continues the chain on disk: its predecessor's post-apply checksum is its pre-apply
+    /// checksum (TXID 1 has none), the TXID after it must not be a gap (see below), and a
+    /// file after it on disk must start from its post-apply checksum. So an entry of another history (the log outlived a reset of the position) is
+    /// never restored, nor one whose predecessor retention removed; and a whole file of the
+    /// same TXIDs is never replaced. `files` are the LTX files sorted by MaxTXID.
+    fn restore_from_ltx_log(&self, files: Vec<PathBuf>) -> Result<()> {
+        let log_path = self.dir.join(ltx_log::LTX_LOG_NAME);
+        let log = match fs::read(&log_path) {
+            Ok(log) => log,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).io_context("read", &log_path),
+        };
+        let mut by_max_txid: std::collections::BTreeMap<TxId, PathBuf> = files
+            .into_iter()
+            .filter_map(|p| {
+                let name = p.file_name()?.to_str()?;
+                Some((ltx::parse_filename(name)?.1, p))
+            })
+            .collect();
+        let entries = ltx_log::entries(&log);
+        let logged: std::collections::BTreeSet<TxId> =
+            entries.iter().map(|(s, _)| s.header.min_txid).collect();
+        let mut restored = 0;
+        for (summary, bytes) in entries {
+            let header = summary.header;
+            let path = self
+                .ltx_dir
+                .join(ltx::format_filename(header.min_txid, header.max_txid));
+            // A file of these TXIDs that verifies is never replaced: the same one, or one of
+            // another history. (A whole file of other TXIDs is a spare renamed in but not
+            // overwritten: torn.)
+            let whole = |on_disk: Vec<u8>| {
+                on_disk == bytes
+                    || ltx::verify(&on_disk[..]).is_ok_and(|s| {
+                        (s.header.min_txid, s.header.max_txid) == (header.min_txid, header.max_txid)
+                    })
+            };
+            if fs::read(&path).is_ok_and(whole) {
+                continue;
+            }
+            let ends = |txid: u64| {
+                let path = by_max_txid.get(&TxId(txid))?;
+                self.read_ltx_ends(path).ok()
+            };
+            let follows = match header.min_txid.0.saturating_sub(1) {
+                0 => true,
+                before => ends(before)
+                    .is_some_and(|(_, t)| t.post_apply_checksum == header.pre_apply_checksum),
+            };
+            // No gap after it: the next TXID has a file (torn or not), or is logged too, or
+            // nothing on disk is newer. (A file retention retired is missing with its
+            // successors; restored alone, it would look like a chain broken after it.)
+            let next = TxId(header.max_txid.0 + 1);
+            let no_gap = by_max_txid.contains_key(&next)
+                || logged.contains(&next)
+                || by_max_txid.range(next..).next().is_none();
+            // A whole file after it must continue from it, too.
+            let followed = ends(next.0).is_none_or(|(h, _)| {
+                h.min_txid != next || h.pre_apply_checksum == summary.trailer.post_apply_checksum
+            });
+            if !follows || !no_gap || !followed {
+                continue;
+            }
+            eprintln!(
+                "litefs: database {:?}: restoring {} ({} bytes) from {}: torn or lost by a crash before it was synced",
+                self.name,
+                path.display(),
+                bytes.len(),
+                log_path.display()
+            );
+            fs::write(&path, bytes)
+                .and_then(|()| File::open(&path)?.sync_all())
+                .io_context("restore", &path)?;
+            by_max_txid.insert(header.max_txid, path);
+            restored += 1;
+        }
+        if restored > 0 {
+            sync_dir(&self.ltx_dir)?;
+        }
+        Ok(())
     }
 
     /// Verifies every LTX file that may not have been synced (`durability.rs`), oldest first;

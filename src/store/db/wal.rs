@@ -417,13 +417,13 @@ mod tests {
         write_frames(&db, 32, &wal[32..]);
         assert_eq!(db.pos().txid, TxId(4));
         assert_eq!(db.unsynced_ltx_files(), 4, "WAL commits defer their sync");
-        db.presync(5).unwrap();
+        db.presync(5, false).unwrap();
         assert_eq!(
             db.unsynced_ltx_files(),
             4,
             "below the minimum: left for later"
         );
-        db.presync(4).unwrap();
+        db.presync(4, false).unwrap();
         assert_eq!(db.unsynced_ltx_files(), 0, "synced and taken off the count");
         assert_eq!(db.lock().unsynced, Default::default());
         // Two presyncs that counted the same files (concurrent FUSE requests): the second
@@ -432,6 +432,7 @@ mod tests {
         state.unsynced = Unsynced {
             files: 3,
             bytes: 300,
+            unlogged: 3,
         };
         let (counted, epoch) = (state.unsynced, state.unsynced_epoch);
         take_off_synced(&mut state, counted, epoch);
