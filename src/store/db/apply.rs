@@ -318,6 +318,10 @@ impl Db {
             });
         };
         let checksums = spilled.checksums.take();
+        if header.is_snapshot() {
+            // Before the database holds the snapshot (`remove_ltx_log`).
+            self.remove_ltx_log()?;
+        }
         let final_path = self
             .ltx_dir
             .join(ltx::format_filename(header.min_txid, header.max_txid));
@@ -361,6 +365,10 @@ impl Db {
     pub fn apply_received_batch(&self, batch: Vec<VerifiedLtx>) -> Result<Received> {
         let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
         let guard = self.acquire_write_lock(deadline)?;
+        if batch.iter().any(|v| v.header.is_snapshot()) {
+            // Before the database holds the snapshot (`remove_ltx_log`).
+            self.remove_ltx_log()?;
+        }
         let mut stale = Stale::default();
         let mut applied: Vec<(Pos, &VerifiedLtx)> = Vec::with_capacity(batch.len());
         let mut mismatch = None;
@@ -495,11 +503,9 @@ impl Db {
         }
     }
 
-    /// After a snapshot, the files before it no longer form a chain with it (spec §4.4 step 7),
-    /// and neither does the LTX log of this node's own commits (`ltx_log.rs`), which goes
-    /// first: recovery must not restore files of the history the snapshot replaced.
+    /// After a snapshot, the files before it no longer form a chain with it (spec §4.4 step 7).
+    /// (The LTX log of this node's own commits went before the snapshot was applied.)
     fn remove_ltx_except(&self, keep: &Path) -> Result<()> {
-        self.remove_ltx_log()?;
         // List first, remove after: removing entries while reading a directory may make
         // readdir skip others (POSIX leaves it unspecified; seen on ext4).
         let mut doomed = Vec::new();

@@ -470,11 +470,7 @@ impl Db {
             _ => None,
         };
         if let Some(bytes) = logged {
-            if state.unsynced.add(len_bytes) || !self.append_to_ltx_log(state, bytes)? {
-                // A full batch, or a full log: one `syncfs` covers this file too.
-                self.sync_unsynced(state)?;
-            }
-            return Ok(());
+            return self.persist_logged(state, bytes);
         }
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.

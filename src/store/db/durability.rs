@@ -150,10 +150,30 @@ impl Db {
         self.syncfs(state)
     }
 
+    /// Makes a journal commit's LTX file (`ltx_bytes`, written unsynced) durable: counted as
+    /// pending, appended to the LTX log and the log `fdatasync`ed — or synced with its batch
+    /// when that is full or the log cannot take the file. A failure leaves the count as it was.
+    pub(super) fn persist_logged(&self, state: &mut State, ltx_bytes: &[u8]) -> Result<()> {
+        let before = state.unsynced;
+        if state.unsynced.add(ltx_bytes.len() as u64) {
+            return self.sync_unsynced(state);
+        }
+        match self.append_to_ltx_log(state, ltx_bytes) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.sync_unsynced(state),
+            Err(e) => {
+                state.unsynced = before;
+                Err(e)
+            }
+        }
+    }
+
     /// Appends the whole LTX file `ltx_bytes` to the LTX log and `fdatasync`s the log, or
-    /// returns false if the log cannot hold it: it must then be synced as a file. The
-    /// caller has counted the file as pending; the log starts over when it is the only one.
-    pub(super) fn append_to_ltx_log(&self, state: &mut State, ltx_bytes: &[u8]) -> Result<bool> {
+    /// returns false if the log cannot hold it (full, or not preallocated: the disk is full).
+    /// The caller has counted the file as pending; the log starts over when it is the only
+    /// one. A failed append is undone (its magic zeroed): the commit fails, and recovery must
+    /// not restore it; if even that fails, the process stops.
+    fn append_to_ltx_log(&self, state: &mut State, ltx_bytes: &[u8]) -> Result<bool> {
         let fresh = state.unsynced.files == 1;
         let at = if fresh { 0 } else { state.ltx_log_end_bytes };
         let entry_len = ltx_log::entry_len_bytes(ltx_bytes.len() as u64);
@@ -161,19 +181,37 @@ impl Db {
             return Ok(false);
         }
         let path = self.dir.join(ltx_log::LTX_LOG_NAME);
-        let log = match &state.ltx_log {
-            Some(log) => log,
-            None => state.ltx_log.insert(preallocate_ltx_log(&path)?),
+        if state.ltx_log.is_none() {
+            match preallocate_ltx_log(&path) {
+                Ok(log) => state.ltx_log = Some(log),
+                Err(e) => {
+                    eprintln!(
+                        "litefs: database {:?}: {e}; journal commits fsync their LTX files instead",
+                        self.name
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(log) = &state.ltx_log else {
+            return Ok(false);
         };
         let mut entry = std::mem::take(&mut state.ltx_log_buf);
         entry.clear();
         ltx_log::encode_entry(ltx_bytes, &mut entry);
-        let written = log
-            .write_all_at(&entry, at)
-            .and_then(|()| log.sync_data())
-            .io_context("append and fdatasync", &path);
+        let written = log.write_all_at(&entry, at).and_then(|()| log.sync_data());
         state.ltx_log_buf = entry;
-        written?;
+        if let Err(e) = written {
+            if let Err(undo) = log.write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], at) {
+                self.shared.fatal.raise(&format!(
+                    "database {:?}: cannot undo a failed append to {} ({e}): {undo}; \
+                     restarting could restore a transaction that failed",
+                    self.name,
+                    path.display()
+                ));
+            }
+            return Err(e).io_context("append and fdatasync", &path);
+        }
         state.ltx_log_end_bytes = at + entry_len;
         Ok(true)
     }
@@ -259,10 +297,18 @@ pub(super) fn take_off_synced(state: &mut State, synced: Unsynced, epoch: u64) {
 }
 
 impl Db {
-    /// Removes the LTX log, durably (a snapshot replaced the history it belongs to).
+    /// Removes the LTX log, durably, when a snapshot is about to replace the history it
+    /// belongs to: recovery must not restore files of that history. What it covers is synced
+    /// first, so the next round starts afresh at offset 0. (The caller holds the internal
+    /// write lock, not the state lock.)
     pub(super) fn remove_ltx_log(&self) -> Result<()> {
         let path = self.dir.join(ltx_log::LTX_LOG_NAME);
-        self.lock_undrained().ltx_log = None;
+        {
+            let mut state = self.lock();
+            self.sync_unsynced(&mut state)?;
+            state.ltx_log = None;
+            state.ltx_log_end_bytes = 0;
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -298,6 +344,107 @@ fn preallocate_ltx_log(path: &Path) -> Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::db::FileKind;
+    use crate::store::{DbOptions, Store};
+    use crate::types::{NodeId, TxId};
+    use std::sync::Arc;
+
+    const PAGE: usize = 4096;
+
+    /// A store in `dir` with database "db" (one page, DELETE journal mode) and no commit yet.
+    fn journal_store(dir: &std::path::Path) -> (Store, Arc<Db>) {
+        let options = DbOptions {
+            node_id: NodeId(1),
+            compress: true,
+            strict_verify: true,
+            replica: false,
+        };
+        let store = Store::open(dir, options).unwrap();
+        let (db, _) = store.create_db("db").unwrap();
+        (store, db)
+    }
+
+    /// One rollback-journal transaction as SQLite makes it in DELETE mode: the journal (its
+    /// header), page 1 of the database with `fill` in its body, the journal's unlink.
+    fn journal_commit(db: &Db, fill: u8) {
+        let mut journal_header = [0u8; 28];
+        journal_header[..8].copy_from_slice(&crate::sqlite::journal::JOURNAL_MAGIC);
+        journal_header[24..28].copy_from_slice(&(PAGE as u32).to_be_bytes());
+        db.create(FileKind::Journal).unwrap();
+        db.write(FileKind::Journal, 0, &journal_header).unwrap();
+        let mut page = vec![fill; PAGE];
+        page[..100].fill(0);
+        page[..16].copy_from_slice(b"SQLite format 3\0");
+        page[16..18].copy_from_slice(&(PAGE as u16).to_be_bytes());
+        page[18] = 1;
+        page[19] = 1;
+        page[28..32].copy_from_slice(&1u32.to_be_bytes());
+        db.write(FileKind::Database, 0, &page).unwrap();
+        db.unlink(FileKind::Journal).unwrap();
+    }
+
+    /// The TXIDs the LTX log of "db" holds, in order.
+    fn logged_txids(dir: &std::path::Path) -> Vec<u64> {
+        let log = std::fs::read(dir.join("dbs/db").join(ltx_log::LTX_LOG_NAME)).unwrap();
+        ltx_log::entries(&log)
+            .iter()
+            .map(|(s, _)| s.header.max_txid.0)
+            .collect()
+    }
+
+    /// Journal commits are durable through the LTX log: their files stay pending (a database
+    /// write does not sync them), and the log holds each.
+    #[test]
+    fn journal_commits_are_logged_and_left_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, db) = journal_store(dir.path());
+        for fill in 1..=3 {
+            journal_commit(&db, fill);
+        }
+        assert_eq!(db.pos().txid, TxId(3));
+        assert_eq!(db.unsynced_ltx_files(), 3, "pending files after 3 commits");
+        assert_eq!(logged_txids(dir.path()), vec![1, 2, 3]);
+        let log_len = std::fs::metadata(dir.path().join("dbs/db/ltx-log"))
+            .unwrap()
+            .len();
+        assert_eq!(log_len, ltx_log::LTX_LOG_BYTES, "preallocated, never grown");
+    }
+
+    /// Retention syncs before it removes anything: a pending file's predecessor, which the
+    /// restore from the log needs after a crash, is never retired while the file is pending.
+    #[test]
+    fn retention_syncs_pending_files_before_it_retires_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, db) = journal_store(dir.path());
+        for fill in 1..=3 {
+            journal_commit(&db, fill);
+        }
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(db.enforce_retention(later).unwrap(), 2);
+        assert_eq!(db.unsynced_ltx_files(), 0, "pending files after retention");
+        // The next commit starts a new round of the log, at its start.
+        journal_commit(&db, 4);
+        assert_eq!(logged_txids(dir.path()), vec![4]);
+    }
+
+    /// A snapshot removes the log (its history is replaced) after syncing what it covers, and
+    /// the next commit starts a new log at offset 0 — not where the old round ended.
+    #[test]
+    fn a_removed_log_starts_over_at_its_beginning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, db) = journal_store(dir.path());
+        journal_commit(&db, 1);
+        journal_commit(&db, 2);
+        db.remove_ltx_log().unwrap();
+        assert_eq!(
+            db.unsynced_ltx_files(),
+            0,
+            "pending files after the removal"
+        );
+        assert!(!dir.path().join("dbs/db/ltx-log").exists());
+        journal_commit(&db, 3);
+        assert_eq!(logged_txids(dir.path()), vec![3]);
+    }
 
     #[test]
     fn unsynced_batch_reaches_its_limits() {

@@ -224,10 +224,12 @@ impl Db {
     /// Rewrites each LTX file the LTX log holds (`ltx_log.rs`) whose file in `ltx/` is
     /// missing or differs (torn by a machine crash before its batch was synced) — if it
     /// continues the chain on disk: its predecessor's post-apply checksum is its pre-apply
-    /// checksum (TXID 1 has none), the TXID after it must not be a gap (see below), and a
-    /// file after it on disk must start from its post-apply checksum. So an entry of another history (the log outlived a reset of the position) is
-    /// never restored, nor one whose predecessor retention removed; and a whole file of the
-    /// same TXIDs is never replaced. `files` are the LTX files sorted by MaxTXID.
+    /// checksum (TXID 1 has none), the TXID after it is not a gap (see below), and a file
+    /// after it on disk starts from its post-apply checksum. A pending file's predecessor is
+    /// always on disk: retention syncs before it removes anything (`retention.rs`). So an
+    /// entry of an older round that retention since removed, or of another history (a
+    /// snapshot removes the log first, but a crash may come between), is never restored; and a
+    /// whole file of the same TXIDs is never replaced. `files` are sorted by MaxTXID.
     fn restore_from_ltx_log(&self, files: Vec<PathBuf>) -> Result<()> {
         let log_path = self.dir.join(ltx_log::LTX_LOG_NAME);
         let log = match fs::read(&log_path) {

@@ -31,6 +31,10 @@ impl Db {
         // Read before listing: a file past it is being written (its mtime may still be a
         // reused spare's) and is never a victim.
         let committed = self.pos().txid;
+        // Every file up to it durable before any is removed: a journal commit's file is
+        // restored from the LTX log after a crash only if its predecessor is still there
+        // (`recover.rs`), and a torn newest file's predecessor must not be the one retired.
+        self.presync(1, false)?;
         let mut files = Vec::new();
         let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
         for entry in entries {
