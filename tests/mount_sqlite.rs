@@ -390,3 +390,76 @@ fn a_replica_applies_files_received_back_to_back_as_one_batch() {
             .exists()
     );
 }
+
+/// A replica rewrites the WAL index in `-shm` when it applies a file (spec §3.10), but never
+/// changes `-shm`'s size: a size changed behind the kernel can reach a reader's `fstat`
+/// through a reply the kernel drops, and SQLite then faults on a mapping the kernel thinks
+/// is beyond the end (SIGBUS; docs/ARCHITECTURE.md §9 "SHM rewrite"). A file of two blocks
+/// keeps both, its second untouched; a file shorter than one block (no mapping yet, and no
+/// index worth keeping) is left as it is.
+#[test]
+fn a_replica_rewrites_the_shm_index_without_changing_its_size() {
+    use litefs::store::{DbOptions, Receipt, Store};
+    const BLOCK: usize = 32 * 1024;
+    let t = TestMount::new(false);
+    {
+        let conn = Connection::open(t.path("db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+            .unwrap();
+        for i in 0..3 {
+            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+    }
+    let newest = t.pos("db").txid.0;
+    let file = |txid: u64| {
+        std::fs::read(
+            t.ltx_dir("db")
+                .join(litefs::ltx::format_filename(TxId(txid), TxId(txid))),
+        )
+        .unwrap()
+    };
+    for (shm_len, what) in [(2 * BLOCK, "two blocks"), (3, "3 bytes")] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DbOptions {
+            node_id: litefs::types::NodeId(0x5E11),
+            compress: false,
+            strict_verify: true,
+            replica: true,
+        };
+        let replica = Store::open(dir.path(), options).unwrap();
+        let db = replica.open_db("db").unwrap();
+        // Created after the open: recovery removes a stale `-shm`.
+        let shm = dir.path().join("dbs/db/shm");
+        let before = vec![0xAAu8; shm_len];
+        std::fs::write(&shm, &before).unwrap();
+        for txid in 1..=newest {
+            let verified = match db.receive_verified(&file(txid)[..]).unwrap() {
+                Receipt::Memory(v) => v,
+                _ => panic!("TXID {txid}: a small file on a replica is held in memory"),
+            };
+            db.apply_received_batch(vec![verified]).unwrap();
+            let after = std::fs::read(&shm).unwrap();
+            assert_eq!(
+                after.len(),
+                shm_len,
+                "{what}: -shm of {shm_len} bytes is {} bytes after TXID {txid}",
+                after.len()
+            );
+            if shm_len < BLOCK {
+                assert_eq!(after, before, "{what}: a short -shm is left alone");
+            } else {
+                assert_ne!(
+                    after[..BLOCK],
+                    before[..BLOCK],
+                    "{what}: the index block is rewritten"
+                );
+                assert_eq!(
+                    after[BLOCK..],
+                    before[BLOCK..],
+                    "{what}: the second block is untouched"
+                );
+            }
+        }
+        assert_eq!(db.pos().txid, TxId(newest));
+    }
+}

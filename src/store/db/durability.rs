@@ -202,7 +202,11 @@ impl Db {
         let written = log.write_all_at(&entry, at).and_then(|()| log.sync_data());
         state.ltx_log_buf = entry;
         if let Err(e) = written {
-            if let Err(undo) = log.write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], at) {
+            // Durably: the entry may have reached the disk although its sync failed.
+            let undone = log
+                .write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], at)
+                .and_then(|()| log.sync_data());
+            if let Err(undo) = undone {
                 self.shared.fatal.raise(&format!(
                     "database {:?}: cannot undo a failed append to {} ({e}): {undo}; \
                      restarting could restore a transaction that failed",
@@ -303,12 +307,11 @@ impl Db {
     /// write lock, not the state lock.)
     pub(super) fn remove_ltx_log(&self) -> Result<()> {
         let path = self.dir.join(ltx_log::LTX_LOG_NAME);
-        {
-            let mut state = self.lock();
-            self.sync_unsynced(&mut state)?;
-            state.ltx_log = None;
-            state.ltx_log_end_bytes = 0;
-        }
+        // All under the state lock: a commit in between would append to a log about to go.
+        let mut state = self.lock();
+        self.sync_unsynced(&mut state)?;
+        state.ltx_log = None;
+        state.ltx_log_end_bytes = 0;
         match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -351,7 +354,7 @@ mod tests {
 
     const PAGE: usize = 4096;
 
-    /// A store in `dir` with database "db" (one page, DELETE journal mode) and no commit yet.
+    /// A store in `dir` with database "db" (DELETE journal mode), created if new.
     fn journal_store(dir: &std::path::Path) -> (Store, Arc<Db>) {
         let options = DbOptions {
             node_id: NodeId(1),
@@ -360,13 +363,22 @@ mod tests {
             replica: false,
         };
         let store = Store::open(dir, options).unwrap();
-        let (db, _) = store.create_db("db").unwrap();
+        let db = store.open_db("db").unwrap();
+        if db.page_count() == 0 {
+            db.create(FileKind::Database).unwrap();
+        }
         (store, db)
     }
 
     /// One rollback-journal transaction as SQLite makes it in DELETE mode: the journal (its
     /// header), page 1 of the database with `fill` in its body, the journal's unlink.
     fn journal_commit(db: &Db, fill: u8) {
+        journal_commit_pages(db, fill, 1);
+    }
+
+    /// [`journal_commit`] of a database of `pages` pages, every one written (pages after the
+    /// first hold random bytes, so that the LTX file does not compress).
+    fn journal_commit_pages(db: &Db, fill: u8, pages: u32) {
         let mut journal_header = [0u8; 28];
         journal_header[..8].copy_from_slice(&crate::sqlite::journal::JOURNAL_MAGIC);
         journal_header[24..28].copy_from_slice(&(PAGE as u32).to_be_bytes());
@@ -378,8 +390,13 @@ mod tests {
         page[16..18].copy_from_slice(&(PAGE as u16).to_be_bytes());
         page[18] = 1;
         page[19] = 1;
-        page[28..32].copy_from_slice(&1u32.to_be_bytes());
+        page[28..32].copy_from_slice(&pages.to_be_bytes());
         db.write(FileKind::Database, 0, &page).unwrap();
+        let mut rng = crate::testkit::XorShift64(u64::from(fill) | 1);
+        for pgno in 2..=pages {
+            let at = u64::from(pgno - 1) * PAGE as u64;
+            db.write(FileKind::Database, at, &rng.bytes(PAGE)).unwrap();
+        }
         db.unlink(FileKind::Journal).unwrap();
     }
 
@@ -425,6 +442,38 @@ mod tests {
         // The next commit starts a new round of the log, at its start.
         journal_commit(&db, 4);
         assert_eq!(logged_txids(dir.path()), vec![4]);
+    }
+
+    /// An old round of the log, whose files retention removed since, is not restored at the
+    /// next start: here TXIDs 1 and 2 are logged, 3..=5 are too large for the log (so the
+    /// round is never overwritten), retention keeps only 5. Restoring 1 (which needs no
+    /// predecessor) would put it before a gap, the torn-tail check would then drop 5, and the
+    /// database would be rolled back to TXID 1 (found in review).
+    #[test]
+    fn an_old_round_of_the_log_is_not_restored_before_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, db) = journal_store(dir.path());
+        journal_commit(&db, 1);
+        journal_commit(&db, 2);
+        for fill in 3..=5 {
+            journal_commit_pages(&db, fill, 70);
+        }
+        assert_eq!(
+            logged_txids(dir.path()),
+            vec![1, 2],
+            "only the small files are logged"
+        );
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(db.enforce_retention(later).unwrap(), 4);
+        let pos = db.pos();
+        drop(db);
+        drop(store);
+        let (_store, db) = journal_store(dir.path());
+        assert_eq!(db.pos(), pos, "position after a restart");
+        let ltx_files = std::fs::read_dir(dir.path().join("dbs/db/ltx"))
+            .unwrap()
+            .count();
+        assert_eq!(ltx_files, 1, "LTX files after a restart");
     }
 
     /// A snapshot removes the log (its history is replaced) after syncing what it covers, and

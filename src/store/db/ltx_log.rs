@@ -21,8 +21,11 @@
 //! an append never changes its size or allocates blocks; a file that does not fit is synced
 //! as before. Entries are taken in order while each verifies as an LTX file and starts at the
 //! TXID after the one before; older entries left beyond the end by an earlier round start
-//! lower (TXIDs only grow) or belong to another history, which restoring refuses (it
-//! requires each file to continue the chain on disk: see `recover.rs`).
+//! lower (TXIDs only grow) or belong to another history. The log is never cleared: a round
+//! whose files were all synced stays readable until the next round overwrites it, and
+//! restoring (`recover.rs`) takes an entry only where it continues the chain on disk without
+//! leaving a gap — so an old round, whose files retention may since have removed, or another
+//! history's, restores nothing.
 
 use crate::ltx;
 use crate::types::TxId;

@@ -224,12 +224,13 @@ impl Db {
     /// Rewrites each LTX file the LTX log holds (`ltx_log.rs`) whose file in `ltx/` is
     /// missing or differs (torn by a machine crash before its batch was synced) — if it
     /// continues the chain on disk: its predecessor's post-apply checksum is its pre-apply
-    /// checksum (TXID 1 has none), the TXID after it is not a gap (see below), and a file
+    /// checksum (TXID 1 has none), the TXID after it is not a gap (`no_gap` below), and a file
     /// after it on disk starts from its post-apply checksum. A pending file's predecessor is
     /// always on disk: retention syncs before it removes anything (`retention.rs`). So an
     /// entry of an older round that retention since removed, or of another history (a
     /// snapshot removes the log first, but a crash may come between), is never restored; and a
-    /// whole file of the same TXIDs is never replaced. `files` are sorted by MaxTXID.
+    /// whole file of the same TXIDs is never replaced. (This runs at every start: after a
+    /// clean stop every logged file is whole.) `files` are sorted by MaxTXID.
     fn restore_from_ltx_log(&self, files: Vec<PathBuf>) -> Result<()> {
         let log_path = self.dir.join(ltx_log::LTX_LOG_NAME);
         let log = match fs::read(&log_path) {
@@ -245,10 +246,21 @@ impl Db {
             })
             .collect();
         let entries = ltx_log::entries(&log);
-        let logged: std::collections::BTreeSet<TxId> =
-            entries.iter().map(|(s, _)| s.header.min_txid).collect();
+        // Whether restoring entry `i` leaves no gap after it: the TXID after it has a file on
+        // disk (torn or not), or nothing on disk is newer, or the entry after it (which starts
+        // at that TXID) leaves none. So a run of entries is restored only if it reaches the
+        // files on disk or is the newest: a round older than what retention kept (one that
+        // starts at TXID 1 needs no predecessor) would otherwise come back before a gap, and
+        // the torn-tail check would then take the files after the gap for torn.
+        let mut no_gap = vec![false; entries.len()];
+        for i in (0..entries.len()).rev() {
+            let next = TxId(entries[i].0.header.max_txid.0 + 1);
+            no_gap[i] = by_max_txid.contains_key(&next)
+                || by_max_txid.range(next..).next().is_none()
+                || no_gap.get(i + 1).copied().unwrap_or(false);
+        }
         let mut restored = 0;
-        for (summary, bytes) in entries {
+        for ((summary, bytes), no_gap) in entries.into_iter().zip(no_gap) {
             let header = summary.header;
             let path = self
                 .ltx_dir
@@ -274,14 +286,8 @@ impl Db {
                 before => ends(before)
                     .is_some_and(|(_, t)| t.post_apply_checksum == header.pre_apply_checksum),
             };
-            // No gap after it: the next TXID has a file (torn or not), or is logged too, or
-            // nothing on disk is newer. (A file retention retired is missing with its
-            // successors; restored alone, it would look like a chain broken after it.)
-            let next = TxId(header.max_txid.0 + 1);
-            let no_gap = by_max_txid.contains_key(&next)
-                || logged.contains(&next)
-                || by_max_txid.range(next..).next().is_none();
             // A whole file after it must continue from it, too.
+            let next = TxId(header.max_txid.0 + 1);
             let followed = ends(next.0).is_none_or(|(h, _)| {
                 h.min_txid != next || h.pre_apply_checksum == summary.trailer.post_apply_checksum
             });
