@@ -177,23 +177,25 @@ impl Db {
         let fresh = state.unsynced.files == 1;
         let at = if fresh { 0 } else { state.ltx_log_end_bytes };
         let entry_len = ltx_log::entry_len_bytes(ltx_bytes.len() as u64);
-        if at + entry_len + ltx_log::TERMINATOR_BYTES as u64 > ltx_log::LTX_LOG_BYTES {
-            return Ok(false);
-        }
+        let needed_bytes = at + entry_len + ltx_log::TERMINATOR_BYTES as u64;
         let path = self.dir.join(ltx_log::LTX_LOG_NAME);
-        if state.ltx_log.is_none() {
-            match preallocate_ltx_log(&path) {
-                Ok(log) => state.ltx_log = Some(log),
+        let len_bytes = state.ltx_log.as_ref().map_or(0, |(_, len)| *len);
+        if needed_bytes > len_bytes {
+            let Some(to) = ltx_log::grown_len_bytes(len_bytes, needed_bytes) else {
+                return Ok(false);
+            };
+            match grow_ltx_log(state.ltx_log.take(), &path, to) {
+                Ok(log) => state.ltx_log = Some((log, to)),
                 Err(e) => {
                     eprintln!(
-                        "litefs: database {:?}: {e}; journal commits fsync their LTX files instead",
+                        "litefs: database {:?}: {e}; this journal commit fsyncs its LTX file instead",
                         self.name
                     );
                     return Ok(false);
                 }
             }
         }
-        let Some(log) = &state.ltx_log else {
+        let Some((log, _)) = &state.ltx_log else {
             return Ok(false);
         };
         let mut entry = std::mem::take(&mut state.ltx_log_buf);
@@ -301,6 +303,24 @@ pub(super) fn take_off_synced(state: &mut State, synced: Unsynced, epoch: u64) {
 }
 
 impl Db {
+    /// After a sync left nothing pending: zeroes the LTX log's first entry, so that the next
+    /// start reads 16 bytes of it and restores nothing of a round whose files are durable. A
+    /// clean close does it unsynced (an older round that survives a crash restores nothing
+    /// harmful, `recover.rs`: only the start's cost depends on it); retention, before it
+    /// removes files, `durable`ly.
+    pub(super) fn retire_ltx_log_round(&self, state: &State, durable: bool) -> Result<()> {
+        if state.unsynced.files != 0 {
+            return Ok(());
+        }
+        if let Some((log, _)) = &state.ltx_log {
+            let path = self.dir.join(ltx_log::LTX_LOG_NAME);
+            log.write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], 0)
+                .and_then(|()| if durable { log.sync_data() } else { Ok(()) })
+                .io_context("zero the head of", &path)?;
+        }
+        Ok(())
+    }
+
     /// Removes the LTX log, durably, when a snapshot is about to replace the history it
     /// belongs to: recovery must not restore files of that history. What it covers is synced
     /// first, so the next round starts afresh at offset 0. (The caller holds the internal
@@ -320,23 +340,26 @@ impl Db {
     }
 }
 
-/// Opens the LTX log at `path`, first filling it with zeros to its full size and making that
-/// durable if it is shorter: appends then only overwrite blocks already written, which is
+/// The LTX log at `path` (`log`, or opened), filled with zeros to `to_bytes` where it is
+/// shorter and made durable: appends then only overwrite blocks already written, which is
 /// what lets one `fdatasync` write nothing but their data.
-fn preallocate_ltx_log(path: &Path) -> Result<File> {
-    let log = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .io_context("open", path)?;
+fn grow_ltx_log(log: Option<(File, u64)>, path: &Path, to_bytes: u64) -> Result<File> {
+    let log = match log {
+        Some((log, _)) => log,
+        None => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .io_context("open", path)?,
+    };
     let len_bytes = log.metadata().io_context("stat", path)?.len();
-    if len_bytes < ltx_log::LTX_LOG_BYTES {
-        let zeros = vec![0u8; (ltx_log::LTX_LOG_BYTES - len_bytes) as usize];
+    if len_bytes < to_bytes {
+        let zeros = vec![0u8; (to_bytes - len_bytes) as usize];
         log.write_all_at(&zeros, len_bytes)
             .and_then(|()| log.sync_all())
-            .io_context("preallocate", path)?;
+            .io_context("grow", path)?;
         if len_bytes == 0 {
             sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         }
@@ -424,7 +447,11 @@ mod tests {
         let log_len = std::fs::metadata(dir.path().join("dbs/db/ltx-log"))
             .unwrap()
             .len();
-        assert_eq!(log_len, ltx_log::LTX_LOG_BYTES, "preallocated, never grown");
+        assert_eq!(
+            log_len,
+            ltx_log::LTX_LOG_BYTES_MIN,
+            "zeros written ahead of the entries"
+        );
     }
 
     /// Retention syncs before it removes anything: a pending file's predecessor, which the
@@ -446,7 +473,8 @@ mod tests {
 
     /// An old round of the log, whose files retention removed since, is not restored at the
     /// next start: here TXIDs 1 and 2 are logged, 3..=5 are too large for the log (so the
-    /// round is never overwritten), retention keeps only 5. Restoring 1 (which needs no
+    /// round is never overwritten), retention keeps only 5. Retention and the close zero the
+    /// log's head; put back as if that had not reached the disk, restoring 1 (which needs no
     /// predecessor) would put it before a gap, the torn-tail check would then drop 5, and the
     /// database would be rolled back to TXID 1 (found in review).
     #[test]
@@ -463,17 +491,58 @@ mod tests {
             vec![1, 2],
             "only the small files are logged"
         );
+        let log_path = dir.path().join("dbs/db").join(ltx_log::LTX_LOG_NAME);
+        let round = std::fs::read(&log_path).unwrap();
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
         assert_eq!(db.enforce_retention(later).unwrap(), 4);
+        assert!(
+            logged_txids(dir.path()).is_empty(),
+            "retention retired the round"
+        );
         let pos = db.pos();
         drop(db);
         drop(store);
+        std::fs::write(&log_path, &round).unwrap();
         let (_store, db) = journal_store(dir.path());
         assert_eq!(db.pos(), pos, "position after a restart");
         let ltx_files = std::fs::read_dir(dir.path().join("dbs/db/ltx"))
             .unwrap()
             .count();
         assert_eq!(ltx_files, 1, "LTX files after a restart");
+    }
+
+    /// A torn logged file whose predecessor is on disk is restored even when the file after
+    /// it was lost while a later one survived (a WAL commit's, unlogged, on a file system
+    /// that may keep a later name without an earlier one): the gap is the crash's, left to
+    /// the torn-tail check and the WAL, not a sign of retention (found in review). Simulated
+    /// after a clean close by putting back the log's round, tearing TXID 6 and adding a file
+    /// named for TXID 8 that holds another file's bytes.
+    #[test]
+    fn a_torn_logged_file_is_restored_before_a_gap_the_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, db) = journal_store(dir.path());
+        for fill in 1..=6 {
+            journal_commit(&db, fill);
+        }
+        let pos = db.pos();
+        assert_eq!(pos.txid, TxId(6));
+        let log_path = dir.path().join("dbs/db").join(ltx_log::LTX_LOG_NAME);
+        let round = std::fs::read(&log_path).unwrap();
+        drop(db);
+        drop(store);
+        std::fs::write(&log_path, &round).unwrap();
+        let ltx_dir = dir.path().join("dbs/db/ltx");
+        let name = |txid: u64| ltx_dir.join(crate::ltx::format_filename(TxId(txid), TxId(txid)));
+        let six = std::fs::read(name(6)).unwrap();
+        std::fs::write(name(6), &six[..six.len() / 2]).unwrap();
+        std::fs::copy(name(3), name(8)).unwrap();
+        let (_store, db) = journal_store(dir.path());
+        assert_eq!(db.pos(), pos, "position after a restart");
+        assert_eq!(std::fs::read(name(6)).unwrap(), six, "TXID 6 restored");
+        assert!(
+            !name(8).exists(),
+            "the file after the gap is dropped as torn"
+        );
     }
 
     /// A snapshot removes the log (its history is replaced) after syncing what it covers, and

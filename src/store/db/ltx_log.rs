@@ -17,15 +17,16 @@
 //!
 //! Layout: entries from offset 0, each `ENTRY_MAGIC`, the LTX file's length (u64 big-endian)
 //! and the file's bytes, followed by [`TERMINATOR_BYTES`] zeros that the next entry
-//! overwrites. The file is preallocated with zeros to [`LTX_LOG_BYTES`] when first used, so
-//! an append never changes its size or allocates blocks; a file that does not fit is synced
-//! as before. Entries are taken in order while each verifies as an LTX file and starts at the
+//! overwrites. The file is grown with zeros (written and synced: [`grown_len_bytes`], up to
+//! [`LTX_LOG_BYTES_MAX`]) before an entry that would not fit, so an append never changes its
+//! size or allocates blocks; a file that cannot fit is synced as before. A clean close zeroes
+//! the first entry's magic, so the next start reads 16 bytes of it, not the whole log. Entries are taken in order while each verifies as an LTX file and starts at the
 //! TXID after the one before; older entries left beyond the end by an earlier round start
-//! lower (TXIDs only grow) or belong to another history. The log is never cleared: a round
-//! whose files were all synced stays readable until the next round overwrites it, and
-//! restoring (`recover.rs`) takes an entry only where it continues the chain on disk without
-//! leaving a gap — so an old round, whose files retention may since have removed, or another
-//! history's, restores nothing.
+//! lower (TXIDs only grow) or belong to another history. A round whose files were all synced
+//! stays readable until the next round overwrites it or its head is zeroed (a clean close,
+//! and retention before it removes files); restoring (`recover.rs`) takes an entry only where
+//! it continues the chain on disk — so an old round, whose files retention may since have
+//! removed, or another history's, restores nothing.
 
 use crate::ltx;
 use crate::types::TxId;
@@ -33,9 +34,33 @@ use crate::types::TxId;
 /// The log's name in `dbs/<db>/` (outside `ltx/`, so no LTX scan sees it).
 pub(super) const LTX_LOG_NAME: &str = "ltx-log";
 
-/// The log's size: preallocated once, never grown. Holds ~1,600 single-row commits, more
-/// than the 1,024 files a batch may reach before it is synced.
-pub(super) const LTX_LOG_BYTES: u64 = 4 << 20;
+/// The log's first size: what a database with a few journal commits (every new database's
+/// first transactions, before a switch to WAL) keeps on disk.
+pub(super) const LTX_LOG_BYTES_MIN: u64 = 64 << 10;
+
+/// The log's largest size (~400 single-row commits per round; a file that does not fit is
+/// synced with its batch, which starts a new round). Bounded so that a store of many
+/// databases keeps little: 1 MiB each at most.
+pub(super) const LTX_LOG_BYTES_MAX: u64 = 1 << 20;
+
+/// The size to grow a log of `len_bytes` to so that it holds `needed_bytes`: doubling from
+/// [`LTX_LOG_BYTES_MIN`] (so it grows a few times in its life), never past
+/// [`LTX_LOG_BYTES_MAX`]; `None` if that is not enough.
+pub(super) fn grown_len_bytes(len_bytes: u64, needed_bytes: u64) -> Option<u64> {
+    if needed_bytes > LTX_LOG_BYTES_MAX {
+        return None;
+    }
+    let mut len = len_bytes.max(LTX_LOG_BYTES_MIN);
+    while len < needed_bytes {
+        len *= 2;
+    }
+    Some(len.min(LTX_LOG_BYTES_MAX))
+}
+
+/// Whether `head` (the log's first bytes) starts an entry: if not, the log holds none.
+pub(super) fn starts_an_entry(head: &[u8]) -> bool {
+    head.get(..8) == Some(&ENTRY_MAGIC[..])
+}
 
 const ENTRY_MAGIC: [u8; 8] = *b"LTXLOG\x00\x01";
 
@@ -190,6 +215,28 @@ mod tests {
         let mut log = old;
         log[..new.len() - TERMINATOR_BYTES].copy_from_slice(&new[..new.len() - TERMINATOR_BYTES]);
         assert_eq!(txids(&log), vec![7, 8]);
+    }
+
+    #[test]
+    fn the_log_grows_by_doubling_up_to_its_limit() {
+        assert_eq!(grown_len_bytes(0, 100), Some(LTX_LOG_BYTES_MIN));
+        assert_eq!(
+            grown_len_bytes(0, LTX_LOG_BYTES_MIN + 1),
+            Some(LTX_LOG_BYTES_MIN * 2)
+        );
+        assert_eq!(
+            grown_len_bytes(LTX_LOG_BYTES_MIN * 4, 10),
+            Some(LTX_LOG_BYTES_MIN * 4)
+        );
+        assert_eq!(
+            grown_len_bytes(LTX_LOG_BYTES_MIN, LTX_LOG_BYTES_MAX),
+            Some(LTX_LOG_BYTES_MAX)
+        );
+        assert_eq!(grown_len_bytes(0, LTX_LOG_BYTES_MAX + 1), None);
+        let log = log_of(&[ltx_file(5, 1)]);
+        assert!(starts_an_entry(&log));
+        assert!(!starts_an_entry(&[0; 16]));
+        assert!(!starts_an_entry(&log[..4]));
     }
 
     #[test]

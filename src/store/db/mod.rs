@@ -143,8 +143,8 @@ pub(super) struct State {
     pub(super) unsynced_epoch: u64,
     /// The write buffer of `write_ltx`, kept between commits (at most 256 KiB).
     pub(super) ltx_write_buf: Vec<u8>,
-    /// The LTX log (`ltx_log.rs`), once a commit used it; preallocated.
-    pub(super) ltx_log: Option<File>,
+    /// The LTX log (`ltx_log.rs`), once a commit used it, with its length (zeros written).
+    pub(super) ltx_log: Option<(File, u64)>,
     /// Where the LTX log's current entries end.
     pub(super) ltx_log_end_bytes: u64,
     /// An entry on its way to the LTX log, kept between commits.
@@ -239,6 +239,8 @@ impl Drop for Db {
             eprintln!("litefs: database {:?}: at close: {e}", self.name);
             return;
         }
+        // Every file is durable: the next start need not read the LTX log.
+        let _ = self.retire_ltx_log_round(&state, false);
         if self.recovered.load(Ordering::Relaxed) {
             self.save_checksum_table(&mut state);
         }

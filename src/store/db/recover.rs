@@ -224,20 +224,28 @@ impl Db {
     /// Rewrites each LTX file the LTX log holds (`ltx_log.rs`) whose file in `ltx/` is
     /// missing or differs (torn by a machine crash before its batch was synced) — if it
     /// continues the chain on disk: its predecessor's post-apply checksum is its pre-apply
-    /// checksum (TXID 1 has none), the TXID after it is not a gap (`no_gap` below), and a file
-    /// after it on disk starts from its post-apply checksum. A pending file's predecessor is
-    /// always on disk: retention syncs before it removes anything (`retention.rs`). So an
-    /// entry of an older round that retention since removed, or of another history (a
-    /// snapshot removes the log first, but a crash may come between), is never restored; and a
-    /// whole file of the same TXIDs is never replaced. (This runs at every start: after a
-    /// clean stop every logged file is whole.) `files` are sorted by MaxTXID.
+    /// checksum, and a whole file after it starts from its post-apply checksum. A pending
+    /// file's predecessor is always on disk (retention syncs before it removes anything,
+    /// `retention.rs`), while retention removes files oldest first, so a retired file's
+    /// predecessor is gone too: an entry of an older round that retention since removed is
+    /// never restored, and neither is one of another history (a snapshot removes the log
+    /// first, but a crash may come between). TXID 1 has no predecessor: a missing file 1 is
+    /// restored only where no gap follows (`no_gap` below). A whole file of the same TXIDs is
+    /// never replaced. `files` are sorted by MaxTXID.
     fn restore_from_ltx_log(&self, files: Vec<PathBuf>) -> Result<()> {
         let log_path = self.dir.join(ltx_log::LTX_LOG_NAME);
-        let log = match fs::read(&log_path) {
-            Ok(log) => log,
+        // Its head first: after a clean close it starts no entry, and nothing else is read.
+        let mut head = [0u8; ltx_log::ENTRY_HEADER_BYTES];
+        let log = match File::open(&log_path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).io_context("read", &log_path),
+            Err(e) => return Err(e).io_context("open", &log_path),
         };
+        let head_len = super::read_full_at(&log, &mut head, 0).io_context("read", &log_path)?;
+        if !ltx_log::starts_an_entry(&head[..head_len]) {
+            return Ok(());
+        }
+        let log = fs::read(&log_path).io_context("read", &log_path)?;
         let mut by_max_txid: std::collections::BTreeMap<TxId, PathBuf> = files
             .into_iter()
             .filter_map(|p| {
@@ -248,10 +256,11 @@ impl Db {
         let entries = ltx_log::entries(&log);
         // Whether restoring entry `i` leaves no gap after it: the TXID after it has a file on
         // disk (torn or not), or nothing on disk is newer, or the entry after it (which starts
-        // at that TXID) leaves none. So a run of entries is restored only if it reaches the
-        // files on disk or is the newest: a round older than what retention kept (one that
-        // starts at TXID 1 needs no predecessor) would otherwise come back before a gap, and
-        // the torn-tail check would then take the files after the gap for torn.
+        // at that TXID) leaves none. Asked of a missing file 1 only: a round that starts at
+        // TXID 1 and that retention removed since would otherwise come back before a gap, and
+        // the torn-tail check would then take the files after the gap for torn. (Any other
+        // entry needs its predecessor, which retention removed first; a gap after it is then
+        // a file lost in the crash, which the torn-tail check and the WAL deal with.)
         let mut no_gap = vec![false; entries.len()];
         for i in (0..entries.len()).rev() {
             let next = TxId(entries[i].0.header.max_txid.0 + 1);
@@ -282,7 +291,7 @@ impl Db {
                 self.read_ltx_ends(path).ok()
             };
             let follows = match header.min_txid.0.saturating_sub(1) {
-                0 => true,
+                0 => by_max_txid.contains_key(&header.max_txid) || no_gap,
                 before => ends(before)
                     .is_some_and(|(_, t)| t.post_apply_checksum == header.pre_apply_checksum),
             };
@@ -291,7 +300,7 @@ impl Db {
             let followed = ends(next.0).is_none_or(|(h, _)| {
                 h.min_txid != next || h.pre_apply_checksum == summary.trailer.post_apply_checksum
             });
-            if !follows || !no_gap || !followed {
+            if !follows || !followed {
                 continue;
             }
             eprintln!(

@@ -31,10 +31,6 @@ impl Db {
         // Read before listing: a file past it is being written (its mtime may still be a
         // reused spare's) and is never a victim.
         let committed = self.pos().txid;
-        // Every file up to it durable before any is removed: a journal commit's file is
-        // restored from the LTX log after a crash only if its predecessor is still there
-        // (`recover.rs`), and a torn newest file's predecessor must not be the one retired.
-        self.presync(1, false)?;
         let mut files = Vec::new();
         let entries = fs::read_dir(&self.ltx_dir).io_context("read directory", &self.ltx_dir)?;
         for entry in entries {
@@ -51,6 +47,16 @@ impl Db {
             files.push((name, mtime));
         }
         let victims = retention_victims(&files, cutoff);
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        // Every file up to `committed` durable before any is removed: a journal commit's file
+        // is restored from the LTX log after a crash only if its predecessor is still there
+        // (`recover.rs`), and a torn newest file's predecessor must not be the one retired.
+        // Then, if nothing is pending, the log's round is retired for good: its files are
+        // durable, and some are about to go.
+        self.presync(1, false)?;
+        self.retire_ltx_log_round(&self.lock_undrained(), true)?;
         for name in &victims {
             // Into the spare pool (`spare.rs`) while it has room. False: removed meanwhile
             // (a snapshot replaced the chain), nothing left to do.
