@@ -180,6 +180,9 @@ impl Db {
         let needed_bytes = at + entry_len + ltx_log::TERMINATOR_BYTES as u64;
         let path = self.dir.join(ltx_log::LTX_LOG_NAME);
         let len_bytes = state.ltx_log.as_ref().map_or(0, |(_, len)| *len);
+        if needed_bytes > len_bytes && state.ltx_log_unusable {
+            return Ok(false);
+        }
         if needed_bytes > len_bytes {
             let Some(to) = ltx_log::grown_len_bytes(len_bytes, needed_bytes) else {
                 return Ok(false);
@@ -188,9 +191,11 @@ impl Db {
                 Ok(log) => state.ltx_log = Some((log, to)),
                 Err(e) => {
                     eprintln!(
-                        "litefs: database {:?}: {e}; this journal commit fsyncs its LTX file instead",
+                        "litefs: database {:?}: {e}; journal commits that do not fit in the LTX log \
+                         fsync their LTX files instead until litefs restarts",
                         self.name
                     );
+                    state.ltx_log_unusable = true;
                     return Ok(false);
                 }
             }
@@ -542,6 +547,10 @@ mod tests {
         assert!(
             !name(8).exists(),
             "the file after the gap is dropped as torn"
+        );
+        assert!(
+            logged_txids(dir.path()).is_empty(),
+            "the start retired the log's round once its files were durable"
         );
     }
 

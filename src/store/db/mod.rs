@@ -147,6 +147,8 @@ pub(super) struct State {
     pub(super) ltx_log: Option<(File, u64)>,
     /// Where the LTX log's current entries end.
     pub(super) ltx_log_end_bytes: u64,
+    /// Growing the LTX log failed (the disk is full): it is not grown again in this process.
+    pub(super) ltx_log_unusable: bool,
     /// An entry on its way to the LTX log, kept between commits.
     pub(super) ltx_log_buf: Vec<u8>,
     /// Committed WAL transactions whose LTX files the capture thread writes (`deferred.rs`).

@@ -62,6 +62,8 @@ impl Db {
         // What a killed process left unsynced is durable before anything below writes the
         // database file or empties the WAL (`durability.rs`).
         self.syncfs(&mut state)?;
+        // So is every file the LTX log holds: its round is over.
+        self.retire_ltx_log_at_start()?;
         let last = match files.last() {
             Some(path) => Some(self.read_ltx_ends(path)?),
             None => None,
@@ -226,7 +228,7 @@ impl Db {
     /// continues the chain on disk: its predecessor's post-apply checksum is its pre-apply
     /// checksum, and a whole file after it starts from its post-apply checksum. A pending
     /// file's predecessor is always on disk (retention syncs before it removes anything,
-    /// `retention.rs`), while retention removes files oldest first, so a retired file's
+    /// `retention.rs`), while retention removes a leading run of files, so a retired file's
     /// predecessor is gone too: an entry of an older round that retention since removed is
     /// never restored, and neither is one of another history (a snapshot removes the log
     /// first, but a crash may come between). TXID 1 has no predecessor: a missing file 1 is
@@ -318,6 +320,27 @@ impl Db {
         }
         if restored > 0 {
             sync_dir(&self.ltx_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes the LTX log's head, durably, if it starts an entry (a process stopped without a
+    /// clean close): every file of that round is durable now (restored, or synced by the
+    /// start's `syncfs`), and the log need not be read again — nor its round retired by a
+    /// retention pass in a process that never opens the log.
+    fn retire_ltx_log_at_start(&self) -> Result<()> {
+        let path = self.dir.join(ltx_log::LTX_LOG_NAME);
+        let log = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).io_context("open", &path),
+        };
+        let mut head = [0u8; ltx_log::ENTRY_HEADER_BYTES];
+        let head_len = super::read_full_at(&log, &mut head, 0).io_context("read", &path)?;
+        if ltx_log::starts_an_entry(&head[..head_len]) {
+            log.write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], 0)
+                .and_then(|()| log.sync_data())
+                .io_context("zero the head of", &path)?;
         }
         Ok(())
     }

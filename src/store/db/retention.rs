@@ -12,7 +12,11 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 /// Which of `files` (LTX file names with their modification times, any order) to remove:
-/// those modified before `cutoff`, never the last by name (= by TXID range).
+/// the oldest by name (= by TXID range) up to the first modified at or after `cutoff`, never
+/// the last. Stopping at the first newer file keeps the chain without a gap even where a
+/// file's mtime is newer than a later file's (one restored from the LTX log at a restart,
+/// `recover.rs`): removing the files after it would leave a hole that a replica could not be
+/// served across, and that the next start's torn-tail check would take for a crash's.
 pub fn retention_victims(files: &[(String, SystemTime)], cutoff: SystemTime) -> Vec<String> {
     let mut sorted: Vec<&(String, SystemTime)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -20,7 +24,7 @@ pub fn retention_victims(files: &[(String, SystemTime)], cutoff: SystemTime) -> 
         return Vec::new();
     };
     rest.iter()
-        .filter(|(_, mtime)| *mtime < cutoff)
+        .take_while(|(_, mtime)| *mtime < cutoff)
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -94,5 +98,15 @@ mod tests {
         assert!(retention_victims(&files, at(5)).is_empty());
         assert!(retention_victims(&[], at(5)).is_empty());
         assert!(retention_victims(&files[..1], at(100)).is_empty());
+        // A file newer than the ones after it (restored at a restart) stops the removal
+        // there: no gap in the chain.
+        let name = |txid: u64| format!("{txid:016x}-{txid:016x}.ltx");
+        let files = vec![
+            (name(1), at(10)),
+            (name(2), at(40)),
+            (name(3), at(20)),
+            (name(4), at(50)),
+        ];
+        assert_eq!(retention_victims(&files, at(30)), [name(1)]);
     }
 }
