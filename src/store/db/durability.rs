@@ -169,7 +169,8 @@ impl Db {
     }
 
     /// Appends the whole LTX file `ltx_bytes` to the LTX log and `fdatasync`s the log, or
-    /// returns false if the log cannot hold it (full, or not preallocated: the disk is full).
+    /// returns false if the log cannot hold it (at its largest, or it cannot grow: the disk is
+    /// full); the caller then syncs the batch.
     /// The caller has counted the file as pending; the log starts over when it is the only
     /// one. A failed append is undone (its magic zeroed): the commit fails, and recovery must
     /// not restore it; if even that fails, the process stops.
@@ -192,7 +193,7 @@ impl Db {
                 Err(e) => {
                     eprintln!(
                         "litefs: database {:?}: {e}; journal commits that do not fit in the LTX log \
-                         fsync their LTX files instead until litefs restarts",
+                         sync every pending LTX file instead (slower) until litefs restarts",
                         self.name
                     );
                     state.ltx_log_unusable = true;
