@@ -422,6 +422,22 @@ fn ltx_files_with_salts(ltx_dir: &Path) -> Vec<(PathBuf, (u32, u32))> {
         .collect()
 }
 
+/// Lets writer `w` report `commits` acknowledged transactions (fewer if it stops), then kills
+/// the daemon (`kill -9`) and the writer; returns the last acknowledged id (0 if none).
+fn kill_after_commits(daemon: &mut Daemon, mut w: Child, commits: usize) -> i64 {
+    let stdout = w.stdout.take().unwrap();
+    let ids: Vec<i64> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.parse().ok())
+        .take(commits)
+        .collect();
+    daemon.kill();
+    let _ = w.kill();
+    let _ = w.wait();
+    ids.last().copied().unwrap_or(0)
+}
+
 /// Tears LTX file `path` as a machine crash before its sync could: removed, cut short, zeroed
 /// in part, emptied, or holding `older`'s bytes (a reused spare inode renamed into place
 /// before it was overwritten: a valid LTX file, but of other TXIDs; `spare.rs`).
@@ -470,19 +486,9 @@ fn torn_journal_commit_ltx_files_are_restored_from_the_ltx_log() {
             0
         };
         let next_id = stored_max.max(acked_max) + 1;
-        let mut w = writer(&dir.join("mnt/db"), "delete", next_id);
-        let stdout = w.stdout.take().unwrap();
         let commits = 10 + rng.below(30);
-        let ids: Vec<i64> = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.parse().ok())
-            .take(commits)
-            .collect();
-        daemon.kill();
-        let _ = w.kill();
-        let _ = w.wait();
-        acked_max = acked_max.max(ids.last().copied().unwrap_or(0));
+        let w = writer(&dir.join("mnt/db"), "delete", next_id);
+        acked_max = acked_max.max(kill_after_commits(&mut daemon, w, commits));
         let ctx = format!("iteration {iteration}, seed {seed}, acked id {acked_max}");
         let files: Vec<PathBuf> = ltx_files_with_salts(&ltx_dir)
             .into_iter()
@@ -547,19 +553,9 @@ fn torn_unsynced_ltx_files_are_rederived_from_the_wal() {
     let (mut acked_max, mut stored_max, mut torn_files) = (0i64, 0i64, 0usize);
     for iteration in 0..ITERATIONS {
         let next_id = stored_max.max(acked_max) + 1;
-        let mut w = writer_with(&dir.join("mnt/db"), "wal", next_id, &["0"]);
-        let stdout = w.stdout.take().unwrap();
         let commits = 20 + rng.below(40);
-        let ids: Vec<i64> = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.parse().ok())
-            .take(commits)
-            .collect();
-        daemon.kill();
-        let _ = w.kill();
-        let _ = w.wait();
-        acked_max = acked_max.max(ids.last().copied().unwrap_or(0));
+        let w = writer_with(&dir.join("mnt/db"), "wal", next_id, &["0"]);
+        acked_max = acked_max.max(kill_after_commits(&mut daemon, w, commits));
         let ctx = format!("iteration {iteration}, seed {seed}, acked id {acked_max}");
         let salts = wal_salts(&dir.join("data/dbs/db/wal"))
             .unwrap_or_else(|| panic!("{ctx}: the WAL must hold this run's commits"));

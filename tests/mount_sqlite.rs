@@ -318,6 +318,19 @@ fn small_wal_commits_are_captured_after_the_reply_and_published_in_order() {
     assert_eq!(sum as u64, COMMITS * (COMMITS + 1) / 2);
 }
 
+/// A mount whose database "db" is in WAL mode with table `t` and `rows` rows, each inserted
+/// in its own transaction (a source of small LTX files for a replica store).
+fn wal_primary_with_rows(rows: i64) -> TestMount {
+    let t = TestMount::new(false);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+        .unwrap();
+    for i in 0..rows {
+        conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+    }
+    t
+}
+
 /// Files that arrive back to back are applied as one batch on a replica
 /// (`Db::apply_received_batch`): one lock, one `-shm` rewrite and one round of invalidations,
 /// each file still checked and recorded under its own name. A file that does not continue the
@@ -325,15 +338,7 @@ fn small_wal_commits_are_captured_after_the_reply_and_published_in_order() {
 #[test]
 fn a_replica_applies_files_received_back_to_back_as_one_batch() {
     use litefs::store::{DbOptions, Error, Receipt, Store};
-    let t = TestMount::new(false);
-    {
-        let conn = Connection::open(t.path("db")).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
-            .unwrap();
-        for i in 0..6 {
-            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
-        }
-    }
+    let t = wal_primary_with_rows(6);
     assert!(t.pos("db").txid.0 >= 6, "{:?}", t.pos("db"));
     let file = |txid: u64| {
         std::fs::read(
@@ -401,15 +406,7 @@ fn a_replica_applies_files_received_back_to_back_as_one_batch() {
 fn a_replica_rewrites_the_shm_index_without_changing_its_size() {
     use litefs::store::{DbOptions, Receipt, Store};
     const BLOCK: usize = 32 * 1024;
-    let t = TestMount::new(false);
-    {
-        let conn = Connection::open(t.path("db")).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x);")
-            .unwrap();
-        for i in 0..3 {
-            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
-        }
-    }
+    let t = wal_primary_with_rows(3);
     let newest = t.pos("db").txid.0;
     let file = |txid: u64| {
         std::fs::read(
