@@ -23,3 +23,19 @@ impl XorShift64 {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// Copies the directory tree `from` into `to` (created if missing): regular files and
+/// directories, what a killed process leaves of a data directory, for crash tests.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}

@@ -81,6 +81,12 @@ fn lock_type_code(kind: LockKind) -> u32 {
     code as u32
 }
 
+/// The thread a request comes from, as the kernel names it in the mount's pid namespace (0
+/// outside it): the store tells SQLite's commit fsync from another's by it.
+fn caller_tid(ctx: &Context) -> u32 {
+    u32::try_from(ctx.pid).unwrap_or(0)
+}
+
 fn zeroed_stat() -> stat64 {
     // SAFETY: `stat64` is a plain C struct of integers; all-zero bytes is a valid value.
     unsafe { std::mem::zeroed() }
@@ -563,7 +569,7 @@ impl FileSystem for LitefsFs {
 
     fn write(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         r: &mut dyn ZeroCopyReader,
@@ -587,7 +593,7 @@ impl FileSystem for LitefsFs {
         };
         let mut buf = vec![0u8; size as usize];
         r.read_exact(&mut buf)?;
-        db.write_opened(kind, Some(handle), offset, &buf)
+        db.write_opened(kind, Some(handle), caller_tid(ctx), offset, &buf)
             .map_err(|e| to_io_error("write", e))?;
         if kind == FileKind::Wal
             && let Some(primer) = &self.primer
@@ -607,10 +613,10 @@ impl FileSystem for LitefsFs {
         self.drop_owner_locks(inode, lock_owner, "flush")
     }
 
-    fn fsync(&self, _ctx: &Context, inode: u64, datasync: bool, _handle: u64) -> io::Result<()> {
+    fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, _handle: u64) -> io::Result<()> {
         match self.db_of_inode(inode) {
             Ok((db, DbNode::File(kind))) => db
-                .fsync(kind, datasync)
+                .fsync_from(kind, datasync, caller_tid(ctx))
                 .map_err(|e| to_io_error("fsync", e)),
             _ => Ok(()),
         }

@@ -8,7 +8,7 @@
 //! the file is synced with its batch (`durability.rs`). Either way a crash can leave the
 //! newest file short, which recovery restores from the log or removes (the torn-tail check).
 
-use super::durability::Durability;
+use super::durability::{Durability, LogSync};
 use super::wal_tail::WalBytes;
 use super::{Db, FileKind, State, now_ms};
 use crate::ltx::{self, Encoder, Header, lock_pgno};
@@ -81,6 +81,38 @@ pub(super) struct Encoded {
 impl Encoded {
     pub(super) fn txid(&self) -> TxId {
         self.header.max_txid
+    }
+
+    /// The position before this transaction: its TXID and pre-apply checksum.
+    pub(super) fn pre_apply_checksum(&self) -> Checksum {
+        self.header.pre_apply_checksum
+    }
+
+    /// The whole file, if every byte of it is still in the write buffer.
+    pub(super) fn whole(&self) -> Option<&[u8]> {
+        LtxWriter::whole(&self.buf, self.len_bytes)
+    }
+
+    /// Removes the unpublished file durably ([`Db::discard_unpublished`]) and gives the
+    /// write buffer back to `state` — unless its name now holds another file (one put there
+    /// since, an import's or a received one, is not this one's to remove).
+    pub(super) fn discard(self, db: &Db, state: &mut State) {
+        use std::os::unix::fs::MetadataExt;
+        let txid = self.txid();
+        let Encoded {
+            path, file, buf, ..
+        } = self;
+        state.ltx_write_buf = buf;
+        let same_file = match (file.metadata(), fs::symlink_metadata(&path)) {
+            (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+            (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => false,
+            // Unknown: removed, as a file that may be this one must not survive.
+            _ => true,
+        };
+        drop(file);
+        if same_file {
+            db.discard_unpublished(&path, txid);
+        }
     }
 }
 
@@ -255,7 +287,22 @@ impl Db {
         wal: WalFields,
         durability: Durability,
     ) -> Result<()> {
+        let encoded = self.encode_next(state, source, commit, pgnos, wal)?;
+        self.persist_and_publish(state, encoded, durability)
+    }
+
+    /// The first half of [`Db::write_ltx`]: LTX file TXID+1 written, nothing published. A
+    /// journal commit's file written early at SQLite's database fsync goes first (`journal.rs`).
+    pub(super) fn encode_next(
+        &self,
+        state: &mut State,
+        source: PageSource<'_>,
+        commit: u32,
+        pgnos: &[u32],
+        wal: WalFields,
+    ) -> Result<Encoded> {
         self.drain_deferred(state);
+        self.discard_early_commit(state);
         self.refuse_after_fatal()?;
         let started = Instant::now();
         let header = self.ltx_header(state, commit, wal);
@@ -265,7 +312,7 @@ impl Db {
             rolling: st.checksums.value_truncated(commit),
             cached: &|pgno| st.checksums.get(pgno),
         };
-        let encoded = self.encode_ltx(
+        self.encode_ltx(
             &header,
             &source,
             pgnos,
@@ -273,8 +320,7 @@ impl Db {
             &mut |pgno, page| self.read_source_page(st, &source, pgno, page),
             buf,
             started,
-        )?;
-        self.persist_and_publish(state, encoded, durability)
+        )
     }
 
     /// Creates LTX file `header.max_txid` (reusing a spare inode when there is one) and
@@ -470,7 +516,7 @@ impl Db {
             _ => None,
         };
         if let Some(bytes) = logged {
-            return self.persist_logged(state, bytes);
+            return self.persist_logged(state, bytes, LogSync::Now).map(drop);
         }
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.
@@ -493,6 +539,7 @@ impl Db {
                     self.sync_unsynced(state)?;
                 }
             }
+            Durability::Written => {}
         }
         Ok(())
     }

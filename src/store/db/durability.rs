@@ -23,8 +23,9 @@
 //! — and removes a torn one with every file after it; the WAL re-derives what it still holds.
 //! Rollback-journal commits are durable before SQLite hears of the commit: the journal holds
 //! only the old pages, so nothing else could re-derive the new ones. Their files join the
-//! batch too, but each is first appended to the LTX log, whose one `fdatasync` makes it
-//! durable (`ltx_log.rs`); recovery restores torn ones from the log. Only files outside the
+//! batch too, but each is first appended to the LTX log, whose one `fdatasync` — or, on ext4
+//! and XFS, SQLite's own fsync of the database (`journal.rs`) — makes it durable
+//! (`ltx_log.rs`); recovery restores torn ones from the log. Only files outside the
 //! log (WAL commits') must be synced before the database file is written
 //! ([`Db::sync_unlogged`]).
 
@@ -47,6 +48,21 @@ pub(super) const UNSYNCED_LTX_BYTES_MAX: u64 = 64 << 20;
 /// are at least this many ([`Db::presync`]).
 pub(super) const PRESYNC_FILES_MIN: u32 = 16;
 
+/// The magic number of the file system holding `f` (`statfs(2)`'s `f_type`).
+fn file_system_magic(f: &File) -> Option<i64> {
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct, filled below.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `f` is an open descriptor for the call and `stat` a valid, writable struct.
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_type as i64)
+}
+
+const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+
 /// Whether `fsync` of a file in `dir` also makes the file's name in `dir` durable — true on
 /// the file systems known to do so (a directory fsync would then only cost a second device
 /// flush: 252 → ~180 µs per synced LTX file measured on ext4): ext4 (with a journal, fsync
@@ -54,19 +70,25 @@ pub(super) const PRESYNC_FILES_MIN: u32 = 16;
 /// writes the directory of any entry added since the inode was last synced), XFS (the log is
 /// forced up to the inode's last change, which the create or rename is part of) and btrfs
 /// (fsync logs the inode's new names). Anything else gets the directory fsync POSIX asks for.
-pub(super) fn names_durable_with_file_fsync(dir: &std::fs::File) -> bool {
-    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-    const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
-    const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
-    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct, filled below.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `dir` is an open descriptor for the call and `stat` a valid, writable struct.
-    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut stat) } != 0 {
-        return false;
-    }
+pub(super) fn names_durable_with_file_fsync(dir: &File) -> bool {
     matches!(
-        stat.f_type as i64,
-        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC
+        file_system_magic(dir),
+        Some(EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC)
+    )
+}
+
+/// Whether, on the file system holding `dir`, an overwrite of a file's already written
+/// blocks is durable once it has completed (`sync_file_range` with `WAIT_AFTER`) and any
+/// later `fsync` of another file of the file system returned — what lets a journal commit's
+/// LTX-log entry ride SQLite's own database fsync (`journal.rs`). True on ext4 and XFS: an
+/// overwrite in place needs no metadata, and their fsync of a file with data written ends
+/// with a device cache flush (or a journal commit with one) issued after that data completed,
+/// which covers every write completed before it. Not btrfs: it writes data copy-on-write, so
+/// the new blocks are reachable only once a transaction commits.
+pub(super) fn flush_covers_completed_overwrites(dir: &File) -> bool {
+    matches!(
+        file_system_magic(dir),
+        Some(EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
     )
 }
 
@@ -81,6 +103,9 @@ pub(super) enum Durability {
     /// itself synced later with its batch (`ltx_log.rs`); [`Durability::Synced`] when the
     /// log cannot take it (a pending WAL commit's file is not in it, or it is too large).
     Logged,
+    /// A rollback-journal commit whose file was written, counted and logged (or synced) at
+    /// SQLite's database fsync, which made it durable (`journal.rs`): nothing is left to do.
+    Written,
 }
 
 /// LTX files written with [`Durability::Deferred`] or [`Durability::Logged`] and not yet
@@ -153,14 +178,22 @@ impl Db {
     /// Makes a journal commit's LTX file (`ltx_bytes`, written unsynced) durable: counted as
     /// pending, appended to the LTX log and the log `fdatasync`ed — or synced with its batch
     /// when that is full or the log cannot take the file. A failure leaves the count as it was.
-    pub(super) fn persist_logged(&self, state: &mut State, ltx_bytes: &[u8]) -> Result<()> {
+    /// With [`LogSync::ByNextFlush`] the entry is only written to the disk, not flushed: the
+    /// caller's next fsync must flush it (`journal.rs`). Returns where the entry lies in the
+    /// log, or `None` if the batch was synced instead.
+    pub(super) fn persist_logged(
+        &self,
+        state: &mut State,
+        ltx_bytes: &[u8],
+        sync: LogSync,
+    ) -> Result<Option<u64>> {
         let before = state.unsynced;
         if state.unsynced.add(ltx_bytes.len() as u64) {
-            return self.sync_unsynced(state);
+            return self.sync_unsynced(state).map(|()| None);
         }
-        match self.append_to_ltx_log(state, ltx_bytes) {
-            Ok(true) => Ok(()),
-            Ok(false) => self.sync_unsynced(state),
+        match self.append_to_ltx_log(state, ltx_bytes, sync) {
+            Ok(Some(at)) => Ok(Some(at)),
+            Ok(None) => self.sync_unsynced(state).map(|()| None),
             Err(e) => {
                 state.unsynced = before;
                 Err(e)
@@ -168,13 +201,18 @@ impl Db {
         }
     }
 
-    /// Appends the whole LTX file `ltx_bytes` to the LTX log and `fdatasync`s the log, or
-    /// returns false if the log cannot hold it (at its largest, or it cannot grow: the disk is
-    /// full); the caller then syncs the batch.
+    /// Appends the whole LTX file `ltx_bytes` to the LTX log and makes it durable as `sync`
+    /// says; returns where its entry starts, or `None` if the log cannot hold it (at its
+    /// largest, or it cannot grow: the disk is full); the caller then syncs the batch.
     /// The caller has counted the file as pending; the log starts over when it is the only
     /// one. A failed append is undone (its magic zeroed): the commit fails, and recovery must
     /// not restore it; if even that fails, the process stops.
-    fn append_to_ltx_log(&self, state: &mut State, ltx_bytes: &[u8]) -> Result<bool> {
+    fn append_to_ltx_log(
+        &self,
+        state: &mut State,
+        ltx_bytes: &[u8],
+        sync: LogSync,
+    ) -> Result<Option<u64>> {
         let fresh = state.unsynced.files == 1;
         let at = if fresh { 0 } else { state.ltx_log_end_bytes };
         let entry_len = ltx_log::entry_len_bytes(ltx_bytes.len() as u64);
@@ -182,11 +220,11 @@ impl Db {
         let path = self.dir.join(ltx_log::LTX_LOG_NAME);
         let len_bytes = state.ltx_log.as_ref().map_or(0, |(_, len)| *len);
         if needed_bytes > len_bytes && state.ltx_log_unusable {
-            return Ok(false);
+            return Ok(None);
         }
         if needed_bytes > len_bytes {
             let Some(to) = ltx_log::grown_len_bytes(len_bytes, needed_bytes) else {
-                return Ok(false);
+                return Ok(None);
             };
             match grow_ltx_log(state.ltx_log.take(), &path, to) {
                 Ok(log) => state.ltx_log = Some((log, to)),
@@ -197,35 +235,52 @@ impl Db {
                         self.name
                     );
                     state.ltx_log_unusable = true;
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
         }
         let Some((log, _)) = &state.ltx_log else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut entry = std::mem::take(&mut state.ltx_log_buf);
         entry.clear();
         ltx_log::encode_entry(ltx_bytes, &mut entry);
-        let written = log.write_all_at(&entry, at).and_then(|()| log.sync_data());
+        let written = log.write_all_at(&entry, at).and_then(|()| match sync {
+            LogSync::Now => log.sync_data(),
+            // The terminator too: a stale one would let recovery read an older round on.
+            LogSync::ByNextFlush => write_out(log, at, entry.len() as u64, true),
+        });
         state.ltx_log_buf = entry;
         if let Err(e) = written {
             // Durably: the entry may have reached the disk although its sync failed.
-            let undone = log
-                .write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], at)
-                .and_then(|()| log.sync_data());
-            if let Err(undo) = undone {
-                self.shared.fatal.raise(&format!(
-                    "database {:?}: cannot undo a failed append to {} ({e}): {undo}; \
-                     restarting could restore a transaction that failed",
-                    self.name,
-                    path.display()
-                ));
-            }
+            self.zero_ltx_log_entry(state, at);
             return Err(e).io_context("append and fdatasync", &path);
         }
         state.ltx_log_end_bytes = at + entry_len;
-        Ok(true)
+        Ok(Some(at))
+    }
+
+    /// Zeroes the magic of the LTX-log entry at `at`, durably, so that recovery never restores
+    /// it (nor any entry after it), and appends go on from there. If that cannot be done the
+    /// process stops: a restart could restore a transaction that did not commit.
+    pub(super) fn zero_ltx_log_entry(&self, state: &mut State, at: u64) {
+        let Some((log, _)) = &state.ltx_log else {
+            return;
+        };
+        let zeroed = log
+            .write_all_at(&[0; ltx_log::ENTRY_HEADER_BYTES], at)
+            .and_then(|()| log.sync_data());
+        if let Err(e) = zeroed {
+            let path = self.dir.join(ltx_log::LTX_LOG_NAME);
+            self.shared.fatal.raise(&format!(
+                "database {:?}: cannot zero the entry at byte {at} of {}: {e}; \
+                 restarting could restore a transaction that did not commit",
+                self.name,
+                path.display()
+            ));
+            return;
+        }
+        state.ltx_log_end_bytes = at;
     }
 
     /// [`Db::sync_unsynced`] whatever the count says. Recovery starts with it: files a killed
@@ -297,6 +352,37 @@ impl Db {
     }
 }
 
+/// How an LTX-log entry is made durable ([`Db::persist_logged`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LogSync {
+    /// `fdatasync` of the log.
+    Now,
+    /// Written to the disk and waited for, not flushed from its cache: the caller's next
+    /// fsync of a file of this file system does that ([`flush_covers_completed_overwrites`]).
+    ByNextFlush,
+}
+
+/// Writes `f`'s dirty pages in `offset..offset + len_bytes` (`len_bytes` 0: to the end) out
+/// to the disk with `sync_file_range`, without a cache flush; with `wait`, returns once they
+/// are written (WAIT_BEFORE, WRITE, WAIT_AFTER), else once the writes are started.
+pub(super) fn write_out(f: &File, offset: u64, len_bytes: u64, wait: bool) -> std::io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len_bytes)) else {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    };
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    // SAFETY: sync_file_range takes a descriptor we own (alive for the call) and no pointers.
+    if unsafe { libc::sync_file_range(f.as_raw_fd(), offset, len, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Takes `synced` (counted at `epoch`, durable since) off the pending count, if the count has
 /// not changed hands since (see [`Db::presync`]).
 pub(super) fn take_off_synced(state: &mut State, synced: Unsynced, epoch: u64) {
@@ -349,6 +435,12 @@ impl Db {
 /// The LTX log at `path` (`log`, or opened), filled with zeros to `to_bytes` where it is
 /// shorter and made durable: appends then only overwrite blocks already written, which is
 /// what lets one `fdatasync` write nothing but their data.
+///
+/// Opened, it is emptied first: the process writes its own blocks. What it held is needed no
+/// more (recovery read it, and synced every file, before anything appends), and blocks it
+/// shares with a copy — `cp` makes reflinks on XFS — would turn the first overwrite into a
+/// copy-on-write, durable only with metadata that the database's fsync does not commit
+/// ([`LogSync::ByNextFlush`]).
 fn grow_ltx_log(log: Option<(File, u64)>, path: &Path, to_bytes: u64) -> Result<File> {
     let log = match log {
         Some((log, _)) => log,
@@ -356,7 +448,7 @@ fn grow_ltx_log(log: Option<(File, u64)>, path: &Path, to_bytes: u64) -> Result<
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(true)
             .open(path)
             .io_context("open", path)?,
     };
@@ -406,13 +498,33 @@ mod tests {
     }
 
     /// [`journal_commit`] of a database of `pages` pages, every one written (pages after the
-    /// first hold random bytes, so that the LTX file does not compress).
+    /// first hold random bytes, so that the LTX file does not compress), with SQLite's fsync
+    /// of the database before the journal's unlink (synchronous=NORMAL or FULL).
     fn journal_commit_pages(db: &Db, fill: u8, pages: u32) {
+        journal_transaction(db, fill, pages);
+        db.fsync(FileKind::Database, true).unwrap();
+        db.unlink(FileKind::Journal).unwrap();
+    }
+
+    /// The journal and page writes of [`journal_commit_pages`]: the transaction up to its
+    /// commit.
+    fn journal_transaction(db: &Db, fill: u8, pages: u32) {
         let mut journal_header = [0u8; 28];
         journal_header[..8].copy_from_slice(&crate::sqlite::journal::JOURNAL_MAGIC);
         journal_header[24..28].copy_from_slice(&(PAGE as u32).to_be_bytes());
         db.create(FileKind::Journal).unwrap();
         db.write(FileKind::Journal, 0, &journal_header).unwrap();
+        db.write(FileKind::Database, 0, &first_page(fill, pages))
+            .unwrap();
+        let mut rng = crate::testkit::XorShift64(u64::from(fill) | 1);
+        for pgno in 2..=pages {
+            let at = u64::from(pgno - 1) * PAGE as u64;
+            db.write(FileKind::Database, at, &rng.bytes(PAGE)).unwrap();
+        }
+    }
+
+    /// Page 1 of a database of `pages` pages, its body filled with `fill`.
+    fn first_page(fill: u8, pages: u32) -> Vec<u8> {
         let mut page = vec![fill; PAGE];
         page[..100].fill(0);
         page[..16].copy_from_slice(b"SQLite format 3\0");
@@ -420,13 +532,7 @@ mod tests {
         page[18] = 1;
         page[19] = 1;
         page[28..32].copy_from_slice(&pages.to_be_bytes());
-        db.write(FileKind::Database, 0, &page).unwrap();
-        let mut rng = crate::testkit::XorShift64(u64::from(fill) | 1);
-        for pgno in 2..=pages {
-            let at = u64::from(pgno - 1) * PAGE as u64;
-            db.write(FileKind::Database, at, &rng.bytes(PAGE)).unwrap();
-        }
-        db.unlink(FileKind::Journal).unwrap();
+        page
     }
 
     /// The TXIDs the LTX log of "db" holds, in order.
@@ -458,6 +564,215 @@ mod tests {
             ltx_log::LTX_LOG_BYTES_MIN,
             "zeros written ahead of the entries"
         );
+    }
+
+    /// Whether LTX file `txid` of "db" exists.
+    fn ltx_file_exists(dir: &std::path::Path, txid: u64) -> bool {
+        let name = crate::ltx::format_filename(TxId(txid), TxId(txid));
+        dir.join("dbs/db/ltx").join(name).exists()
+    }
+
+    /// SQLite's fsync of the database in a journal transaction writes its LTX file and log
+    /// entry (whose durability that fsync's device flush provides) where the file system
+    /// allows (ext4, XFS: `flush_covers_completed_overwrites`; elsewhere the unlink logs, as
+    /// without the fsync); the journal's unlink publishes them. A commit without that fsync
+    /// (synchronous=OFF) logs at the unlink.
+    #[test]
+    fn a_journal_commit_is_logged_at_the_database_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, db) = journal_store(dir.path());
+        let early = db.flush_covers_completed_overwrites;
+        journal_commit(&db, 1);
+        journal_transaction(&db, 2, 1);
+        assert!(!ltx_file_exists(dir.path(), 2), "TXID 2 before the fsync");
+        db.fsync(FileKind::Database, true).unwrap();
+        assert_eq!(db.pos().txid, TxId(1), "published before the unlink");
+        assert_eq!(
+            ltx_file_exists(dir.path(), 2),
+            early,
+            "TXID 2 after the fsync"
+        );
+        let logged: &[u64] = if early { &[1, 2] } else { &[1] };
+        assert_eq!(logged_txids(dir.path()), logged, "log after the fsync");
+        db.unlink(FileKind::Journal).unwrap();
+        assert_eq!(db.pos().txid, TxId(2));
+        assert_eq!(db.unsynced_ltx_files(), 2, "pending files");
+        // synchronous=OFF: no fsync, logged (and its log synced) at the unlink.
+        journal_transaction(&db, 3, 1);
+        db.unlink(FileKind::Journal).unwrap();
+        assert_eq!(db.pos().txid, TxId(3));
+        assert_eq!(logged_txids(dir.path()), vec![1, 2, 3]);
+    }
+
+    /// Only the fsync of the thread that wrote the last page is SQLite's commit: another
+    /// process's fsync in the middle of a transaction (after pages spilled early) writes
+    /// nothing early, or a crash would leave the half written so far as a transaction.
+    #[test]
+    fn only_the_page_writers_fsync_writes_the_commit_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, db) = journal_store(dir.path());
+        journal_commit(&db, 1);
+        db.create(FileKind::Journal).unwrap();
+        let mut journal_header = [0u8; 28];
+        journal_header[..8].copy_from_slice(&crate::sqlite::journal::JOURNAL_MAGIC);
+        journal_header[24..28].copy_from_slice(&(PAGE as u32).to_be_bytes());
+        db.write(FileKind::Journal, 0, &journal_header).unwrap();
+        let (writer, other) = (4242, 4343);
+        db.write_opened(FileKind::Database, None, writer, 0, &first_page(2, 1))
+            .unwrap();
+        db.fsync_from(FileKind::Database, true, other).unwrap();
+        assert!(!ltx_file_exists(dir.path(), 2), "after another's fsync");
+        db.fsync_from(FileKind::Database, true, 0).unwrap();
+        assert!(
+            !ltx_file_exists(dir.path(), 2),
+            "after an unknown thread's fsync"
+        );
+        db.fsync_from(FileKind::Database, true, writer).unwrap();
+        assert_eq!(
+            ltx_file_exists(dir.path(), 2),
+            db.flush_covers_completed_overwrites,
+            "after the writer's fsync"
+        );
+        db.unlink(FileKind::Journal).unwrap();
+        assert_eq!(db.pos().txid, TxId(2));
+    }
+
+    /// A write after SQLite's database fsync (the transaction went on, or is being rolled
+    /// back) discards what the fsync wrote early: the file is removed and its entry zeroed,
+    /// and the commit that follows records the pages as they end up.
+    #[test]
+    fn a_write_after_the_database_fsync_discards_what_it_wrote_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, db) = journal_store(dir.path());
+        let early = db.flush_covers_completed_overwrites;
+        journal_commit(&db, 1);
+        journal_transaction(&db, 2, 1);
+        db.fsync(FileKind::Database, true).unwrap();
+        assert_eq!(
+            ltx_file_exists(dir.path(), 2),
+            early,
+            "TXID 2 after the fsync"
+        );
+        db.write(FileKind::Database, 0, &first_page(3, 1)).unwrap();
+        assert!(!ltx_file_exists(dir.path(), 2), "TXID 2 after the write");
+        assert_eq!(logged_txids(dir.path()), vec![1], "log after the write");
+        db.fsync(FileKind::Database, true).unwrap();
+        db.unlink(FileKind::Journal).unwrap();
+        let pos = db.pos();
+        assert_eq!(pos.txid, TxId(2));
+        assert_eq!(logged_txids(dir.path()), vec![1, 2]);
+        let mut page = vec![0u8; PAGE];
+        db.read(FileKind::Database, 0, &mut page).unwrap();
+        assert_eq!(page, first_page(3, 1), "page 1 as last written");
+        drop(db);
+        drop(store);
+        let (_store, db) = journal_store(dir.path());
+        assert_eq!(db.pos(), pos, "position after a restart");
+    }
+
+    /// A crash between SQLite's database fsync and the journal's unlink leaves a hot journal
+    /// and TXID+1 in the log: the restart restores the file where the crash lost it, rolls
+    /// the journal back and re-applies the file, so the transaction commits — with the
+    /// position the unlink would have published. (Where nothing is written early, the
+    /// journal's rollback undoes it.)
+    #[test]
+    fn a_crash_after_the_database_fsync_keeps_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, db) = journal_store(dir.path());
+        let early = db.flush_covers_completed_overwrites;
+        journal_commit(&db, 1);
+        journal_commit(&db, 2);
+        let before = db.pos();
+        journal_transaction(&db, 3, 1);
+        db.fsync(FileKind::Database, true).unwrap();
+        // What a killed process leaves (the page cache), with TXID 3's file lost as a
+        // machine crash can lose it: it was never synced.
+        let crashed = tempfile::tempdir().unwrap();
+        crate::testkit::copy_tree(dir.path(), crashed.path()).unwrap();
+        assert!(
+            crashed.path().join("dbs/db/journal").exists(),
+            "a hot journal in the crash image"
+        );
+        if early {
+            let three = crate::ltx::format_filename(TxId(3), TxId(3));
+            std::fs::remove_file(crashed.path().join("dbs/db/ltx").join(three)).unwrap();
+        }
+        db.unlink(FileKind::Journal).unwrap();
+        let committed = db.pos();
+        assert_eq!(committed.txid, TxId(3));
+        let (_crashed_store, recovered) = journal_store(crashed.path());
+        let (expected, fill) = if early { (committed, 3) } else { (before, 2) };
+        assert_eq!(recovered.pos(), expected, "position after the crash");
+        assert_eq!(ltx_file_exists(crashed.path(), 3), early, "TXID 3 restored");
+        let mut page = vec![0u8; PAGE];
+        recovered.read(FileKind::Database, 0, &mut page).unwrap();
+        assert_eq!(page, first_page(fill, 1), "page 1 after the crash");
+    }
+
+    /// The daemon closing the database between SQLite's database fsync and the journal's
+    /// unlink (a shutdown; SQLite's unlink then fails, and so does its COMMIT) discards what
+    /// the fsync wrote early: the next start rolls the hot journal back.
+    #[test]
+    fn a_close_before_the_unlink_rolls_the_transaction_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, db) = journal_store(dir.path());
+        journal_commit(&db, 1);
+        let before = db.pos();
+        journal_transaction(&db, 2, 1);
+        db.fsync(FileKind::Database, true).unwrap();
+        let log_path = dir.path().join("dbs/db").join(ltx_log::LTX_LOG_NAME);
+        let head = std::fs::read(&log_path).unwrap()[..16].to_vec();
+        drop(db);
+        drop(store);
+        assert!(!ltx_file_exists(dir.path(), 2), "TXID 2 after the close");
+        // The close zeroes the log's head too: put it back to see the entry itself zeroed.
+        let mut log = std::fs::read(&log_path).unwrap();
+        log[..16].copy_from_slice(&head);
+        let logged: Vec<u64> = ltx_log::entries(&log)
+            .iter()
+            .map(|(s, _)| s.header.max_txid.0)
+            .collect();
+        assert_eq!(logged, vec![1], "log entries after the close");
+        let (_store, db) = journal_store(dir.path());
+        assert_eq!(db.pos(), before, "position after a restart");
+        assert!(
+            !dir.path().join("dbs/db/journal").exists(),
+            "the hot journal rolled back"
+        );
+        let mut page = vec![0u8; PAGE];
+        db.read(FileKind::Database, 0, &mut page).unwrap();
+        assert_eq!(page, first_page(1, 1), "page 1 after the restart");
+    }
+
+    /// An import while a transaction written at its database fsync is pending (its writer
+    /// died before the unlink, so nothing holds the locks) rolls that transaction back: the
+    /// imported file takes TXID+1, and no later discard may remove it (found in review).
+    #[test]
+    fn an_import_rolls_back_a_transaction_written_at_its_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, db) = journal_store(dir.path());
+        journal_commit(&db, 1);
+        journal_transaction(&db, 2, 1);
+        db.fsync(FileKind::Database, true).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let pos = db.import_from(&first_page(9, 1)[..], deadline).unwrap();
+        assert_eq!(pos.txid, TxId(2), "the import's TXID");
+        // SQLite deletes the journal whose header the import zeroed; its next transaction's
+        // writes would discard a transaction still pending.
+        db.unlink(FileKind::Journal).unwrap();
+        journal_transaction(&db, 3, 1);
+        assert!(
+            ltx_file_exists(dir.path(), 2),
+            "the imported file after a write"
+        );
+        db.fsync(FileKind::Database, true).unwrap();
+        db.unlink(FileKind::Journal).unwrap();
+        let pos = db.pos();
+        assert_eq!(pos.txid, TxId(3));
+        drop(db);
+        drop(store);
+        let (_store, db) = journal_store(dir.path());
+        assert_eq!(db.pos(), pos, "position after a restart");
     }
 
     /// Retention syncs before it removes anything: a pending file's predecessor, which the

@@ -182,6 +182,10 @@ impl Db {
     /// imported pages back: its header is zeroed, as PERSIST mode commits. True if there was
     /// one.
     fn clear_journal(&self, state: &mut State) -> Result<bool> {
+        // A transaction written at its database fsync whose writer died before the unlink
+        // (nothing holds the locks) is rolled back with its journal: its file would take the
+        // imported file's TXID.
+        self.discard_early_commit(state);
         state.dirty.clear();
         if !self.path(FileKind::Journal).exists() {
             return Ok(false);

@@ -10,7 +10,9 @@
 //!
 //! So a journal commit writes its LTX file under its final name without syncing it, as a WAL
 //! commit does (it joins the batch that the next `syncfs` makes durable, `durability.rs`),
-//! and appends the same bytes to the log, which it `fdatasync`s. The log covers every file
+//! and appends the same bytes to the log, which it `fdatasync`s — or, on ext4 and XFS, writes
+//! them out unflushed at SQLite's fsync of the database, whose device flush then makes them
+//! durable too (`journal.rs`, [`super::durability::LogSync`]). The log covers every file
 //! of the batch: it is used only while no pending file is missing from it (a WAL commit's
 //! file is not logged — the WAL holds that transaction), and it starts over at offset 0 with
 //! the first file after a sync left nothing pending.
@@ -19,7 +21,8 @@
 //! and the file's bytes, followed by [`TERMINATOR_BYTES`] zeros that the next entry
 //! overwrites. The file is grown with zeros (written and synced: [`grown_len_bytes`], up to
 //! [`LTX_LOG_BYTES_MAX`]) before an entry that would not fit, so an append never changes its
-//! size or allocates blocks; a file that cannot fit is synced as before. A clean close zeroes
+//! size or allocates blocks (a process empties the log before its first append, so the blocks
+//! are its own); a file that cannot fit is synced as before. A clean close zeroes
 //! the first entry's magic, so the next start reads 16 bytes of it, not the whole log. Entries are taken in order while each verifies as an LTX file and starts at the
 //! TXID after the one before; older entries left beyond the end by an earlier round start
 //! lower (TXIDs only grow) or belong to another history. A round whose files were all synced

@@ -153,6 +153,12 @@ pub(super) struct State {
     pub(super) ltx_log_buf: Vec<u8>,
     /// Committed WAL transactions whose LTX files the capture thread writes (`deferred.rs`).
     deferred: std::collections::VecDeque<deferred::DeferredTxn>,
+    /// The journal transaction's LTX file, written at SQLite's database fsync and published
+    /// at the journal's invalidation (`journal.rs`).
+    early_commit: Option<journal::EarlyCommit>,
+    /// The thread that wrote the last database page (0 if unknown, [`INTERNAL_CALLER`] for
+    /// the daemon's own calls): only its fsync is SQLite's commit (`journal.rs`).
+    database_writer: u32,
 }
 
 pub struct Db {
@@ -167,6 +173,9 @@ pub struct Db {
     /// An LTX file's fsync also makes its name durable here (`durability.rs`), so a synced
     /// commit needs no fsync of `ltx/`.
     ltx_names_synced_with_files: bool,
+    /// A completed overwrite of the LTX log is made durable by any later fsync on its file
+    /// system (`durability.rs`), so a journal commit's entry can ride SQLite's database fsync.
+    flush_covers_completed_overwrites: bool,
     /// Where the WAL's uncommitted frames start (the capture cursor), as of the last WAL
     /// write; 0 without a WAL. Read without the state lock by `fuse/prime.rs`.
     wal_cursor_bytes: AtomicU64,
@@ -227,11 +236,16 @@ impl Drop for Db {
     /// A clean close leaves every LTX file durable (`durability.rs`) and saves the page
     /// checksums for the next start (`checksum_table.rs`).
     fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut state = std::mem::take(state);
+        // A journal transaction written at its database fsync can no longer reach the
+        // invalidation, and SQLite's COMMIT fails (the mount is going): it must not come back
+        // at the next start. Even after a fatal error: this only removes what was never
+        // published.
+        self.discard_early_commit(&mut state);
         if self.shared.fatal.is_raised() {
             return;
         }
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let mut state = std::mem::take(state);
         // Nothing is in flight: the capture thread holds the database while it works on it.
         self.drain_deferred(&mut state);
         if self.shared.fatal.is_raised() {
@@ -248,6 +262,10 @@ impl Drop for Db {
         }
     }
 }
+
+/// The caller of [`Db::write`] and [`Db::fsync`]: the daemon itself (tools, tests), never a
+/// FUSE request's thread id (Linux's are below 2^22).
+pub const INTERNAL_CALLER: u32 = u32::MAX;
 
 pub(super) fn now_ms() -> i64 {
     SystemTime::now()
@@ -295,6 +313,9 @@ impl Db {
         fs::create_dir_all(&ltx_dir).io_context("create directory", &ltx_dir)?;
         let ltx_dir_file = File::open(&ltx_dir).io_context("open", &ltx_dir)?;
         let ltx_names_synced_with_files = durability::names_durable_with_file_fsync(&ltx_dir_file);
+        // Of `dir`, which holds the LTX log and the database file.
+        let flush_covers_completed_overwrites =
+            File::open(&dir).is_ok_and(|d| durability::flush_covers_completed_overwrites(&d));
         let spare_dir = dir.join("spare");
         let spares = Mutex::new(spare::SparePool::open(&spare_dir)?);
         let db = Db {
@@ -303,6 +324,7 @@ impl Db {
             ltx_dir,
             ltx_dir_file,
             ltx_names_synced_with_files,
+            flush_covers_completed_overwrites,
             wal_cursor_bytes: AtomicU64::new(0),
             wal_primed_bytes: AtomicU64::new(0),
             spare_dir,
@@ -696,16 +718,18 @@ impl Db {
     }
 
     pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
-        self.write_opened(kind, None, offset, data)
+        self.write_opened(kind, None, INTERNAL_CALLER, offset, data)
     }
 
-    /// [`Db::write`] through a descriptor whose handle is `opened` (a FUSE write): refused if
-    /// it was opened in an earlier life of the database ([`Db::check_incarnation`], checked
-    /// under the state lock, which every drop holds).
+    /// [`Db::write`] through a descriptor whose handle is `opened` (a FUSE write) by thread
+    /// `caller` (the request's; 0 if unknown): refused if it was opened in an earlier life of
+    /// the database ([`Db::check_incarnation`], checked under the state lock, which every
+    /// drop holds).
     pub fn write_opened(
         &self,
         kind: FileKind,
         opened: Option<u64>,
+        caller: u32,
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
@@ -737,7 +761,10 @@ impl Db {
             return self.discard_shm_write(&mut state, offset + data.len() as u64);
         }
         let result = match kind {
-            FileKind::Database => self.write_database(&mut state, offset, data),
+            FileKind::Database => {
+                state.database_writer = caller;
+                self.write_database(&mut state, offset, data)
+            }
             FileKind::Journal => self.write_journal(&mut state, offset, data),
             FileKind::Wal => {
                 let result = self.write_wal(&mut state, offset, data);
@@ -830,6 +857,8 @@ impl Db {
         // behind by PERSIST or TRUNCATE mode after a switch to WAL makes `in_transaction`
         // below true for checkpoints too.
         self.sync_unlogged(state)?;
+        // The transaction goes on: what its fsync wrote early is not the commit.
+        self.discard_early_commit(state);
         // In WAL mode with no journal, database writes are SQLite's checkpoints copying frames
         // we already captured: the logical database (and its checksum) does not change.
         let in_transaction = !state.wal_mode || state.files[FileKind::Journal.index()].is_some();
@@ -849,6 +878,7 @@ impl Db {
             self.commit_journal(state, JournalMode::Persist)?;
             return Ok(());
         }
+        self.discard_early_commit(state);
         if state.page_size == 0 && offset == 0 && data.len() >= JOURNAL_HEADER_SIZE {
             let page_size = u32::from_be_bytes([data[24], data[25], data[26], data[27]]);
             if ltx::is_valid_page_size(page_size) {
@@ -910,6 +940,7 @@ impl Db {
                 }
                 // A checkpoint's truncation: as for its writes (`write_database`).
                 self.sync_unlogged(&mut state)?;
+                self.discard_early_commit(&mut state);
                 let f = self.file(&mut state, kind)?;
                 f.set_len(size).io_context("truncate", self.path(kind))
             }
@@ -995,6 +1026,14 @@ impl Db {
 
     /// SQLite's fsync (`datasync`: its fdatasync) of a backing file, passed through as asked.
     pub fn fsync(&self, kind: FileKind, datasync: bool) -> Result<()> {
+        self.fsync_from(kind, datasync, INTERNAL_CALLER)
+    }
+
+    /// [`Db::fsync`] asked by thread `caller` (a FUSE request's; 0 if unknown).
+    pub fn fsync_from(&self, kind: FileKind, datasync: bool, caller: u32) -> Result<()> {
+        if kind == FileKind::Database {
+            return self.fsync_database(datasync, caller);
+        }
         let f = {
             // A WAL commit's LTX file is synced with its batch, not here (`durability.rs`).
             let mut state = self.lock_undrained();
