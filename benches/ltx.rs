@@ -137,6 +137,33 @@ fn bench_codec(c: &mut Criterion) {
     }
 }
 
+/// LZ4 encoding of pages that do not compress at all (blobs: random, encrypted or already
+/// compressed data), where the writer stops trying LZ4 after two raw blocks in a row.
+fn bench_encode_blobs(c: &mut Criterion) {
+    let page_count = 10_000u32;
+    let mut rng = Rng(0xb10b_5eed);
+    let pages: Vec<Vec<u8>> = (0..page_count)
+        .map(|_| rng.bytes(PAGE_SIZE_BYTES))
+        .collect();
+    let mut post_apply = RollingChecksum::new();
+    for (index, data) in pages.iter().enumerate() {
+        post_apply.add_page(index as u32 + 1, data);
+    }
+    let post_apply = Checksum(post_apply.value());
+    let header = header(page_count, FLAG_COMPRESS_LZ4);
+    let mut out = Vec::new();
+    encode_into(&mut out, &header, &pages, post_apply);
+    let mut group = c.benchmark_group("ltx_encode");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(
+        u64::from(page_count) * PAGE_SIZE_BYTES as u64,
+    ));
+    group.bench_function(format!("lz4/{page_count}_random_pages"), |b| {
+        b.iter(|| encode_into(&mut out, black_box(&header), black_box(&pages), post_apply))
+    });
+    group.finish();
+}
+
 /// Short runs keep the whole suite under ~2 minutes on 2 vCPUs; flat sampling because the
 /// 10,000-page iterations take tens of milliseconds each.
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
@@ -147,5 +174,5 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
         .sampling_mode(SamplingMode::Flat);
 }
 
-criterion_group!(benches, bench_crc64, bench_codec);
+criterion_group!(benches, bench_crc64, bench_codec, bench_encode_blobs);
 criterion_main!(benches);
