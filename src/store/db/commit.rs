@@ -3,7 +3,8 @@
 //! Order: write the file under its final name, make it as durable as its kind needs, and only
 //! then change the in-memory checksums and position. A synced file (deletions) is fsynced and
 //! `ltx/` fsynced before the position moves; a journal commit's file is appended to the LTX
-//! log and the log `fdatasync`ed instead (`ltx_log.rs`); a failure removes the file and leaves
+//! log and the log `fdatasync`ed instead (`ltx_log.rs`), or both are done at SQLite's database
+//! fsync, whose flush covers them (`journal.rs`); a failure removes the file and leaves
 //! the state as it was. A WAL commit's file is not synced: the WAL holds the transaction until
 //! the file is synced with its batch (`durability.rs`). Either way a crash can leave the
 //! newest file short, which recovery restores from the log or removes (the torn-tail check).
@@ -83,7 +84,7 @@ impl Encoded {
         self.header.max_txid
     }
 
-    /// The position before this transaction: its TXID and pre-apply checksum.
+    /// The database's checksum before this transaction (its header's pre-apply checksum).
     pub(super) fn pre_apply_checksum(&self) -> Checksum {
         self.header.pre_apply_checksum
     }
