@@ -318,6 +318,44 @@ fn small_wal_commits_are_captured_after_the_reply_and_published_in_order() {
     assert_eq!(sum as u64, COMMITS * (COMMITS + 1) / 2);
 }
 
+/// Through a real mount (either transport), SQLite's fsync of the database in a rollback
+/// journal commit comes from the thread that wrote the pages, so each commit's LTX file is
+/// written and logged at that fsync (ARCHITECTURE §4.1 "The entry rides SQLite's database
+/// fsync") on ext4 and XFS; the chain stays contiguous and verifies, in every rollback mode.
+#[test]
+fn journal_commits_are_logged_at_sqlites_database_fsync() {
+    let t = TestMount::new(false);
+    for (name, mode) in [("db", "delete"), ("db2", "truncate"), ("db3", "persist")] {
+        let conn = Connection::open(t.path(name)).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode={mode}; PRAGMA synchronous=full; CREATE TABLE t(x);"
+        ))
+        .unwrap();
+        let db = t.store().db(name).unwrap();
+        let before = db.early_commit_count();
+        let start = t.pos(name).txid.0;
+        const COMMITS: u64 = 50;
+        for i in 1..=COMMITS {
+            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let end = TxId(start + COMMITS);
+        assert_eq!(t.pos(name).txid, end, "{mode}: position after the commits");
+        let early = db.early_commit_count() - before;
+        let expected = if db.commits_at_database_fsync() {
+            COMMITS
+        } else {
+            0
+        };
+        assert_eq!(
+            early, expected,
+            "{mode}: commits logged at the database fsync"
+        );
+        assert_chain_contiguous(&t.ltx_dir(name), end);
+        let summary = check_newest_ltx(&t, name, 4096);
+        assert_eq!(summary.header.max_txid, end, "{mode}: newest LTX file");
+    }
+}
+
 /// A mount whose database "db" is in WAL mode with table `t` and `rows` rows, each inserted
 /// in its own transaction (a source of small LTX files for a replica store).
 fn wal_primary_with_rows(rows: i64) -> TestMount {

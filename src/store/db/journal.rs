@@ -8,6 +8,7 @@ use crate::store::error::{IoContext, Result};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 impl Db {
     /// Removes the journal in the way SQLite asked, without recording anything.
@@ -43,6 +44,8 @@ impl Db {
             {
                 let wal_mode = early.wal_mode;
                 self.persist_and_publish(state, early.encoded, Durability::Written)?;
+                // Relaxed: a counter for reporting only.
+                self.early_commit_count.fetch_add(1, Ordering::Relaxed);
                 return self.finish_journal_commit(state, mode, wal_mode);
             }
             state.early_commit = Some(early);

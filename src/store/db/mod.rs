@@ -226,6 +226,8 @@ pub struct Db {
     deferred_done: Condvar,
     /// WAL commits whose LTX files were written after their writes were answered.
     deferred_count: AtomicU64,
+    /// Journal commits whose LTX files were written at SQLite's database fsync (`journal.rs`).
+    early_commit_count: AtomicU64,
     /// Drops of this database since the process started: the file handle of every FUSE open
     /// (`Db::incarnation`), so that a descriptor opened before a drop cannot write into the
     /// database created after it.
@@ -347,6 +349,7 @@ impl Db {
             deferred_slot: Mutex::new(None),
             deferred_done: Condvar::new(),
             deferred_count: AtomicU64::new(0),
+            early_commit_count: AtomicU64::new(0),
             drops: AtomicU64::new(0),
         };
         db.recover()?;
@@ -538,6 +541,18 @@ impl Db {
     /// SQLite's write was answered (`deferred.rs`).
     pub fn deferred_capture_count(&self) -> u64 {
         self.deferred_count.load(Ordering::Relaxed)
+    }
+
+    /// Journal commits since the database was opened whose LTX files were written, and their
+    /// LTX-log entries made durable, by SQLite's fsync of the database (`journal.rs`).
+    pub fn early_commit_count(&self) -> u64 {
+        self.early_commit_count.load(Ordering::Relaxed)
+    }
+
+    /// Whether this database's file system lets a journal commit's LTX-log entry ride
+    /// SQLite's database fsync (ext4, XFS: `durability::flush_covers_completed_overwrites`).
+    pub fn commits_at_database_fsync(&self) -> bool {
+        self.flush_covers_completed_overwrites
     }
 
     /// FUSE writes to the backing file `kind` accepted since the database was opened.
