@@ -615,6 +615,25 @@ fn metrics_and_debug_vars_after_commits() {
         assert!(value("litefs_db_database_write_count", &[("db", db)]) > 0.0);
     }
     assert!(value("litefs_db_wal_write_count", &[("db", "a.db")]) > 0.0);
+    let a = t.store().db("a.db").unwrap();
+    check(
+        "litefs_db_deferred_capture_count",
+        &[("db", "a.db")],
+        a.deferred_capture_count() as f64,
+    );
+    // b's second transaction (the INSERT; TXID 1 is never logged early) was logged at the
+    // sqlite3 shell's fsync of the database, where the file system allows it.
+    let b = t.store().db("b \"quoted\".db").unwrap();
+    let early = if b.commits_at_database_fsync() {
+        1.0
+    } else {
+        0.0
+    };
+    check(
+        "litefs_db_early_commit_count",
+        &[("db", "b \"quoted\".db")],
+        early,
+    );
     assert!(
         value(
             "litefs_db_journal_write_count",

@@ -7,6 +7,7 @@
 //! real state); `litefs_http_frame_send_count` is incremented (LiteFS never does). Ours only:
 //! `litefs_db_page_count`, `litefs_event_subscriber_count`, `litefs_commit_duration_seconds`,
 //! `litefs_fuse_request_count`, `litefs_http_stream_send_bytes`,
+//! `litefs_db_deferred_capture_count`, `litefs_db_early_commit_count`,
 //! `litefs_stream_native_send_bytes`, `litefs_http_event_stream_count`.
 
 use super::App;
@@ -112,7 +113,7 @@ fn render(app: &App) -> String {
         seconds(store.role().lag_ms()),
     );
     type DbValue = fn(&crate::store::Db) -> String;
-    let per_db: [(&str, &str, &str, DbValue); 9] = [
+    let per_db: [(&str, &str, &str, DbValue); 11] = [
         ("litefs_db_txid", "gauge", "Current transaction id.", |db| {
             db.pos().txid.0.to_string()
         }),
@@ -151,6 +152,19 @@ fn render(app: &App) -> String {
             "counter",
             "Writes to the shared-memory (-shm) file.",
             |db| db.write_count(FileKind::Shm).to_string(),
+        ),
+        (
+            "litefs_db_deferred_capture_count",
+            "counter",
+            "WAL commits whose LTX files were written after SQLite's write was answered.",
+            |db| db.deferred_capture_count().to_string(),
+        ),
+        (
+            "litefs_db_early_commit_count",
+            "counter",
+            "Journal commits logged at SQLite's database fsync (0 where the file system, or a \
+             writer outside the mount's pid namespace, does not allow it).",
+            |db| db.early_commit_count().to_string(),
         ),
         (
             "litefs_db_ltx_reap_count",
