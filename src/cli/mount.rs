@@ -5,6 +5,7 @@ use crate::config::{Config, ExecConfig, LeaseType};
 use crate::fuse::Mount;
 use crate::fuse::session::MountOptions;
 use crate::fuse::watchdog::Watchdog;
+use crate::http::proxy::{ProxyOptions, ProxyServer};
 use crate::http::{Server, ServerOptions};
 use crate::replica::{Replica, ReplicaOptions};
 use crate::store::monitor::RetentionMonitor;
@@ -209,6 +210,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         mount,
         watchdog,
         server,
+        proxy,
         replica,
         retention,
         child,
@@ -256,6 +258,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         }
     };
     // Spec §8.6 step 10: the HTTP server (replica streams get their End frame) before FUSE.
+    drop(proxy);
     drop(replica);
     drop(retention);
     server.shutdown();
@@ -406,9 +409,32 @@ fn start(
         }
         Some(replica)
     };
+    // Spec §6: after the node is ready (or at once with skip-sync), before exec.
+    let proxy = if config.proxy.target.is_empty() {
+        None
+    } else {
+        match ProxyServer::start(store.clone(), ProxyOptions::from_config(&config.proxy)) {
+            Ok(proxy) => {
+                eprintln!(
+                    "litefs: proxy server listening on: {} (to {}, tracking {:?})",
+                    proxy.addr(),
+                    config.proxy.target,
+                    config.proxy.db
+                );
+                Some(proxy)
+            }
+            Err(e) => {
+                drop(replica);
+                server.shutdown();
+                let _ = mount.unmount();
+                return Err(e).context("cannot start the proxy");
+            }
+        }
+    };
     let child = match run_exec(&config.exec, config.lease.candidate) {
         Ok(child) => child,
         Err(e) => {
+            drop(proxy);
             server.shutdown();
             let _ = mount.unmount();
             return Err(e);
@@ -418,6 +444,7 @@ fn start(
         mount,
         watchdog,
         server,
+        proxy,
         replica,
         retention,
         child,
@@ -430,6 +457,8 @@ struct Running {
     /// Dropped (killed) after the unmount.
     watchdog: Option<Watchdog>,
     server: Server,
+    /// `proxy:` when `proxy.target` is set (spec §6).
+    proxy: Option<ProxyServer>,
     replica: Option<Replica>,
     retention: Option<RetentionMonitor>,
     child: Option<Child>,

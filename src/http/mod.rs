@@ -5,7 +5,8 @@
 //!
 //! Built: `GET /info`, `POST /stream` (primary side), `GET /export`, `POST /import`,
 //! `GET /events`, `GET /metrics`, `GET /debug/vars`. The other LiteFS routes answer
-//! `501 Not Implemented`.
+//! `501 Not Implemented`. The application-facing proxy (`proxy:`, spec §6) is `proxy.rs`, a
+//! server of its own on `proxy.addr`.
 
 mod body;
 pub mod client;
@@ -13,6 +14,7 @@ mod events;
 mod export;
 pub mod metrics;
 pub mod native;
+pub mod proxy;
 mod routes;
 mod stream;
 

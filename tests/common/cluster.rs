@@ -86,6 +86,8 @@ pub struct NodeConfig {
     pub netns: Option<String>,
     /// `fuse.posix-locks` (false: the kernel keeps SQLite's locks).
     pub posix_locks: bool,
+    /// Extra top-level YAML sections (e.g. `proxy:`).
+    pub extra_yaml: String,
 }
 
 impl NodeConfig {
@@ -100,6 +102,7 @@ impl NodeConfig {
             native_stream: true,
             netns: None,
             posix_locks: true,
+            extra_yaml: String::new(),
         }
     }
 
@@ -113,7 +116,7 @@ impl NodeConfig {
     fn yaml(&self) -> String {
         let primary_port = self.primary_port.unwrap_or(self.port);
         format!(
-            "fuse:\n  dir: {mnt}\n  transport: {transport}\n  posix-locks: {posix_locks}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n",
+            "fuse:\n  dir: {mnt}\n  transport: {transport}\n  posix-locks: {posix_locks}\ndata:\n  dir: {data}\n{extra}strict-verify: true\nhttp:\n  addr: {host}:{port}\n  native-stream: {native}\nlease:\n  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  advertise-url: http://{primary_host}:{primary_port}\n  reconnect-delay: 100ms\n{extra_yaml}",
             host = self.host,
             transport = super::fuse_transport_name(),
             native = self.native_stream,
@@ -124,6 +127,7 @@ impl NodeConfig {
             extra = self.data_extra,
             port = self.port,
             candidate = self.primary_port.is_none(),
+            extra_yaml = self.extra_yaml,
         )
     }
 }
