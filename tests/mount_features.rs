@@ -235,6 +235,36 @@ fn a_descriptor_opened_before_a_drop_cannot_change_the_new_database() {
     new.set_len(len).unwrap();
 }
 
+/// Dropping a database removes its `-wal` and `-shm` behind the kernel, which remembers their
+/// names (entry timeout 60 s): the drop has the kernel forget them, so they are gone through
+/// the mount at once, not a minute later.
+#[test]
+fn a_dropped_databases_companion_files_are_gone_at_once() {
+    let t = TestMount::new(false);
+    let conn = Connection::open(t.path("db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    for name in ["db-wal", "db-shm"] {
+        assert!(
+            std::fs::metadata(t.path(name)).is_ok(),
+            "{name} before the drop"
+        );
+    }
+    std::fs::remove_file(t.path("db")).unwrap();
+    let started = std::time::Instant::now();
+    for name in ["db-wal", "db-shm"] {
+        while std::fs::metadata(t.path(name)).is_ok() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{name} still there {:?} after the drop",
+                started.elapsed()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    drop(conn);
+}
+
 #[test]
 fn drop_and_recreate_a_database() {
     let mut t = TestMount::new(true);

@@ -13,7 +13,7 @@ use super::prime::PrimeRequests;
 use super::session::MountOptions;
 use super::stats::{self, RequestStats};
 use crate::store::lock::{HALT_BYTE, LockFile, LockKind, LockSet, LockType};
-use crate::store::{Db, FileKind, Store};
+use crate::store::{Db, FileKind, Invalidation, Store};
 use fuse_backend_rs::abi::fuse_abi::{
     CreateIn, FsOptions, LK_FLOCK, OpenOptions, SetattrValid, stat64, statvfs64,
 };
@@ -97,6 +97,31 @@ fn cstr_name(name: &CStr) -> io::Result<&str> {
 }
 
 impl LitefsFs {
+    /// A drop removed the database's `-journal`, `-wal` and `-shm` behind the kernel, which
+    /// keeps their names (and `-shm`'s attributes, while SQLite has it mapped) for the entry
+    /// timeout: it is told to forget them. From another thread, after this UNLINK is
+    /// answered: the kernel holds the root directory's lock until then, and a notification
+    /// about a name in it waits for that lock. One short thread per drop (drops are rare).
+    fn forget_companions_later(&self, db_name: &str) {
+        let store = self.store.clone();
+        let name = db_name.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("litefs-drop".into())
+            .spawn(move || {
+                for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+                    store
+                        .invalidate_hook()
+                        .send(Invalidation::Entry { db: &name, kind });
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!(
+                "litefs: database {db_name:?} dropped; its -wal and -shm may show through the mount \
+                 for up to a minute (no thread to tell the kernel: {e})"
+            );
+        }
+    }
+
     pub fn new(store: Arc<Store>, options: &MountOptions) -> LitefsFs {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -471,7 +496,13 @@ impl FileSystem for LitefsFs {
         let (db_name, node) = parse_name(cstr_name(name)?);
         let db = self.store.db(db_name).ok_or_else(|| errno(libc::ENOENT))?;
         match node {
-            DbNode::File(kind) => db.unlink(kind).map_err(|e| to_io_error("unlink", e)),
+            DbNode::File(kind) => {
+                db.unlink(kind).map_err(|e| to_io_error("unlink", e))?;
+                if kind == FileKind::Database {
+                    self.forget_companions_later(db_name);
+                }
+                Ok(())
+            }
             DbNode::Pos | DbNode::Lock => Err(errno(libc::ENOSYS)),
         }
     }
