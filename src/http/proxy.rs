@@ -111,8 +111,8 @@ pub fn route(method: &Method, path: &str, passthrough: &[Pattern], always: &[Pat
     Route::Write
 }
 
-/// `path` with its `%XX` escapes decoded (an invalid escape, or bytes that do not decode to
-/// UTF-8, are kept as they are).
+/// `path` with its `%XX` escapes decoded (an invalid escape is kept as it is; bytes that do not
+/// decode to UTF-8 become U+FFFD, which a `*` matches as Go's `.*` matches the raw byte).
 pub fn percent_decoded(path: &str) -> String {
     if !path.contains('%') {
         return path.to_string();
@@ -135,24 +135,30 @@ pub fn percent_decoded(path: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8(out).unwrap_or_else(|_| path.to_string())
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The TXID in a request's `__txid` cookie; 0 without one, or if it is not 16 hex digits.
 pub fn cookie_txid<'a>(cookie_headers: impl IntoIterator<Item = &'a HeaderValue>) -> u64 {
     for header in cookie_headers {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=')
-                && name.trim() == TXID_COOKIE
-            {
-                // One pair of quotes around the value is allowed, as Go reads cookies.
-                let value = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
-                return crate::types::TxId::parse(value).map_or(0, |t| t.0);
+        // Bytes, not text: another cookie's non-ASCII value must not hide this one.
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (name, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            if name != TXID_COOKIE.as_bytes() {
+                continue;
             }
+            // One pair of quotes around the value is allowed, as Go reads cookies.
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value);
+            return std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| crate::types::TxId::parse(v).ok())
+                .map_or(0, |t| t.0);
         }
     }
     0
@@ -605,6 +611,9 @@ mod tests {
             0x10
         );
         assert_eq!(cookie_txid([&header("__txid=\"000000000000002a\"")]), 0x2a);
+        let non_ascii =
+            HeaderValue::from_bytes(b"name=Jos\xc3\xa9; __txid=00000000000000ff").unwrap();
+        assert_eq!(cookie_txid([&non_ascii]), 0xff, "after a non-ASCII cookie");
         for bad in [
             "__txid=2a",
             "__txid=zzzzzzzzzzzzzzzz",
@@ -622,9 +631,12 @@ mod tests {
         assert_eq!(percent_decoded("/%61dmin/x"), "/admin/x");
         assert_eq!(percent_decoded("/a%2Fb"), "/a/b");
         assert_eq!(percent_decoded("/plain"), "/plain");
-        for kept in ["/100%", "/%zz", "/%4", "/%ff"] {
+        for kept in ["/100%", "/%zz", "/%4"] {
             assert_eq!(percent_decoded(kept), kept, "{kept}");
         }
+        // A byte that is not UTF-8 does not stop the rest from decoding.
+        assert_eq!(percent_decoded("/%61dmin/x%ff"), "/admin/x\u{fffd}");
+        assert!(Pattern::new("/admin/*").matches(&percent_decoded("/%61dmin/x%ff")));
     }
 
     #[test]
