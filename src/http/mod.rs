@@ -58,10 +58,8 @@ struct App {
 
 /// A running API server; stops when dropped.
 pub struct Server {
-    addr: SocketAddr,
     metrics: Arc<Metrics>,
-    shutdown: watch::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
+    thread: ServerThread,
 }
 
 /// Binds `addr` as LiteFS does: `:PORT` means every interface (IPv6 and IPv4 when the host
@@ -78,58 +76,51 @@ fn bind(addr: &str) -> io::Result<StdTcpListener> {
     Ok(listener)
 }
 
-impl Server {
-    /// Binds `options.addr` and serves on a new thread.
-    pub fn start(store: Arc<Store>, options: ServerOptions) -> io::Result<Server> {
-        let listener = bind(&options.addr).map_err(|e| {
+/// A listener served on its own thread by a current-thread tokio runtime (the API's and the
+/// proxy's). Stopping signals `shutdown` and joins the thread, which gives the runtime's
+/// blocking tasks [`SHUTDOWN_GRACE_MS`] (not a plain drop, which waits for every one: a
+/// proxy's dial resolving a host name can take the resolver's time).
+struct ServerThread {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Binds `addr` (`setting` names it in the error) and runs `serve` on a new thread named
+    /// `name`, with the listener and the shutdown signal.
+    fn spawn<F, Fut>(addr: &str, setting: &str, name: &str, serve: F) -> io::Result<ServerThread>
+    where
+        F: FnOnce(tokio::net::TcpListener, watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let listener = bind(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("cannot listen on {:?}: {e}", options.addr),
+                format!("cannot listen on {addr:?} ({setting}): {e}"),
             )
         })?;
-        let addr = listener.local_addr()?;
+        let local_addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name("litefs-http-blocking")
+            .thread_name(format!("{name}-blocking"))
             .build()?;
         let listener = {
             let _enter = runtime.enter();
             tokio::net::TcpListener::from_std(listener)?
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let metrics = Arc::new(Metrics::default());
-        let app = Arc::new(App {
-            store,
-            options,
-            metrics: metrics.clone(),
-            shutdown: shutdown_rx,
-        });
         let thread = std::thread::Builder::new()
-            .name("litefs-http".into())
+            .name(name.into())
             .spawn(move || {
-                runtime.block_on(serve(listener, app));
+                runtime.block_on(serve(listener, shutdown_rx));
                 runtime.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
             })?;
-        Ok(Server {
-            addr,
-            metrics,
+        Ok(ServerThread {
+            addr: local_addr,
             shutdown: shutdown_tx,
             thread: Some(thread),
         })
-    }
-
-    /// The bound address (with the real port when `:0` was asked for).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// Stops accepting, lets stream handlers send End, and joins the server thread.
-    pub fn shutdown(mut self) {
-        self.stop();
     }
 
     fn stop(&mut self) {
@@ -140,9 +131,47 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for ServerThread {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl Server {
+    /// Binds `options.addr` and serves on a new thread.
+    pub fn start(store: Arc<Store>, options: ServerOptions) -> io::Result<Server> {
+        let metrics = Arc::new(Metrics::default());
+        let app_metrics = metrics.clone();
+        let addr = options.addr.clone();
+        let thread = ServerThread::spawn(
+            &addr,
+            "http.addr",
+            "litefs-http",
+            move |listener, shutdown| {
+                let app = Arc::new(App {
+                    store,
+                    options,
+                    metrics: app_metrics,
+                    shutdown,
+                });
+                serve(listener, app)
+            },
+        )?;
+        Ok(Server { metrics, thread })
+    }
+
+    /// The bound address (with the real port when `:0` was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.thread.addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Stops accepting, lets stream handlers send End, and joins the server thread.
+    pub fn shutdown(mut self) {
+        self.thread.stop();
     }
 }
 

@@ -12,19 +12,18 @@
 //! `proxy.idle-timeout`, `read-timeout` and `write-timeout` are not applied (the read-header
 //! timeout is).
 
+use super::routes::{Body, error, full, with_type};
 use crate::config::ProxyConfig;
 use crate::store::Store;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, COOKIE, HeaderValue, SET_COOKIE};
+use hyper::header::{COOKIE, HeaderValue, SET_COOKIE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -42,8 +41,6 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 const DIAL_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// The cookie's name.
 const TXID_COOKIE: &str = "__txid";
-/// How long a stopping proxy waits for its blocking tasks (a dial's name lookup).
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// A `passthrough` or `always-forward` pattern: `*` matches any run of characters, anything
 /// else itself, anchored at both ends, matched against the URL path (LiteFS escapes every
@@ -227,7 +224,9 @@ impl ProxyOptions {
     }
 }
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The API's body type: the application's answers are passed on with their errors as I/O
+/// errors.
+type ProxyBody = Body;
 
 struct Proxy {
     store: Arc<Store>,
@@ -236,61 +235,26 @@ struct Proxy {
 
 /// The running proxy; stops when dropped (requests in flight are cut).
 pub struct ProxyServer {
-    addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
+    thread: super::ServerThread,
 }
 
 impl ProxyServer {
     /// Binds `options.addr` and serves on a new thread.
     pub fn start(store: Arc<Store>, options: ProxyOptions) -> io::Result<ProxyServer> {
-        let listener = super::bind(&options.addr).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {:?} (proxy.addr): {e}", options.addr),
-            )
-        })?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _enter = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let addr = options.addr.clone();
         let proxy = Arc::new(Proxy { store, options });
-        let thread = std::thread::Builder::new()
-            .name("litefs-proxy".into())
-            .spawn(move || {
-                runtime.block_on(serve(listener, proxy, shutdown_rx));
-                // Not a plain drop, which waits for every blocking task: a dial resolving a
-                // host name can take the resolver's time.
-                runtime.shutdown_timeout(SHUTDOWN_GRACE);
-            })?;
-        Ok(ProxyServer {
-            addr,
-            shutdown: shutdown_tx,
-            thread: Some(thread),
-        })
+        let thread = super::ServerThread::spawn(
+            &addr,
+            "proxy.addr",
+            "litefs-proxy",
+            move |listener, shutdown| serve(listener, proxy, shutdown),
+        )?;
+        Ok(ProxyServer { thread })
     }
 
     /// The bound address (with the real port when `:0` was asked for).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ProxyServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.addr
     }
 }
 
@@ -341,7 +305,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
         Route::Read => {
             let txid = cookie_txid(req.headers().get_all(COOKIE));
             if !wait_for_txid(&proxy, txid).await {
-                return text(StatusCode::GATEWAY_TIMEOUT, "Proxy timeout");
+                return error(StatusCode::GATEWAY_TIMEOUT, "Proxy timeout");
             }
             forward(&proxy, req, false).await
         }
@@ -360,7 +324,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
                 }
                 response
             }
-            WriteTarget::NoPrimary => text(
+            WriteTarget::NoPrimary => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Proxy error: no primary available",
             ),
@@ -373,14 +337,9 @@ fn health(proxy: &Proxy) -> Response<ProxyBody> {
     let max_lag = proxy.options.max_lag;
     let lag = Duration::from_millis(proxy.store.role().lag_ms().max(0) as u64);
     if !max_lag.is_zero() && lag > max_lag {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "Replication lag exceeded");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Replication lag exceeded");
     }
-    let mut response = Response::new(full("OK\n"));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    with_type("text/plain; charset=utf-8", "OK\n")
 }
 
 /// Waits until the tracked database reaches `txid` (0, or no such database: at once); false
@@ -430,12 +389,12 @@ async fn forward(
     let o = &proxy.options;
     let stream = match dial(&o.target, o.dial_timeout).await {
         Ok(stream) => stream,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
+        Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
     };
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(handshake) => handshake,
-            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
+            Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
         };
     tokio::spawn(connection);
     // Origin form (path and query); the client's Host header goes along unchanged.
@@ -446,11 +405,11 @@ async fn forward(
         .to_string();
     match origin.parse() {
         Ok(uri) => *req.uri_mut() = uri,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("Proxy error: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("Proxy error: {e}")),
     }
     let response = match sender.send_request(req).await {
         Ok(response) => response,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
+        Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
     };
     let (mut parts, body) = response.into_parts();
     if set_cookie && let Some(txid) = committed_txid(proxy).await {
@@ -459,7 +418,7 @@ async fn forward(
             parts.headers.append(SET_COOKIE, value);
         }
     }
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body.map_err(io::Error::other).boxed())
 }
 
 /// The tracked database's TXID after every transaction SQLite committed — not the published
@@ -506,30 +465,8 @@ async fn dial(target: &str, timeout: Duration) -> io::Result<tokio::net::TcpStre
     }
 }
 
-fn full(text: &str) -> ProxyBody {
-    Full::new(Bytes::from(text.to_string()))
-        .map_err(|never| match never {})
-        .boxed()
-}
-
 fn empty() -> ProxyBody {
-    full("")
-}
-
-/// A plain-text error answer, as Go's `http.Error` writes it.
-fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(full(&format!("{message}\n")));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    response
+    full(Bytes::new())
 }
 
 #[cfg(test)]
