@@ -321,6 +321,9 @@ fn a_cluster_sends_writes_to_the_primary_and_reads_after_them() {
         "a replayed write never reaches the replica's application"
     );
 
+    // The replica must have the database: a read whose tracked database does not exist
+    // there yet is proxied at once (spec §6.2, as LiteFS does).
+    replica.wait_pos("db", primary.pos("db").unwrap(), Duration::from_secs(20));
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
     let a = request(primary_proxy, "POST", "/w", None, "x");
     assert_eq!(
