@@ -537,6 +537,46 @@ fn a_checkpoint_syncs_deferred_ltx_files_first() {
     integrity(&conn);
 }
 
+/// A WAL transaction whose LTX file takes the deferred batch past its byte limit (64 MiB)
+/// syncs the batch, once the file is published: the count is back to zero when COMMIT
+/// returns, and the file is the position's.
+#[test]
+fn a_transaction_past_the_batch_limit_syncs_the_batch() {
+    let t = TestMount::new(true);
+    let conn = Connection::open(t.path("db")).unwrap();
+    assert_eq!(mode(&conn, "wal"), "wal");
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(v BLOB);")
+        .unwrap();
+    let db = t.store().db("db").unwrap();
+    for _ in 0..3 {
+        conn.execute("INSERT INTO t VALUES (randomblob(100))", [])
+            .unwrap();
+    }
+    assert_eq!(db.unsynced_ltx_files(), 4, "WAL commits are deferred");
+    let before = db.pos().txid;
+    // 66 MiB of random blobs: its LTX file alone is over the limit.
+    conn.execute_batch("BEGIN").unwrap();
+    for _ in 0..66 {
+        conn.execute("INSERT INTO t VALUES (randomblob(1048576))", [])
+            .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    let pos = db.pos();
+    assert_eq!(pos.txid.0, before.0 + 1, "one transaction, one TXID");
+    let name = litefs::ltx::format_filename(pos.txid, pos.txid);
+    let len_bytes = std::fs::metadata(t.ltx_dir("db").join(name)).unwrap().len();
+    assert!(
+        len_bytes > 64 << 20,
+        "the file is over the limit: {len_bytes} bytes"
+    );
+    assert_eq!(
+        db.unsynced_ltx_files(),
+        0,
+        "the batch was synced by the commit that reached the limit"
+    );
+    integrity(&conn);
+}
+
 /// The WAL capture reads the frames SQLite just wrote from memory (ARCHITECTURE §7.4.1). A
 /// tiny page cache makes SQLite spill pages into the WAL mid-transaction and then overwrite
 /// those frames in place (and rewrite their checksums) when it changes the pages again; a

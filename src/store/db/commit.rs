@@ -458,10 +458,13 @@ impl Db {
         let whole = LtxWriter::whole(&buf, len_bytes);
         let persisted = self.persist(state, &file, &path, len_bytes, durability, whole);
         state.ltx_write_buf = buf;
-        if let Err(e) = persisted {
-            self.discard_unpublished(&path, txid);
-            return Err(e);
-        }
+        let sync_batch_after_publish = match persisted {
+            Ok(sync) => sync,
+            Err(e) => {
+                self.discard_unpublished(&path, txid);
+                return Err(e);
+            }
+        };
         drop(file);
         self.remember_written(
             len_bytes,
@@ -497,11 +500,19 @@ impl Db {
         self.commit_count.fetch_add(1, Ordering::Relaxed);
         self.lag_ms.store(0, Ordering::Relaxed);
         self.shared.commit_duration.record(started.elapsed());
+        if sync_batch_after_publish {
+            // Only bounds what recovery verifies; the WAL holds these transactions, and the
+            // newest file may always be unsynced (`unsynced_window_len`), so the streams need
+            // not wait for it: a 100 MB transaction ships while its batch reaches the disk
+            // (~280 ms here). A failure is fatal, as for any sync.
+            self.sync_unsynced(state)?;
+        }
         Ok(())
     }
 
     /// Makes a written LTX file as durable as `durability` asks; `whole` is its bytes, when
-    /// they are all in memory.
+    /// they are all in memory. Returns whether the deferred batch, grown past its limits by
+    /// this file, must be synced once the file is published.
     fn persist(
         &self,
         state: &mut State,
@@ -510,14 +521,16 @@ impl Db {
         len_bytes: u64,
         durability: Durability,
         whole: Option<&[u8]>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         // The log must cover every pending file, and take the whole file; else it is synced.
         let logged = match durability {
             Durability::Logged => whole.filter(|_| state.unsynced.unlogged == 0),
             _ => None,
         };
         if let Some(bytes) = logged {
-            return self.persist_logged(state, bytes, LogSync::Now).map(drop);
+            return self
+                .persist_logged(state, bytes, LogSync::Now)
+                .map(|_| false);
         }
         match durability {
             // Pending deferred files first: one syncfs covers them, this file and its name.
@@ -536,13 +549,11 @@ impl Db {
             }
             Durability::Deferred => {
                 state.unsynced.unlogged += 1;
-                if state.unsynced.add(len_bytes) {
-                    self.sync_unsynced(state)?;
-                }
+                return Ok(state.unsynced.add(len_bytes));
             }
             Durability::Written => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Removes the file a failed [`Db::write_ltx`] left at `path`, durably: a complete file
