@@ -149,7 +149,7 @@ fn options(target: SocketAddr) -> ProxyOptions {
         passthrough: vec![Pattern::new("/static/*")],
         always_forward: vec![],
         primary_redirect_timeout: Duration::from_secs(5),
-        read_header_timeout: Duration::from_secs(10),
+        request_wait: Some(Duration::from_secs(10)),
         dial_timeout: Duration::from_millis(300),
     }
 }
@@ -193,6 +193,32 @@ fn a_write_is_forwarded_and_answered_with_the_txid_cookie() {
     assert_eq!(a.header("set-cookie"), None);
     let a = request(proxy.addr(), "GET", "/litefs/health", None, "");
     assert_eq!((a.status, a.body.as_str()), (200, "OK\n"));
+}
+
+/// A client connection that sends nothing is closed once the request wait (idle plus
+/// header deadlines, `proxy::request_wait`) has passed: an idle client cannot hold a
+/// connection forever.
+#[test]
+fn an_idle_client_connection_is_closed_after_the_request_wait() {
+    let t = TestMount::with_locks(false, false);
+    let wait = Duration::from_millis(300);
+    let mut o = options(application());
+    o.request_wait = Some(wait);
+    let proxy = ProxyServer::start(t.store_arc(), o).unwrap();
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    // EOF, or a reset: either way the proxy let go of the connection.
+    let n = stream.read(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    assert_eq!(n, 0, "nothing answered: {:?}", &buf[..n]);
+    assert!(
+        waited >= wait && waited < Duration::from_secs(5),
+        "closed after {waited:?}, wait {wait:?}"
+    );
 }
 
 /// A read whose cookie names a TXID this node has not reached waits for it; one that never

@@ -8,9 +8,9 @@
 //! The decisions (patterns, routes, cookies, where a write goes) are pure functions; the
 //! server around them runs on its own thread with a current-thread tokio runtime, like the
 //! node API (`mod.rs`). Differences from LiteFS, on purpose or not yet: each request opens its
-//! own HTTP/1.1 connection to the application (LiteFS keeps a pool and tries HTTP/2), and
-//! `proxy.idle-timeout`, `read-timeout` and `write-timeout` are not applied (the read-header
-//! timeout is).
+//! own HTTP/1.1 connection to the application (LiteFS keeps a pool and tries HTTP/2); the
+//! wait for a request's headers and the idle wait before it are one deadline
+//! ([`request_wait`]); `proxy.write-timeout` is not applied, nor `read-timeout` to bodies.
 
 use super::routes::{Body, error, full, with_type};
 use crate::config::ProxyConfig;
@@ -200,8 +200,9 @@ pub struct ProxyOptions {
     pub passthrough: Vec<Pattern>,
     pub always_forward: Vec<Pattern>,
     pub primary_redirect_timeout: Duration,
-    /// 0: none.
-    pub read_header_timeout: Duration,
+    /// How long a client connection may wait for (idle) and then send a request's headers;
+    /// `None`: forever ([`request_wait`]).
+    pub request_wait: Option<Duration>,
     /// How long to keep dialing an application that refuses connections.
     pub dial_timeout: Duration,
 }
@@ -218,10 +219,26 @@ impl ProxyOptions {
             passthrough: patterns(&config.passthrough),
             always_forward: patterns(&config.always_forward),
             primary_redirect_timeout: config.primary_redirect_timeout,
-            read_header_timeout: config.read_header_timeout,
+            request_wait: request_wait(
+                config.idle_timeout,
+                config.read_timeout,
+                config.read_header_timeout,
+            ),
             dial_timeout: DIAL_TIMEOUT,
         }
     }
+}
+
+/// The one deadline hyper offers a client connection (`header_read_timeout`): it starts when
+/// the connection is opened or goes idle after a response, and ends when a request's headers
+/// are in. Go's server has two: the idle wait (`proxy.idle-timeout`, else `read-timeout`)
+/// until the first byte, then the header read (`read-header-timeout`, else `read-timeout`);
+/// their sum bounds the same span. A zero is "no limit" for its part; `None` when both are.
+/// With the defaults (30 s and 10 s) an idle keep-alive connection is closed after 40 s.
+pub fn request_wait(idle: Duration, read: Duration, read_header: Duration) -> Option<Duration> {
+    let or_read = |d: Duration| if d.is_zero() { read } else { d };
+    let wait = or_read(idle) + or_read(read_header);
+    (!wait.is_zero()).then_some(wait)
 }
 
 /// The API's body type: the application's answers are passed on with their errors as I/O
@@ -270,17 +287,14 @@ async fn serve(
                 Ok((socket, _)) => {
                     let _ = socket.set_nodelay(true);
                     let proxy = proxy.clone();
-                    let header_timeout = proxy.options.read_header_timeout;
+                    let request_wait = proxy.options.request_wait;
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             let proxy = proxy.clone();
                             async move { Ok::<_, std::convert::Infallible>(handle(proxy, req).await) }
                         });
                         let mut builder = hyper::server::conn::http1::Builder::new();
-                        // 0 is none: hyper's own default (30 s) applies once a timer is set.
-                        builder
-                            .timer(TokioTimer::new())
-                            .header_read_timeout((!header_timeout.is_zero()).then_some(header_timeout));
+                        builder.timer(TokioTimer::new()).header_read_timeout(request_wait);
                         let _ = builder.serve_connection(TokioIo::new(socket), service).await;
                     });
                 }
@@ -472,6 +486,21 @@ fn empty() -> ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_wait_adds_the_idle_and_header_deadlines() {
+        let s = Duration::from_secs;
+        let z = Duration::ZERO;
+        assert_eq!(request_wait(s(30), z, s(10)), Some(s(40)), "the defaults");
+        assert_eq!(
+            request_wait(z, s(5), z),
+            Some(s(10)),
+            "read-timeout fills both"
+        );
+        assert_eq!(request_wait(z, z, s(10)), Some(s(10)), "no idle limit");
+        assert_eq!(request_wait(s(30), z, z), Some(s(30)), "no header limit");
+        assert_eq!(request_wait(z, z, z), None, "no limit at all");
+    }
 
     /// The upstream tests' examples (spec §6.1).
     #[test]
