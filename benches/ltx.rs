@@ -62,7 +62,9 @@ fn header(count: u32, flags: u32) -> Header {
 /// 40 MB buffer per iteration would measure the kernel's page faults, not the codec.
 fn encode_into(out: &mut Vec<u8>, header: &Header, pages: &[Vec<u8>], post_apply: Checksum) {
     out.clear();
-    let mut enc = Encoder::new(out, header).expect("header");
+    // As a capture does: the page count is known, so pages LZ4 does not try pass straight
+    // through (`Encoder::new` instead: 16.8 against 15.3 ms for 10,000 random pages).
+    let mut enc = Encoder::with_page_count(out, header, pages.len() as u32).expect("header");
     for (index, data) in pages.iter().enumerate() {
         enc.encode_page(index as u32 + 1, data).expect("page");
     }

@@ -45,16 +45,32 @@ pub struct Encoder<W: Write> {
 
 impl<W: Write> Encoder<W> {
     /// Validates `header` and writes it.
-    pub fn new(mut w: W, header: &Header) -> Result<Self> {
+    pub fn new(w: W, header: &Header) -> Result<Self> {
+        Encoder::start(w, header, None)
+    }
+
+    /// [`Encoder::new`] for a file of exactly `page_count` pages, which lets the LZ4 frame
+    /// pass pages it does not compress straight to `w` ([`FrameWriter::with_content_len`]);
+    /// another count is an error.
+    pub fn with_page_count(w: W, header: &Header, page_count: u32) -> Result<Self> {
+        Encoder::start(w, header, Some(page_count))
+    }
+
+    fn start(mut w: W, header: &Header, page_count: Option<u32>) -> Result<Self> {
         header.validate()?;
         let bytes = header.to_bytes();
         w.write_all(&bytes)?;
         let mut hasher = checksum::hasher();
         hasher.update(&bytes);
-        let sink = if header.is_compressed() {
-            Sink::Lz4(FrameWriter::new(w)?)
-        } else {
-            Sink::Raw(w)
+        let sink = match (header.is_compressed(), page_count) {
+            (false, _) => Sink::Raw(w),
+            (true, None) => Sink::Lz4(FrameWriter::new(w)?),
+            (true, Some(pages)) => {
+                // Each page is its 4-byte number and its bytes; the pages end with a zero
+                // number (`finish`), inside the frame.
+                let content_len = u64::from(pages) * (4 + u64::from(header.page_size)) + 4;
+                Sink::Lz4(FrameWriter::with_content_len(w, content_len)?)
+            }
         };
         Ok(Encoder {
             sink: Some(sink),

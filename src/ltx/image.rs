@@ -175,7 +175,8 @@ pub fn encode_image<R: Read, W: Write>(
     w: W,
 ) -> Result<(W, Trailer), ImageError> {
     let page_size = header.page_size;
-    let mut enc = Encoder::new(w, header)?;
+    let pages = crate::sqlite::pages_through(header.commit, page_size);
+    let mut enc = Encoder::with_page_count(w, header, pages)?;
     let lock = lock_pgno(page_size);
     let mut page = vec![0u8; page_size as usize];
     let mut sum = RollingChecksum::new();

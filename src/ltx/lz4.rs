@@ -60,6 +60,12 @@ pub struct FrameWriter<W: Write> {
     content_hash: Xxh32,
     /// Blocks stored raw in a row, tried or not ([`worth_compressing`]).
     raw_streak: u32,
+    /// Content bytes still to come, when the caller declared the length
+    /// ([`FrameWriter::with_content_len`]).
+    content_left: Option<u64>,
+    /// Bytes still to come of a raw block whose size header is already written: they go to
+    /// `inner` as they arrive, without the copy into `block`.
+    raw_block_left: usize,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -77,7 +83,48 @@ impl<W: Write> FrameWriter<W> {
             compressed: Vec::new(),
             content_hash: Xxh32::new(0),
             raw_streak: 0,
+            content_left: None,
+            raw_block_left: 0,
         })
+    }
+
+    /// [`FrameWriter::new`] for exactly `content_len` bytes of content (an error otherwise).
+    /// Every block's size is then known when it starts, so a block not worth an LZ4 attempt
+    /// streams through to `inner` behind its size header instead of being gathered first
+    /// (~16 ms of a 100 MB transaction's capture). The bytes are the same either way.
+    pub fn with_content_len(inner: W, content_len: u64) -> io::Result<Self> {
+        let mut w = FrameWriter::new(inner)?;
+        w.content_left = Some(content_len);
+        Ok(w)
+    }
+
+    /// Starts a raw block streamed through, if the length is known, no block is being
+    /// gathered, and the block is not worth an LZ4 attempt.
+    fn start_raw_block(&mut self) -> io::Result<()> {
+        let Some(left) = self.content_left else {
+            return Ok(());
+        };
+        if !self.block.is_empty() || left == 0 || worth_compressing(self.raw_streak) {
+            return Ok(());
+        }
+        let size = left.min(WRITE_BLOCK_SIZE as u64) as usize;
+        self.inner
+            .write_all(&(size as u32 | BLOCK_UNCOMPRESSED_BIT).to_le_bytes())?;
+        self.raw_block_left = size;
+        Ok(())
+    }
+
+    /// Counts `n` content bytes against the declared length.
+    fn take_content(&mut self, n: usize) -> io::Result<()> {
+        if let Some(left) = self.content_left.as_mut() {
+            *left = left.checked_sub(n as u64).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "LZ4 frame content longer than declared",
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn flush_block(&mut self) -> io::Result<()> {
@@ -112,6 +159,12 @@ impl<W: Write> FrameWriter<W> {
 
     /// Writes the last block, the end mark and the content checksum; returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
+        if self.raw_block_left > 0 || self.content_left.is_some_and(|left| left > 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "LZ4 frame content shorter than declared",
+            ));
+        }
         self.flush_block()?;
         self.inner.write_all(&0u32.to_le_bytes())?;
         self.inner
@@ -122,8 +175,26 @@ impl<W: Write> FrameWriter<W> {
 
 impl<W: Write> Write for FrameWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.raw_block_left == 0 {
+            self.start_raw_block()?;
+        }
+        if self.raw_block_left > 0 {
+            let n = self.raw_block_left.min(buf.len());
+            self.take_content(n)?;
+            self.inner.write_all(&buf[..n])?;
+            self.content_hash.update(&buf[..n]);
+            self.raw_block_left -= n;
+            if self.raw_block_left == 0 {
+                self.raw_streak = self.raw_streak.saturating_add(1);
+            }
+            return Ok(n);
+        }
         let room = WRITE_BLOCK_SIZE - self.block.len();
         let n = room.min(buf.len());
+        self.take_content(n)?;
         self.block.extend_from_slice(&buf[..n]);
         self.content_hash.update(&buf[..n]);
         if self.block.len() == WRITE_BLOCK_SIZE {
@@ -469,6 +540,44 @@ mod tests {
         assert!(out == data, "content round trip");
         let tried: Vec<u32> = (0..20).filter(|&s| worth_compressing(s)).collect();
         assert_eq!(tried, vec![0, 1, 8, 16], "streaks that are tried");
+    }
+
+    /// A frame whose content length is declared streams the raw blocks it does not try to
+    /// compress; its bytes are those of the undeclared writer, whatever the write sizes (an
+    /// LTX page is a 4-byte header and then the page), and a length that is not kept is an
+    /// error.
+    #[test]
+    fn a_declared_length_gives_the_same_frame() {
+        let mut rng = crate::testkit::XorShift64(11);
+        let mut data = rng.bytes(9 * WRITE_BLOCK_SIZE + 1234);
+        data.extend_from_slice(&sample(3 * WRITE_BLOCK_SIZE + 17));
+        data.extend_from_slice(&rng.bytes(12 * WRITE_BLOCK_SIZE + 5));
+        for len in [0, 3, WRITE_BLOCK_SIZE, 5 * WRITE_BLOCK_SIZE + 9, data.len()] {
+            let data = &data[..len];
+            let mut w = FrameWriter::with_content_len(Vec::new(), len as u64).unwrap();
+            for piece in data.chunks(4100) {
+                let (head, page) = piece.split_at(piece.len().min(4));
+                w.write_all(head).unwrap();
+                w.write_all(page).unwrap();
+            }
+            assert!(
+                w.finish().unwrap() == ours(data),
+                "frames differ at len {len}"
+            );
+        }
+        let mut short = FrameWriter::with_content_len(Vec::new(), 10).unwrap();
+        short.write_all(&data[..9]).unwrap();
+        assert!(short.finish().is_err(), "9 of 10 declared bytes");
+        let mut long = FrameWriter::with_content_len(Vec::new(), 10).unwrap();
+        assert!(
+            long.write_all(&data[..11]).is_err(),
+            "11 of 10 declared bytes"
+        );
+        // Streaming starts on the third block of random data: declared 3 blocks, given 2.
+        let mut cut =
+            FrameWriter::with_content_len(Vec::new(), 3 * WRITE_BLOCK_SIZE as u64).unwrap();
+        cut.write_all(&data[..2 * WRITE_BLOCK_SIZE + 1]).unwrap();
+        assert!(cut.finish().is_err(), "a raw block cut short");
     }
 
     #[test]

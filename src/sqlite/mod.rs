@@ -130,6 +130,11 @@ pub fn lock_pgno(page_size_bytes: u32) -> u32 {
     }
 }
 
+/// Pages 1..=`commit` but the lock page: the pages of a snapshot or a whole image.
+pub fn pages_through(commit: u32, page_size_bytes: u32) -> u32 {
+    commit - u32::from(commit >= lock_pgno(page_size_bytes))
+}
+
 /// Reads until `buf` is full or the reader reports end of file; returns the bytes read.
 /// Unlike `read_exact`, a short file is not an error here: every caller treats a short read as
 /// the clean end of a scan, as SQLite does.
@@ -168,6 +173,14 @@ mod tests {
         assert_eq!(lock_pgno(512), 2097153);
         assert_eq!(lock_pgno(65536), 16385);
         assert_eq!(lock_pgno(0), u32::MAX);
+        assert_eq!(pages_through(0, 4096), 0);
+        assert_eq!(pages_through(262_144, 4096), 262_144, "up to the lock page");
+        assert_eq!(
+            pages_through(262_145, 4096),
+            262_144,
+            "the lock page is not one"
+        );
+        assert_eq!(pages_through(262_146, 4096), 262_145);
     }
 
     #[test]

@@ -377,8 +377,9 @@ impl Db {
             db: self.name.clone(),
             source,
         };
-        let mut enc = Encoder::new(writer, header).map_err(ltx_err)?;
         let lock = lock_pgno(header.page_size);
+        let pages = pgnos.iter().filter(|&&pgno| pgno != lock).count();
+        let mut enc = Encoder::with_page_count(writer, header, pages as u32).map_err(ltx_err)?;
         let mut page = vec![0u8; header.page_size as usize];
         let mut updates: Vec<(u32, u64)> = Vec::new();
         let mut rolling = basis.rolling;

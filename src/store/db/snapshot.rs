@@ -252,7 +252,8 @@ impl Db {
             db: self.name.clone(),
             source,
         };
-        let mut enc = Encoder::new(w, &header).map_err(ltx_err)?;
+        let pages = crate::sqlite::pages_through(view.commit, view.page_size);
+        let mut enc = Encoder::with_page_count(w, &header, pages).map_err(ltx_err)?;
         let lock = lock_pgno(view.page_size);
         let mut page = vec![0u8; view.page_size as usize];
         for pgno in 1..=view.commit {
