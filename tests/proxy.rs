@@ -13,30 +13,44 @@ use litefs::http::proxy::{Pattern, ProxyOptions, ProxyServer};
 use rusqlite::Connection;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A stand-in application on a loopback port: answers every request with 200 and a body
-/// naming what it received (`METHOD PATH host=HOST body=BODY`). Serves until dropped with
-/// the test (the thread blocks in `accept` and ends with the process).
+/// naming what it received (`METHOD PATH host=HOST body=BODY`), keeping the connection for
+/// more unless the request said `Connection: close`. Serves until dropped with the test (the
+/// thread blocks in `accept` and ends with the process).
 fn application() -> SocketAddr {
+    spawn_application(Arc::new(AtomicUsize::new(0)), false)
+}
+
+/// [`application`] counting the connections it accepts; with `close_kept`, it closes each
+/// connection right after its first answer although that answer says nothing of it (as an
+/// application whose idle timeout has just run out).
+fn spawn_application(connections: Arc<AtomicUsize>, close_kept: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || answer(stream));
+            connections.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                while answer(&mut reader, &stream) && !close_kept {}
+            });
         }
     });
     addr
 }
 
-fn answer(stream: TcpStream) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+/// Answers one request read from `reader`; false when the connection is to end.
+fn answer(reader: &mut BufReader<TcpStream>, mut stream: &TcpStream) -> bool {
     let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return false;
     }
-    let (mut host, mut len) = (String::new(), 0usize);
+    let (mut host, mut len, mut close) = (String::new(), 0usize, false);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -49,6 +63,9 @@ fn answer(stream: TcpStream) {
         if let Some(v) = lower.strip_prefix("content-length:") {
             len = v.trim().parse().unwrap_or(0);
         }
+        if let Some(v) = lower.strip_prefix("connection:") {
+            close = v.trim() == "close";
+        }
     }
     let mut body = vec![0u8; len];
     let _ = reader.read_exact(&mut body);
@@ -58,12 +75,14 @@ fn answer(stream: TcpStream) {
         "{method} {path} host={host} body={}",
         String::from_utf8_lossy(&body)
     );
-    let mut stream = stream;
-    let _ = write!(
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    write!(
         stream,
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Application: yes\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Application: yes\r\n{connection}\r\n{text}",
         text.len()
-    );
+    )
+    .is_ok()
+        && !close
 }
 
 /// A response as read off the wire.
@@ -123,6 +142,51 @@ fn request(
         status,
         headers,
         body,
+    }
+}
+
+/// Sends one HTTP/1.1 request without `Connection: close` (as browsers do, so the proxy
+/// keeps its connection to the application) and reads the answer by its Content-Length.
+fn request_kept(proxy: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
+    let mut stream = TcpStream::connect(proxy).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: app.example\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line[9..12].parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let answer = Answer {
+        status,
+        headers,
+        body: String::new(),
+    };
+    let len: usize = answer
+        .header("content-length")
+        .expect("a Content-Length")
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).unwrap();
+    Answer {
+        body: String::from_utf8(body).unwrap(),
+        ..answer
     }
 }
 
@@ -193,6 +257,50 @@ fn a_write_is_forwarded_and_answered_with_the_txid_cookie() {
     assert_eq!(a.header("set-cookie"), None);
     let a = request(proxy.addr(), "GET", "/litefs/health", None, "");
     assert_eq!((a.status, a.body.as_str()), (200, "OK\n"));
+}
+
+/// Requests that do not ask to close go to the application over one kept connection,
+/// reads and writes alike (no socket left in TIME_WAIT per request).
+#[test]
+fn connections_to_the_application_are_kept_and_reused() {
+    let t = TestMount::with_locks(false, false);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let app = spawn_application(connections.clone(), false);
+    let proxy = ProxyServer::start(t.store_arc(), options(app)).unwrap();
+    for i in 0..5 {
+        let a = request_kept(proxy.addr(), "GET", &format!("/items/{i}"), "");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body, format!("GET /items/{i} host=app.example body="));
+        let a = request_kept(proxy.addr(), "POST", "/items", "x");
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (200, "POST /items host=app.example body=x")
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "10 requests over one connection"
+    );
+}
+
+/// A kept connection the application closed (its idle timeout) is not used again: the next
+/// request, a write as well as a read, goes over a new one and is answered.
+#[test]
+fn a_kept_connection_the_application_closed_is_replaced() {
+    let t = TestMount::with_locks(false, false);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let app = spawn_application(connections.clone(), true);
+    let proxy = ProxyServer::start(t.store_arc(), options(app)).unwrap();
+    for (i, method) in ["GET", "POST", "GET", "POST"].into_iter().enumerate() {
+        // Time for the proxy to see the close (a request racing it is covered by the
+        // replay of bodyless GETs, which this test cannot time).
+        std::thread::sleep(Duration::from_millis(50));
+        let a = request_kept(proxy.addr(), method, "/items", "b");
+        assert_eq!(a.status, 200, "request {i} ({method}): {}", a.body);
+        assert_eq!(a.body, format!("{method} /items host=app.example body=b"));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 4, "one per request");
 }
 
 /// A client connection that sends nothing is closed once the request wait (idle plus

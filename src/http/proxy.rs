@@ -7,8 +7,8 @@
 //!
 //! The decisions (patterns, routes, cookies, where a write goes) are pure functions; the
 //! server around them runs on its own thread with a current-thread tokio runtime, like the
-//! node API (`mod.rs`). Differences from LiteFS, on purpose or not yet: each request opens its
-//! own HTTP/1.1 connection to the application (LiteFS keeps a pool and tries HTTP/2); the
+//! node API (`mod.rs`). Differences from LiteFS, on purpose or not yet: connections to the
+//! application are kept and reused ([`AppPool`]) but speak HTTP/1.1 only (LiteFS tries HTTP/2); the
 //! wait for a request's headers and the idle wait before it are one deadline
 //! ([`request_wait`]); `proxy.write-timeout` is not applied, nor `read-timeout` to bodies.
 
@@ -39,6 +39,10 @@ const COOKIE_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// restarting), retrying every [`DIAL_RETRY_INTERVAL`].
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 const DIAL_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// Idle connections to the application kept for reuse (LiteFS's transport: 100).
+const POOL_IDLE_MAX: usize = 100;
+/// How long an idle connection to the application is kept (LiteFS's transport: 90 s).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The cookie's name.
 const TXID_COOKIE: &str = "__txid";
 
@@ -248,6 +252,39 @@ type ProxyBody = Body;
 struct Proxy {
     store: Arc<Store>,
     options: ProxyOptions,
+    pool: AppPool,
+}
+
+/// Connections to the application, kept for the next requests: a connection per request
+/// would leave one socket in TIME_WAIT per request (60 s each; a busy application would run
+/// out of local ports) and pay a TCP handshake each time. A connection goes back as soon as
+/// its answer's head has arrived; it is taken again only once hyper reports it ready, i.e.
+/// that answer's body has been read to its end. At most [`POOL_IDLE_MAX`], each for at most
+/// [`POOL_IDLE_TIMEOUT`]; closed ones are dropped as they are met.
+type AppSender = hyper::client::conn::http1::SendRequest<Body>;
+
+#[derive(Default)]
+struct AppPool {
+    idle: std::sync::Mutex<Vec<(AppSender, Instant)>>,
+}
+
+impl AppPool {
+    fn take(&self) -> Option<AppSender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        idle.retain(|(sender, since)| {
+            !sender.is_closed() && now.duration_since(*since) < POOL_IDLE_TIMEOUT
+        });
+        let ready = idle.iter().rposition(|(sender, _)| sender.is_ready())?;
+        Some(idle.swap_remove(ready).0)
+    }
+
+    fn put(&self, sender: AppSender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_IDLE_MAX && !sender.is_closed() {
+            idle.push((sender, Instant::now()));
+        }
+    }
 }
 
 /// The running proxy; stops when dropped (requests in flight are cut).
@@ -259,7 +296,11 @@ impl ProxyServer {
     /// Binds `options.addr` and serves on a new thread.
     pub fn start(store: Arc<Store>, options: ProxyOptions) -> io::Result<ProxyServer> {
         let addr = options.addr.clone();
-        let proxy = Arc::new(Proxy { store, options });
+        let proxy = Arc::new(Proxy {
+            store,
+            options,
+            pool: AppPool::default(),
+        });
         let thread = super::ServerThread::spawn(
             &addr,
             "proxy.addr",
@@ -400,17 +441,6 @@ async fn forward(
     mut req: Request<Incoming>,
     set_cookie: bool,
 ) -> Response<ProxyBody> {
-    let o = &proxy.options;
-    let stream = match dial(&o.target, o.dial_timeout).await {
-        Ok(stream) => stream,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
-    };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(handshake) => handshake,
-            Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
-        };
-    tokio::spawn(connection);
     // Origin form (path and query); the client's Host header goes along unchanged.
     let origin = req
         .uri()
@@ -421,9 +451,36 @@ async fn forward(
         Ok(uri) => *req.uri_mut() = uri,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("Proxy error: {e}")),
     }
-    let response = match sender.send_request(req).await {
-        Ok(response) => response,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
+    let mut req = req.map(|body| body.map_err(io::Error::other).boxed());
+    // What a GET or HEAD without a body is sent again from, should a kept connection fail
+    // under it: the application may have closed it just as the request went out.
+    let mut replay = replayable(&req);
+    let mut pooled = proxy.pool.take();
+    let response = loop {
+        let reused = pooled.is_some();
+        let mut sender = match pooled.take() {
+            Some(sender) => sender,
+            None => match connect(&proxy.options).await {
+                Ok(sender) => sender,
+                Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
+            },
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => {
+                proxy.pool.put(sender);
+                break response;
+            }
+            // Sent again on a new connection, once: a request the kept connection never took
+            // (it was closed), or one that can be repeated.
+            Err(mut e) => match (reused, e.take_message(), replay.take()) {
+                (true, Some(unsent), _) => req = unsent,
+                (true, None, Some(again)) => req = again,
+                _ => {
+                    let e = e.into_error();
+                    return error(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}"));
+                }
+            },
+        }
     };
     let (mut parts, body) = response.into_parts();
     if set_cookie && let Some(txid) = committed_txid(proxy).await {
@@ -445,6 +502,34 @@ async fn committed_txid(proxy: &Proxy) -> Option<u64> {
         .await
         .ok()
         .flatten()
+}
+
+/// A copy of `req` to send again if it is a GET or HEAD without a body (safe to repeat, and
+/// nothing of it is consumed by sending it).
+fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+    use hyper::body::Body as _;
+    if !matches!(*req.method(), Method::GET | Method::HEAD) || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(full(Bytes::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// A new HTTP/1.1 connection to the application (`proxy.target`).
+async fn connect(o: &ProxyOptions) -> Result<AppSender, String> {
+    let stream = dial(&o.target, o.dial_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Runs until either side closes; dropping `sender` (out of the pool) closes it.
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// Connects to `target`, retrying while it refuses (the application restarting) until
