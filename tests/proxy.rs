@@ -313,11 +313,12 @@ fn an_idle_client_connection_is_closed_after_the_request_wait() {
     let mut o = options(application());
     o.request_wait = Some(wait);
     let proxy = ProxyServer::start(t.store_arc(), o).unwrap();
+    // Before the connection: the proxy's deadline starts when it accepts it.
+    let started = Instant::now();
     let mut stream = TcpStream::connect(proxy.addr()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let started = Instant::now();
     let mut buf = [0u8; 64];
     // EOF, or a reset: either way the proxy let go of the connection.
     let n = stream.read(&mut buf).unwrap_or(0);

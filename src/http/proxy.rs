@@ -43,6 +43,8 @@ const DIAL_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 const POOL_IDLE_MAX: usize = 100;
 /// How long an idle connection to the application is kept (LiteFS's transport: 90 s).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often idle connections past [`POOL_IDLE_TIMEOUT`] are closed when no request comes.
+const POOL_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 /// The cookie's name.
 const TXID_COOKIE: &str = "__txid";
 
@@ -252,15 +254,15 @@ type ProxyBody = Body;
 struct Proxy {
     store: Arc<Store>,
     options: ProxyOptions,
-    pool: AppPool,
+    pool: Arc<AppPool>,
 }
 
 /// Connections to the application, kept for the next requests: a connection per request
 /// would leave one socket in TIME_WAIT per request (60 s each; a busy application would run
-/// out of local ports) and pay a TCP handshake each time. A connection goes back as soon as
-/// its answer's head has arrived; it is taken again only once hyper reports it ready, i.e.
-/// that answer's body has been read to its end. At most [`POOL_IDLE_MAX`], each for at most
-/// [`POOL_IDLE_TIMEOUT`]; closed ones are dropped as they are met.
+/// out of local ports) and pay a TCP handshake each time. A connection goes back once hyper
+/// reports it ready, i.e. its answer's body has been read to its end (a long answer holds no
+/// place meanwhile). At most [`POOL_IDLE_MAX`], each for at most [`POOL_IDLE_TIMEOUT`]
+/// (pruned every [`POOL_PRUNE_INTERVAL`] too); closed ones are dropped as they are met.
 type AppSender = hyper::client::conn::http1::SendRequest<Body>;
 
 #[derive(Default)]
@@ -271,12 +273,32 @@ struct AppPool {
 impl AppPool {
     fn take(&self) -> Option<AppSender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        Self::prune_locked(&mut idle);
+        let ready = idle.iter().rposition(|(sender, _)| sender.is_ready())?;
+        Some(idle.swap_remove(ready).0)
+    }
+
+    /// Closes the connections the application closed or that idled past the timeout.
+    fn prune(&self) {
+        Self::prune_locked(&mut self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn prune_locked(idle: &mut Vec<(AppSender, Instant)>) {
         let now = Instant::now();
         idle.retain(|(sender, since)| {
             !sender.is_closed() && now.duration_since(*since) < POOL_IDLE_TIMEOUT
         });
-        let ready = idle.iter().rposition(|(sender, _)| sender.is_ready())?;
-        Some(idle.swap_remove(ready).0)
+    }
+
+    /// Puts `sender` back once its answer has been read to the end (never, if the connection
+    /// closes first).
+    fn give_back(self: &Arc<Self>, mut sender: AppSender) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(sender);
+            }
+        });
     }
 
     fn put(&self, sender: AppSender) {
@@ -299,7 +321,7 @@ impl ProxyServer {
         let proxy = Arc::new(Proxy {
             store,
             options,
-            pool: AppPool::default(),
+            pool: Arc::new(AppPool::default()),
         });
         let thread = super::ServerThread::spawn(
             &addr,
@@ -321,9 +343,11 @@ async fn serve(
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut prune = tokio::time::interval(POOL_PRUNE_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = prune.tick() => proxy.pool.prune(),
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     let _ = socket.set_nodelay(true);
@@ -355,19 +379,20 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody
         eprintln!("litefs: proxy: {} {path}: {route:?}", req.method());
     }
     match route {
-        Route::Passthrough => forward(&proxy, req, false).await,
+        Route::Passthrough => forward(&proxy, req, false, true).await,
         Route::Health => health(&proxy),
         Route::Read => {
             let txid = cookie_txid(req.headers().get_all(COOKIE));
             if !wait_for_txid(&proxy, txid).await {
                 return error(StatusCode::GATEWAY_TIMEOUT, "Proxy timeout");
             }
-            forward(&proxy, req, false).await
+            forward(&proxy, req, false, true).await
         }
         Route::Write => match wait_for_primary(&proxy).await {
             WriteTarget::Local => {
                 let set_cookie = req.method() != Method::GET && req.method() != Method::HEAD;
-                forward(&proxy, req, set_cookie).await
+                // Not sent twice: an `always-forward` GET is one that writes.
+                forward(&proxy, req, set_cookie, false).await
             }
             WriteTarget::Replay(hostname) => {
                 if o.debug {
@@ -435,11 +460,13 @@ async fn wait_for_primary(proxy: &Proxy) -> WriteTarget {
 }
 
 /// Sends `req` to the application and streams its answer back; with `set_cookie`, adds the
-/// `__txid` cookie with the tracked database's TXID once the answer has arrived.
+/// `__txid` cookie with the tracked database's TXID once the answer has arrived. With
+/// `may_replay`, a bodyless GET or HEAD that failed on a kept connection is sent again.
 async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     set_cookie: bool,
+    may_replay: bool,
 ) -> Response<ProxyBody> {
     // Origin form (path and query); the client's Host header goes along unchanged.
     let origin = req
@@ -454,7 +481,7 @@ async fn forward(
     let mut req = req.map(|body| body.map_err(io::Error::other).boxed());
     // What a GET or HEAD without a body is sent again from, should a kept connection fail
     // under it: the application may have closed it just as the request went out.
-    let mut replay = replayable(&req);
+    let mut replay = may_replay.then(|| replayable(&req)).flatten();
     let mut pooled = proxy.pool.take();
     let response = loop {
         let reused = pooled.is_some();
@@ -467,7 +494,7 @@ async fn forward(
         };
         match sender.try_send_request(req).await {
             Ok(response) => {
-                proxy.pool.put(sender);
+                proxy.pool.give_back(sender);
                 break response;
             }
             // Sent again on a new connection, once: a request the kept connection never took
