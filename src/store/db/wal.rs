@@ -214,7 +214,9 @@ impl Db {
             frames: &txn.frame_offsets,
             db,
         };
-        // The WAL holds this transaction until the file is synced with its batch.
+        // The WAL holds this transaction until the file is synced with its batch. An error
+        // can come after the position moved (the sync of a full batch, which follows the
+        // publish): it is fatal, so the WAL bookkeeping below, skipped, is never used again.
         self.write_ltx(state, source, commit, &pgnos, fields, Durability::Deferred)?;
         state
             .wal_frames
