@@ -291,6 +291,7 @@ const STREAM_BYTES: u64 = 100 * 1000 * 1000;
 fn run_replication(
     args: &Args,
     threads: usize,
+    spent: &mut Vec<tempfile::TempDir>,
 ) -> (Vec<replication::LagResult>, Vec<replication::StreamResult>) {
     let (mut lag, mut stream) = (Vec::new(), Vec::new());
     for run in 1..=args.runs {
@@ -301,51 +302,72 @@ fn run_replication(
             .filter(|(w, _)| w.needs_replication())
         {
             let transport = if native { "native" } else { "compat" };
-            let result = replication::Pair::start(&args.dir, args.replica_dir.as_deref(), args.posix_locks, threads, native).and_then(
-                |pair| match w {
-                    Workload::Lag => {
-                        let n = workloads::scaled(LAG_TX_COUNT, args.scale) as usize;
-                        let paced = replication::run_lag(&pair, n).map(|r| {
-                            eprintln!(
-                                "  lag         run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx)",
-                                r.p50_us, r.p90_us, r.p99_us, r.max_us
-                            );
-                            lag.push(r);
-                        });
-                        let n = workloads::scaled(LAG_FULL_RATE_TX_COUNT, args.scale) as usize;
-                        paced.and_then(|()| replication::run_lag_full_rate(&pair, n)).map(|r| {
-                            eprintln!(
-                                "  lag full    run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx at {:.0} tx/s)",
-                                r.p50_us,
-                                r.p90_us,
-                                r.p99_us,
-                                r.max_us,
-                                r.full_rate_tx_per_sec.unwrap_or(0.0)
-                            );
-                            lag.push(r);
-                        })
-                    }
-                    Workload::Stream => {
-                        let bytes = workloads::scaled(STREAM_BYTES, args.scale);
-                        replication::run_stream(&pair, bytes).map(|r| {
-                            eprintln!(
-                                "  stream      run {run} {transport}: {:.0} MB/s ({:.1} MB visible {:.0} ms after COMMIT started)",
-                                r.mb_per_sec,
-                                r.bytes as f64 / 1e6,
-                                r.visible_ms
-                            );
-                            stream.push(r);
-                        })
-                    }
-                    _ => Ok(()),
-                },
-            );
+            let result = replication::Pair::start(
+                &args.dir,
+                args.replica_dir.as_deref(),
+                args.posix_locks,
+                threads,
+                native,
+            )
+            .and_then(|pair| {
+                let measured =
+                    measure_replication(&pair, w, run, transport, args, &mut lag, &mut stream);
+                pair.close(spent);
+                measured
+            });
             if let Err(e) = result {
                 eprintln!("  {:<11} run {run} {transport}: FAILED: {e:#}", w.name());
             }
         }
     }
     (lag, stream)
+}
+
+/// Runs replication workload `w` once on `pair`, printing and keeping its results.
+fn measure_replication(
+    pair: &replication::Pair,
+    w: Workload,
+    run: usize,
+    transport: &str,
+    args: &Args,
+    lag: &mut Vec<replication::LagResult>,
+    stream: &mut Vec<replication::StreamResult>,
+) -> Result<()> {
+    match w {
+        Workload::Lag => {
+            let n = workloads::scaled(LAG_TX_COUNT, args.scale) as usize;
+            let r = replication::run_lag(pair, n)?;
+            eprintln!(
+                "  lag         run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx)",
+                r.p50_us, r.p90_us, r.p99_us, r.max_us
+            );
+            lag.push(r);
+            let n = workloads::scaled(LAG_FULL_RATE_TX_COUNT, args.scale) as usize;
+            let r = replication::run_lag_full_rate(pair, n)?;
+            eprintln!(
+                "  lag full    run {run} {transport}: p50 {} µs, p90 {} µs, p99 {} µs, max {} µs ({n} tx at {:.0} tx/s)",
+                r.p50_us,
+                r.p90_us,
+                r.p99_us,
+                r.max_us,
+                r.full_rate_tx_per_sec.unwrap_or(0.0)
+            );
+            lag.push(r);
+        }
+        Workload::Stream => {
+            let bytes = workloads::scaled(STREAM_BYTES, args.scale);
+            let r = replication::run_stream(pair, bytes)?;
+            eprintln!(
+                "  stream      run {run} {transport}: {:.0} MB/s ({:.1} MB visible {:.0} ms after COMMIT started)",
+                r.mb_per_sec,
+                r.bytes as f64 / 1e6,
+                r.visible_ms
+            );
+            stream.push(r);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check_environment(args: &Args) -> Result<()> {
@@ -413,7 +435,7 @@ fn main() -> Result<()> {
         }
     }
     let round_trip_us = measure_round_trips(&args, &kinds, threads);
-    let (lag, stream) = run_replication(&args, threads);
+    let (lag, stream) = run_replication(&args, threads, &mut spent);
     let results: Vec<WorkloadResult> = args
         .workloads
         .iter()

@@ -40,10 +40,9 @@ pub struct Pair {
     replica: Node,
     server: Option<Server>,
     primary: Node,
-    _dir: tempfile::TempDir,
-    /// The replica's own directory with `--replica-dir` (removed after the mounts are gone:
-    /// fields drop in order).
-    _replica_dir: Option<tempfile::TempDir>,
+    /// The primary's directory, and the replica's own with `--replica-dir`: removed after the
+    /// mounts are gone (fields drop in order), or handed to the caller by [`Pair::close`].
+    dirs: Vec<tempfile::TempDir>,
 }
 
 fn node(dir: &Path, name: &str, id: u64, posix_locks: bool, threads: usize) -> Result<Node> {
@@ -127,8 +126,7 @@ impl Pair {
             replica,
             server: Some(server),
             primary,
-            _dir: dir,
-            _replica_dir: replica_dir,
+            dirs: std::iter::once(dir).chain(replica_dir).collect(),
         })
     }
 
@@ -167,6 +165,18 @@ impl Pair {
                 Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
             }
         }
+    }
+}
+
+impl Pair {
+    /// Tears the pair down and hands its directories to `spent`, which the caller removes
+    /// after the last measurement: removing a run's ~22,000 LTX files before the next run
+    /// would slow that run's file creation several-fold on ext4 without a journal
+    /// (ARCHITECTURE §8) — a cost of the harness's cleanup, as for `Target::close`.
+    pub fn close(mut self, spent: &mut Vec<tempfile::TempDir>) {
+        let dirs = std::mem::take(&mut self.dirs);
+        drop(self);
+        spent.extend(dirs);
     }
 }
 
