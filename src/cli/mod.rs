@@ -8,6 +8,7 @@ pub mod export;
 pub mod import;
 pub mod ltx;
 pub mod mount;
+pub mod run;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -125,9 +126,7 @@ pub fn run(args: Vec<String>) -> i32 {
             Ok(parsed) => import::run(parsed),
             Err(e) => return clap_exit(e),
         },
-        "run" => Err(anyhow::anyhow!(
-            "`litefs run` arrives with write forwarding; this build has `mount`, `export`, `import`, `ltx` and `version`"
-        )),
+        "run" => return run::main(go_style_args(rest())),
         other => {
             eprintln!("litefs {other}: unknown command");
             return 1;
