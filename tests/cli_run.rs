@@ -67,7 +67,11 @@ fn run_checks_candidacy_and_primacy_before_the_command() {
     assert!(ran());
     let out = litefs_run(&["-url", &r_url, "-promote"], &marker, 0);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).starts_with("ERROR: "), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "ERROR: node is not eligible to become primary\n",
+        "a static replica is no candidate: /promote answers 409"
+    );
     assert!(!ran(), "the command must not run when promotion failed");
 
     // -with-halt-lock-on: on the primary the lock is not needed; on the replica write

@@ -459,6 +459,28 @@ fn rejections_info_and_metrics() {
     );
     assert_eq!(status, 501, "{body}");
     assert!(body.contains("not implemented yet"));
+    // A static lease never moves: the primary refuses a handoff, and promotes itself as a
+    // no-op (a replica's `/promote` is `tests/cli_run.rs`).
+    let post = |path: &str| {
+        http1(
+            addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            ),
+        )
+    };
+    let (status, _, body) = post("/handoff?nodeID=zz");
+    assert_eq!((status, body.as_str()), (400, "invalid node id\n"));
+    let (status, _, body) = post("/handoff?nodeID=2");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            500,
+            "cannot handoff: static lease does not support handoff\n"
+        )
+    );
+    let (status, _, body) = post("/promote");
+    assert_eq!((status, body.as_str()), (200, ""));
     assert_eq!(get(addr, "/nope").0, 404);
     assert_eq!(get(addr, "/stream").0, 405);
 }

@@ -45,11 +45,9 @@ pub fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response
 }
 
 /// The routes LiteFS has that this build does not serve yet.
-const NOT_BUILT: [(&str, &[Method]); 4] = [
+const NOT_BUILT: [(&str, &[Method]); 2] = [
     ("/halt", &[Method::POST, Method::DELETE]),
     ("/tx", &[Method::POST]),
-    ("/handoff", &[Method::POST]),
-    ("/promote", &[Method::POST]),
 ];
 
 /// The first value of `key` in a query string, unescaped (Go's `url.Values.Get`).
@@ -83,7 +81,7 @@ async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<B
     let method = req.method().clone();
     let allowed: &[Method] = match path {
         "/info" | "/metrics" | "/debug/vars" | "/export" | "/events" => &[Method::GET],
-        "/stream" | "/import" => &[Method::POST],
+        "/stream" | "/import" | "/handoff" | "/promote" => &[Method::POST],
         _ => match NOT_BUILT.iter().find(|(p, _)| *p == path) {
             Some((_, methods)) => methods,
             None => return error(StatusCode::NOT_FOUND, "404 page not found"),
@@ -100,6 +98,8 @@ async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<B
         "/stream" => super::stream::handle(app.clone(), req).await,
         "/export" => super::export::export(app.clone(), req).await,
         "/import" => super::export::import(app.clone(), req).await,
+        "/handoff" => handoff(app, req.uri().query()),
+        "/promote" => promote(app),
         _ => error(
             StatusCode::NOT_IMPLEMENTED,
             &format!("{method} {path} is not implemented yet in litefs-rs"),
@@ -153,6 +153,48 @@ fn info(app: &App) -> Response<Body> {
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// `POST /handoff?nodeID=<hex>` (spec §4.3): hands the lease to a connected replica. The
+/// leases this build has are static, and a static lease never moves, so a primary refuses
+/// as LiteFS's does (whether or not the node is connected: nothing could follow).
+fn handoff(app: &App, query: Option<&str>) -> Response<Body> {
+    let id = query_value(query, "nodeID").unwrap_or_default();
+    if u64::from_str_radix(&id, 16).is_err() {
+        return error(StatusCode::BAD_REQUEST, "invalid node id");
+    }
+    if !app.store.is_writable() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot handoff: node is not currently primary",
+        );
+    }
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "cannot handoff: static lease does not support handoff",
+    )
+}
+
+/// `POST /promote` (spec §4.3): a candidate asks the primary for the lease. Not a candidate:
+/// 409; already primary: 200. Otherwise the primary's `/handoff` would refuse, its lease
+/// being static as ours (a cluster has one lease type), so this answers what LiteFS then does.
+fn promote(app: &App) -> Response<Body> {
+    if !app.options.candidate {
+        return error(StatusCode::CONFLICT, "not eligible to become primary");
+    }
+    if app.store.is_writable() {
+        return Response::new(full(Bytes::new()));
+    }
+    if app.store.role().primary_info().is_none() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no primary is currently available for handoff, cannot promote",
+        );
+    }
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "handoff failed: cannot handoff: static lease does not support handoff",
+    )
 }
 
 /// `GET /debug/vars`: expvar's `store` variable (spec §4.3), plus page size and count.
