@@ -19,6 +19,7 @@
 //! the replica); the position check, rename and apply run under it, so no SQLite reader is
 //! inside a transaction while pages, the `-shm` index and the kernel's caches change.
 
+use super::write_behind::WriteBehind;
 use super::{Db, FileKind, State, sync_dir};
 use crate::ltx::{self, Header};
 use crate::sqlite::shm::{SHM_BLOCK_SIZE_BYTES, WalIndexState, rewrite_wal_index};
@@ -26,7 +27,7 @@ use crate::store::error::{Error, IoContext, Result};
 use crate::store::shared::Invalidation;
 use crate::types::Pos;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,15 +72,14 @@ pub const RECEIVE_IN_MEMORY_BYTES_MAX: usize = 1 << 20;
 /// 32 MiB, a 16 GiB snapshot of 4 KiB pages); beyond, the apply re-checks the file instead.
 const RECEIVE_CHECKSUMS_MAX: usize = 4 << 20;
 
-/// Reads of at least this many bytes go to the temp file directly, not through its buffer.
-const SPOOL_DIRECT_WRITE_BYTES_MIN: usize = 32 * 1024;
-
 /// Where a received file goes while it is verified: memory (replica stores, up to
 /// [`RECEIVE_IN_MEMORY_BYTES_MAX`]) or a temp file in `ltx/`, which it spills to once larger.
+/// The temp file is written by a helper thread ([`WriteBehind`]) while this one receives and
+/// verifies: a 100 MB file's writes took ~50 of the ~135 ms its receive took here.
 struct Spool<'a> {
     ltx_dir: &'a Path,
     memory: Option<Vec<u8>>,
-    file: Option<(BufWriter<File>, PathBuf)>,
+    file: Option<(WriteBehind, PathBuf)>,
 }
 
 /// A received, verified file, ready to be applied.
@@ -102,12 +102,19 @@ impl<'a> Spool<'a> {
         let path = self
             .ltx_dir
             .join(format!("receive-{}-{seq}.tmp", std::process::id()));
-        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
-        if let Some(bytes) = self.memory.take() {
-            w.write_all(&bytes)?;
-        }
+        let file = File::create(&path)?;
+        // From here on `Drop` removes it if the receive fails.
+        let mut w = match WriteBehind::new(file) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let held = self.memory.take();
+        let written = held.as_deref().map_or(Ok(()), |bytes| w.write_all(bytes));
         self.file = Some((w, path));
-        Ok(())
+        written
     }
 
     fn into_kept(mut self) -> Result<Kept> {
@@ -119,11 +126,13 @@ impl<'a> Spool<'a> {
             self.spill().io_context("create", self.ltx_dir)?;
         }
         let (w, path) = self.file.take().expect("spilled above");
-        let file = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .io_context("write", &path)?;
-        Ok(Kept::File(file, path))
+        match w.finish() {
+            Ok(file) => Ok(Kept::File(file, path)),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(e).io_context("write", &path)
+            }
+        }
     }
 
     /// Drops what was received (a temp file is removed).
@@ -147,13 +156,7 @@ impl Write for Spool<'_> {
             self.spill()?;
         }
         let (w, _) = self.file.as_mut().expect("spilled above");
-        if buf.len() >= SPOOL_DIRECT_WRITE_BYTES_MIN {
-            // A large read (an LZ4 block): one syscall either way, without the copy.
-            w.flush()?;
-            w.get_mut().write_all(buf)?;
-        } else {
-            w.write_all(buf)?;
-        }
+        w.write_all(buf)?;
         Ok(buf.len())
     }
 

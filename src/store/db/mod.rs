@@ -43,6 +43,7 @@ mod snapshot;
 mod spare;
 mod wal;
 mod wal_tail;
+mod write_behind;
 
 pub use apply::{APPLY_LOCK_TIMEOUT_MS, Receipt, Received, SpilledLtx, VerifiedLtx};
 pub use export::EXPORT_LOCK_TIMEOUT_MS;
