@@ -113,4 +113,18 @@ fn run_checks_candidacy_and_primacy_before_the_command() {
         stderr(&out)
     );
     assert!(!ran());
+    // As LiteFS: a non-candidate skips before the database is looked at.
+    let out = litefs_run(
+        &[
+            "-url",
+            &r_url,
+            "-if-candidate",
+            "-with-halt-lock-on",
+            missing.to_str().unwrap(),
+        ],
+        &marker,
+        0,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!ran());
 }

@@ -469,8 +469,14 @@ fn rejections_info_and_metrics() {
             ),
         )
     };
-    let (status, _, body) = post("/handoff?nodeID=zz");
-    assert_eq!((status, body.as_str()), (400, "invalid node id\n"));
+    for bad in ["zz", "%2B2", ""] {
+        let (status, _, body) = post(&format!("/handoff?nodeID={bad}"));
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "invalid node id\n"),
+            "{bad:?}"
+        );
+    }
     let (status, _, body) = post("/handoff?nodeID=2");
     assert_eq!(
         (status, body.as_str()),

@@ -2,11 +2,14 @@
 //! [ARG...]` (spec §5.6): runs a command with a guarantee from the node — only on a
 //! candidate, only once this node is primary, or while holding the HALT lock.
 //!
-//! The checks follow LiteFS, with their messages. Two differences: the command's own exit
-//! code is this process's (LiteFS exits 1 on any failure of the command), and write
-//! forwarding is not built, so `-with-halt-lock-on` runs the command on the primary only
-//! (where LiteFS's HALT lock is a no-op, spec §5.2) and refuses on a replica, naming the
-//! primary, instead of letting the command's writes fail.
+//! The checks follow LiteFS, with their messages and order. Two differences: the command
+//! replaces this process once the checks pass (`exec`: its exit code and signals are its
+//! own; LiteFS waits for it and exits 1 on any failure), and write forwarding is not built,
+//! so `-with-halt-lock-on` runs the command only on the primary (where LiteFS's HALT lock is a
+//! no-op, spec §5.2) and refuses on a replica, naming the primary, instead of letting the
+//! command's writes fail. Which one PATH is on is read from the mount itself: `.primary`
+//! exists on a replica (a replica not yet connected to a primary is taken for the primary;
+//! the command's writes then fail as read-only).
 
 use super::transfer::{self, DEFAULT_URL};
 use anyhow::{Context, Result, anyhow, bail};
@@ -14,8 +17,9 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
 use hyper::body::Bytes;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,17 +57,9 @@ struct NodeInfo {
     is_primary: bool,
     #[serde(default)]
     candidate: bool,
-    #[serde(default)]
-    primary: PrimaryName,
 }
 
-#[derive(serde::Deserialize, Debug, Default)]
-struct PrimaryName {
-    #[serde(default)]
-    hostname: String,
-}
-
-/// What to do once the flags are checked against the node (pure: tested below).
+/// What to do once the flags are checked against the node's `/info` (pure: tested below).
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
     /// Not a candidate and `-if-candidate`: say so, run nothing, succeed.
@@ -72,8 +68,6 @@ enum Plan {
     PromoteThenRun,
     /// Run the command.
     Run,
-    /// `-with-halt-lock-on` on a replica: write forwarding is not built.
-    RefuseHalt { primary: String },
 }
 
 fn plan(args: &RunArgs, info: Option<&NodeInfo>) -> Plan {
@@ -83,11 +77,6 @@ fn plan(args: &RunArgs, info: Option<&NodeInfo>) -> Plan {
     if args.if_candidate && !info.candidate {
         return Plan::Skip;
     }
-    if args.with_halt_lock_on.is_some() && !info.is_primary {
-        return Plan::RefuseHalt {
-            primary: info.primary.hostname.clone(),
-        };
-    }
     if args.promote && !info.is_primary {
         return Plan::PromoteThenRun;
     }
@@ -95,17 +84,18 @@ fn plan(args: &RunArgs, info: Option<&NodeInfo>) -> Plan {
 }
 
 /// Runs `litefs run` with the arguments after `run` (Go-style flags already rewritten);
-/// returns the exit code.
+/// returns the exit code if the command did not replace this process.
 pub fn main(args: Vec<String>) -> i32 {
-    // LiteFS prints its usage (exit 2) for no flags and no `--` at all.
-    if args.len() <= 1 {
-        let _ = <RunArgs as clap::CommandFactory>::command().print_help();
-        return 2;
-    }
     let parsed = match RunArgs::try_parse_from(args) {
         Ok(parsed) => parsed,
         Err(e) => return super::clap_exit(e),
     };
+    // LiteFS prints its usage (exit 2) when nothing is left after the flags and nothing
+    // follows `--`.
+    if parsed.extra.is_empty() && parsed.command.is_empty() {
+        let _ = <RunArgs as clap::CommandFactory>::command().print_help();
+        return 2;
+    }
     match run(parsed) {
         Ok(code) => code,
         Err(e) => {
@@ -130,11 +120,7 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("{message}");
         }
     };
-    if let Some(db) = &args.with_halt_lock_on {
-        check_halt_target(db)?;
-    }
-    let needs_info = args.if_candidate || args.promote || args.with_halt_lock_on.is_some();
-    let info = if needs_info {
+    let info = if args.if_candidate || args.promote {
         log("fetching node metadata");
         Some(node_info(&args.url)?)
     } else {
@@ -145,61 +131,49 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("node is not a candidate, skipping execution");
             return Ok(0);
         }
-        Plan::RefuseHalt { primary } => {
-            let primary = if primary.is_empty() {
-                "no primary is known yet".to_string()
-            } else {
-                format!("the primary is {primary:?}")
-            };
-            bail!(
-                "this node is a replica and write forwarding (the HALT lock) is not built in \
-                 litefs-rs: run the command on the primary instead ({primary})"
-            );
-        }
         Plan::PromoteThenRun => {
             log("promoting node to primary");
             promote(&args.url)?;
             log("promotion successful");
         }
-        Plan::Run => {
-            if args.promote {
-                log("node is already primary, skipping promotion");
-            }
-            if args.with_halt_lock_on.is_some() {
-                log("node is primary: the HALT lock is not needed");
-            }
-        }
+        Plan::Run if args.promote => log("node is already primary, skipping promotion"),
+        Plan::Run => {}
     }
-    let status = Command::new(&args.command[0])
+    if let Some(db) = &args.with_halt_lock_on {
+        check_halt_target(db)?;
+        log("the database's node is the primary: the HALT lock is not needed");
+    }
+    // Replaces this process: the command's exit code and signals are its own.
+    let e = Command::new(&args.command[0])
         .args(&args.command[1..])
-        .status()
-        .with_context(|| format!("cannot run {:?}", args.command[0]))?;
-    Ok(exit_code(status))
+        .exec();
+    Err(anyhow!(e)).with_context(|| format!("cannot run {:?}", args.command[0]))
 }
 
-/// The database and its `-lock` file must exist (LiteFS's checks and messages).
+/// The database and its `-lock` file must exist (LiteFS's checks and messages), on a mount
+/// of the primary: a replica's mount has `.primary`, naming it.
 fn check_halt_target(db: &Path) -> Result<()> {
     if !db.exists() {
         bail!("database does not exist: {}", db.display());
     }
+    let dir = db.parent().unwrap_or(Path::new(""));
     let lock = super::export::with_suffix(db, "-lock");
     if !lock.exists() {
-        let dir = db.parent().unwrap_or(Path::new(""));
         bail!(
             "lock file not available, are you sure {:?} is a LiteFS mount?",
             dir.display().to_string()
         );
     }
-    Ok(())
-}
-
-/// The command's exit code, or 128 + the signal that ended it (as a shell reports it).
-fn exit_code(status: ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
+    match std::fs::read_to_string(dir.join(".primary")) {
+        Ok(primary) => bail!(
+            "{} is on a replica, and write forwarding (the HALT lock) is not built in \
+             litefs-rs: run the command on the primary ({:?}) instead",
+            db.display(),
+            primary.trim_end()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("read {}", dir.join(".primary").display())),
+    }
 }
 
 fn node_info(url: &str) -> Result<NodeInfo> {
@@ -251,9 +225,6 @@ mod tests {
         NodeInfo {
             is_primary,
             candidate,
-            primary: PrimaryName {
-                hostname: "p1".into(),
-            },
         }
     }
 
@@ -277,16 +248,6 @@ mod tests {
             plan(&args(&["-if-candidate", "-promote"]), Some(&non_candidate)),
             Plan::Skip
         );
-        assert_eq!(
-            plan(&args(&["-with-halt-lock-on", "/litefs/db"]), Some(&replica)),
-            Plan::RefuseHalt {
-                primary: "p1".into()
-            }
-        );
-        assert_eq!(
-            plan(&args(&["-with-halt-lock-on", "/litefs/db"]), Some(&primary)),
-            Plan::Run
-        );
     }
 
     #[test]
@@ -304,7 +265,13 @@ mod tests {
             parse(&["x", "--", "true"]),
             "too many arguments, specify a '--' to specify an exec command"
         );
-        assert_eq!(parse(&["-v", "--"]), "no subcommand specified");
+        let usage = |v: &[&str]| {
+            let all = std::iter::once("litefs run").chain(v.iter().copied());
+            main(super::super::go_style_args(all.map(String::from)))
+        };
+        assert_eq!(usage(&[]), 2, "no flags, no command: usage");
+        assert_eq!(usage(&["-v", "--"]), 2, "nothing after --: usage");
+        assert_eq!(usage(&["-promote"]), 2, "no --: usage");
         assert_eq!(
             parse(&["-promote", "-with-halt-lock-on", "/x", "--", "true"]),
             "cannot specify both -promote & -with-halt-lock-on"

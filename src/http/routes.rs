@@ -160,7 +160,8 @@ fn info(app: &App) -> Response<Body> {
 /// as LiteFS's does (whether or not the node is connected: nothing could follow).
 fn handoff(app: &App, query: Option<&str>) -> Response<Body> {
     let id = query_value(query, "nodeID").unwrap_or_default();
-    if u64::from_str_radix(&id, 16).is_err() {
+    // Go's ParseUint: hex digits only (Rust's parser would also take a leading `+`).
+    if id.starts_with('+') || u64::from_str_radix(&id, 16).is_err() {
         return error(StatusCode::BAD_REQUEST, "invalid node id");
     }
     if !app.store.is_writable() {

@@ -8,7 +8,8 @@
 //! Bytes are gathered into [`CHUNK_BYTES`] buffers; a full one goes to the thread over a
 //! channel of [`CHUNKS_IN_FLIGHT_MAX`], and comes back empty for reuse, so memory stays at a
 //! few chunks whatever the file size and a slow disk holds the caller back rather than
-//! growing a queue. The first write error is kept and returned by every later call.
+//! growing a queue. A write error ends the thread; the caller's next hand-over, or
+//! [`WriteBehind::finish`], returns it.
 
 use std::fs::File;
 use std::io::{self, Write};
