@@ -137,6 +137,9 @@ pub(super) struct State {
     /// writing, or rewriting stale checksums): the frames it checked, so the next capture goes
     /// on from there. Dropped by any WAL write before where it ended (`wal.rs`).
     pub(super) wal_partial: Option<crate::sqlite::PartialTxn>,
+    /// The last frame header SQLite wrote on its own (24 bytes, at this offset): the page
+    /// write after it completes the frame, which `wal.rs::scan_ahead` then checks.
+    pub(super) wal_frame_header: Option<(u64, [u8; 24])>,
     /// LTX files of WAL commits written but not yet synced (`durability.rs`).
     pub(super) unsynced: durability::Unsynced,
     /// Moves whenever `unsynced` is reset by a sync under the lock or a presync takes files
