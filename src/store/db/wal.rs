@@ -72,6 +72,7 @@ impl Db {
         if let Err(e) = self.write_at(state, FileKind::Wal, offset, data) {
             // The file may hold part of the write: stop trusting the held copy.
             state.wal_tail.forget();
+            state.wal_frame_header = None;
             return Err(e);
         }
         state.wal_tail.record(offset, data);
@@ -245,6 +246,7 @@ impl Db {
         state.wal_frames.clear();
         state.wal_tail.forget();
         state.wal_partial = None;
+        state.wal_frame_header = None;
         Ok(())
     }
 }
@@ -261,11 +263,13 @@ fn wal_fields(header: &WalHeader, txn: &WalTxn) -> WalFields {
 
 /// Checks the frame a write that is not a commit frame's completed, while SQLite writes the
 /// rest of the transaction, so that the capture at its commit frame scans only what follows
-/// (a 100 MB transaction's scan took ~20 ms of its commit). The frames come from the held
-/// tail while it holds them, else from this write and the header written just before it.
-/// Whatever cannot be checked here — a frame out of order, one with stale checksums (SQLite
-/// rewrites them at the commit), a gap — is left to the capture, which goes on from the
-/// last frame checked (`State::wal_partial`) exactly as after an unfinished capture.
+/// (a 100 MB transaction's scan took ~20 ms of its commit). Only the next frame after those
+/// checked, appended in order: its bytes come from the held tail, or from this write and the
+/// header written just before it. Anything else — a frame out of order, one with stale
+/// checksums (SQLite rewrites them at the commit), an overwrite of a checked frame (which
+/// drops the check, `write_wal`) — is left to the capture, which goes on from the last frame
+/// checked (`State::wal_partial`) as after an unfinished capture. One frame per write: never
+/// a rescan (review helper-21: overwrites at descending offsets made those quadratic).
 fn scan_ahead(state: &mut State, offset: u64, data: &[u8]) {
     let (Some(header), Some(cursor)) = (state.wal_header, state.wal_cursor) else {
         return;
@@ -287,42 +291,31 @@ fn scan_ahead(state: &mut State, offset: u64, data: &[u8]) {
         Some(p) if p.offset_bytes == cursor.offset_bytes => p,
         _ => PartialTxn::at_start(cursor),
     };
-    let scanned = if let Some(held) = state.wal_tail.held_from(cursor.offset_bytes) {
-        if !held.covers(partial.at.offset_bytes) {
-            state.wal_partial = Some(partial);
-            return;
-        }
-        continue_transaction(held, &header, partial)
-    } else {
-        // This write and, before it, the header written on its own.
-        let one_frame: Option<Vec<u8>> = if data.len() as u64 == frame_size {
-            Some(data.to_vec())
-        } else {
-            match state.wal_frame_header {
-                Some((at, h))
-                    if at == frame_offset && h.len() + data.len() == frame_size as usize =>
-                {
-                    Some([&h[..], data].concat())
-                }
-                _ => None,
+    if partial.at.offset_bytes != frame_offset {
+        state.wal_partial = Some(partial);
+        return;
+    }
+    let frame: Option<Vec<u8>> = match state.wal_tail.get(frame_offset, frame_size as usize) {
+        Some(held) => Some(held.to_vec()),
+        None if data.len() as u64 == frame_size => Some(data.to_vec()),
+        None => match state.wal_frame_header {
+            Some((at, h)) if at == frame_offset && (h.len() + data.len()) as u64 == frame_size => {
+                Some([&h[..], data].concat())
             }
+            _ => None,
+        },
+    };
+    let Some(frame) = frame else {
+        state.wal_partial = Some(partial);
+        return;
+    };
+    state.wal_partial =
+        match continue_transaction(WalBytes::new(frame_offset, &frame), &header, partial) {
+            Ok(TxnScan::Unfinished(partial)) => Some(partial),
+            // Not a commit frame (checked by the caller), so only a scan error: the capture at
+            // the commit frame scans from the cursor, as it would have.
+            Ok(TxnScan::Committed(_)) | Err(_) => None,
         };
-        match one_frame {
-            Some(frame) if partial.at.offset_bytes == frame_offset => {
-                continue_transaction(WalBytes::new(frame_offset, &frame), &header, partial)
-            }
-            _ => {
-                state.wal_partial = Some(partial);
-                return;
-            }
-        }
-    };
-    state.wal_partial = match scanned {
-        Ok(TxnScan::Unfinished(partial)) => Some(partial),
-        // A commit frame among frames written out of order, or a scan error: the capture
-        // at the commit frame scans from the cursor, as it would have.
-        Ok(TxnScan::Committed(_)) | Err(_) => None,
-    };
 }
 
 /// Scans `bytes` (held or mapped; their end is taken for the end of the WAL) on from
