@@ -449,33 +449,32 @@ impl Db {
     /// by rename, never rewritten in place. A failure is fatal like the apply's: the database
     /// is ahead of its files until the restart's recovery settles it.
     fn write_received(&self, final_path: &Path, bytes: &[u8]) -> Result<()> {
-        let written = if final_path.exists() {
-            let seq = RECEIVE_SEQ.fetch_add(1, Ordering::Relaxed);
-            let tmp = self
-                .ltx_dir
-                .join(format!("receive-{}-{seq}.tmp", std::process::id()));
-            fs::write(&tmp, bytes)
-                .and_then(|()| fs::rename(&tmp, final_path))
-                .inspect_err(|_| {
-                    let _ = fs::remove_file(&tmp);
-                })
-        } else {
-            // A spare inode when retention left one (`spare.rs`: creating files soon after
-            // many deletions is slow on ext4 without a journal; a replica creates one per
-            // transaction).
-            self.create_reusing_spare(final_path)
-                .map_err(io::Error::other)
-                .and_then(|(file, reused)| {
-                    file.write_all_at(bytes, 0)?;
-                    if reused {
-                        file.set_len(bytes.len() as u64)?;
-                    }
-                    Ok(())
-                })
-                .inspect_err(|_| {
-                    // No half-written file under an LTX name.
-                    let _ = fs::remove_file(final_path);
-                })
+        // A spare inode when retention left one (`spare.rs`: creating files soon after many
+        // deletions is slow on ext4 without a journal; a replica creates one per transaction).
+        let written = match self.create_new_reusing_spare(final_path) {
+            Ok(Some((file, reused))) => (|| {
+                file.write_all_at(bytes, 0)?;
+                if reused {
+                    file.set_len(bytes.len() as u64)?;
+                }
+                Ok(())
+            })()
+            .inspect_err(|_: &io::Error| {
+                // No half-written file under an LTX name.
+                let _ = fs::remove_file(final_path);
+            }),
+            Ok(None) => {
+                let seq = RECEIVE_SEQ.fetch_add(1, Ordering::Relaxed);
+                let tmp = self
+                    .ltx_dir
+                    .join(format!("receive-{}-{seq}.tmp", std::process::id()));
+                fs::write(&tmp, bytes)
+                    .and_then(|()| fs::rename(&tmp, final_path))
+                    .inspect_err(|_| {
+                        let _ = fs::remove_file(&tmp);
+                    })
+            }
+            Err(e) => Err(io::Error::other(e)),
         };
         written.io_context("write", final_path).inspect_err(|e| {
             self.shared.fatal.raise(&format!(
