@@ -103,7 +103,8 @@ impl<'a> Spool<'a> {
             .ltx_dir
             .join(format!("receive-{}-{seq}.tmp", std::process::id()));
         let file = File::create(&path)?;
-        // From here on `Drop` removes it if the receive fails.
+        // Removed here if its writer cannot start; once in `self.file`, by `Drop` or
+        // `discard` if the receive fails.
         let mut w = match WriteBehind::new(file) {
             Ok(w) => w,
             Err(e) => {
