@@ -259,14 +259,21 @@ fn a_write_is_forwarded_and_answered_with_the_txid_cookie() {
     assert_eq!((a.status, a.body.as_str()), (200, "OK\n"));
 }
 
+/// A mount and a proxy in front of an application counting its connections
+/// ([`spawn_application`] with `close_kept`).
+fn counted_setup(close_kept: bool) -> (TestMount, Arc<AtomicUsize>, ProxyServer) {
+    let t = TestMount::with_locks(false, false);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let app = spawn_application(connections.clone(), close_kept);
+    let proxy = ProxyServer::start(t.store_arc(), options(app)).unwrap();
+    (t, connections, proxy)
+}
+
 /// Requests that do not ask to close go to the application over one kept connection,
 /// reads and writes alike (no socket left in TIME_WAIT per request).
 #[test]
 fn connections_to_the_application_are_kept_and_reused() {
-    let t = TestMount::with_locks(false, false);
-    let connections = Arc::new(AtomicUsize::new(0));
-    let app = spawn_application(connections.clone(), false);
-    let proxy = ProxyServer::start(t.store_arc(), options(app)).unwrap();
+    let (_t, connections, proxy) = counted_setup(false);
     for i in 0..5 {
         let a = request_kept(proxy.addr(), "GET", &format!("/items/{i}"), "");
         assert_eq!(a.status, 200, "{}", a.body);
@@ -288,10 +295,7 @@ fn connections_to_the_application_are_kept_and_reused() {
 /// request, a write as well as a read, goes over a new one and is answered.
 #[test]
 fn a_kept_connection_the_application_closed_is_replaced() {
-    let t = TestMount::with_locks(false, false);
-    let connections = Arc::new(AtomicUsize::new(0));
-    let app = spawn_application(connections.clone(), true);
-    let proxy = ProxyServer::start(t.store_arc(), options(app)).unwrap();
+    let (_t, connections, proxy) = counted_setup(true);
     for (i, method) in ["GET", "POST", "GET", "POST"].into_iter().enumerate() {
         // Time for the proxy to see the close (a request racing it is covered by the
         // replay of bodyless GETs, which this test cannot time).

@@ -295,12 +295,15 @@ fn scan_ahead(state: &mut State, offset: u64, data: &[u8]) {
         state.wal_partial = Some(partial);
         return;
     }
-    let frame: Option<Vec<u8>> = match state.wal_tail.get(frame_offset, frame_size as usize) {
-        Some(held) => Some(held.to_vec()),
-        None if data.len() as u64 == frame_size => Some(data.to_vec()),
+    // Borrowed where the frame's bytes are whole already; joined only past the held tail.
+    let joined: Vec<u8>;
+    let frame: Option<&[u8]> = match state.wal_tail.get(frame_offset, frame_size as usize) {
+        Some(held) => Some(held),
+        None if data.len() as u64 == frame_size => Some(data),
         None => match state.wal_frame_header {
             Some((at, h)) if at == frame_offset && (h.len() + data.len()) as u64 == frame_size => {
-                Some([&h[..], data].concat())
+                joined = [&h[..], data].concat();
+                Some(&joined)
             }
             _ => None,
         },
@@ -310,7 +313,7 @@ fn scan_ahead(state: &mut State, offset: u64, data: &[u8]) {
         return;
     };
     state.wal_partial =
-        match continue_transaction(WalBytes::new(frame_offset, &frame), &header, partial) {
+        match continue_transaction(WalBytes::new(frame_offset, frame), &header, partial) {
             Ok(TxnScan::Unfinished(partial)) => Some(partial),
             // Not a commit frame (checked by the caller), so only a scan error: the capture at
             // the commit frame scans from the cursor, as it would have.
