@@ -453,12 +453,6 @@ fn rejections_info_and_metrics() {
         "POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!((status, body.as_str()), (405, "method not allowed\n"));
-    let (status, _, body) = http1(
-        addr,
-        "POST /halt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-    );
-    assert_eq!(status, 501, "{body}");
-    assert!(body.contains("not implemented yet"));
     // A static lease never moves: the primary refuses a handoff, and promotes itself as a
     // no-op (a replica's `/promote` is `tests/cli_run.rs`).
     let post = |path: &str| {
@@ -563,4 +557,281 @@ fn native_hello_split_across_segments_is_recognised() {
     assert_eq!(answer.node_id, t.store().node_id());
     let first = Frame::read_from(&mut s).unwrap();
     assert_eq!(first, Some(Frame::Ready), "first frame {first:?}");
+}
+
+/// A request from node `node_id` (`Litefs-Id`) with a body; returns (status, body).
+fn request_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    node_id: u64,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nLitefs-Id: {node_id:016X}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), body.to_string())
+}
+
+/// What a halted replica sends with `POST /tx`: `rows` more rows, made by SQLite on a copy of
+/// the database at `pos` (the file itself: the halt folded the WAL into it), as the LTX file
+/// of TXID `pos` + 1 by node `node_id`. Returns the file and the image it leads to.
+fn forwarded_transaction(
+    t: &TestMount,
+    db: &str,
+    pos: Pos,
+    node_id: u64,
+    rows: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let page_size = 4096u32;
+    let before = std::fs::read(t.data.join("dbs").join(db).join("database")).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("copy.db");
+    std::fs::write(&copy, &before).unwrap();
+    {
+        let conn = Connection::open(&copy).unwrap();
+        insert(&conn, rows);
+        // Leaves the file whole, its header (and so its journal mode) as it was.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let after = std::fs::read(&copy).unwrap();
+    let commit = (after.len() / page_size as usize) as u32;
+    let header = ltx::Header {
+        flags: if t.compress {
+            ltx::FLAG_COMPRESS_LZ4
+        } else {
+            0
+        },
+        page_size,
+        commit,
+        min_txid: TxId(pos.txid.0 + 1),
+        max_txid: TxId(pos.txid.0 + 1),
+        timestamp_ms: 1_700_000_000_000,
+        pre_apply_checksum: pos.post_apply_checksum,
+        node_id: litefs::types::NodeId(node_id),
+        ..ltx::Header::new()
+    };
+    let mut enc = ltx::Encoder::new(Vec::new(), &header).unwrap();
+    let pages = after.chunks_exact(page_size as usize).zip(1u32..);
+    for (page, pgno) in pages {
+        let at = (pgno as usize - 1) * page_size as usize;
+        if before.get(at..at + page_size as usize) != Some(page) {
+            enc.encode_page(pgno, page).unwrap();
+        }
+    }
+    assert!(enc.page_count() > 0, "the copy changed no page");
+    let post = Checksum(ltx::database_checksum(&after, page_size));
+    let (file, _) = enc.finish(post).unwrap();
+    (file, after)
+}
+
+/// Write forwarding as a Go LiteFS replica drives it against this primary (spec §5, §4.3):
+/// `/halt` freezes local writers and answers the position, `/tx` applies the replica's
+/// transaction (verified, continuing the position, under the lock it names) and streams it
+/// to every replica byte for byte, `DELETE /halt` lets local writers go on — and open
+/// connections read the forwarded rows. In rollback and WAL mode.
+#[test]
+fn a_halted_primary_applies_and_streams_a_forwarded_transaction() {
+    const WATCHER_NODE_ID: u64 = 0x77;
+    for mode in ["delete", "wal"] {
+        let t = TestMount::new(true);
+        let conn = sqlite(&t, "db", mode);
+        insert(&conn, 3);
+        let server = start_server(&t);
+        let addr = server.addr();
+        let post =
+            |path: &str, node_id: u64, body: &[u8]| request_as(addr, "POST", path, node_id, body);
+
+        // Refusals, LiteFS's texts.
+        assert_eq!(
+            post("/halt?name=db&id=x", REPLICA_NODE_ID, b""),
+            (400, "invalid id: \"x\"\n".into())
+        );
+        assert_eq!(
+            post("/halt?name=db&id=7", OUR_NODE_ID, b""),
+            (400, "cannot remotely halt self\n".into())
+        );
+        let (status, body) = post("/halt?name=db&id=0", REPLICA_NODE_ID, b"");
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body.starts_with("acquire halt lock: ") && body.contains("halt lock id required"),
+            "{body}"
+        );
+        assert_eq!(
+            post("/tx?name=nope&lockID=7", REPLICA_NODE_ID, b""),
+            (404, "database not found: \"nope\"\n".into())
+        );
+
+        let before = t.pos("db");
+        let (status, body) = post("/halt?name=db&id=7", REPLICA_NODE_ID, b"");
+        assert_eq!(status, 200, "{mode}: {body}");
+        assert!(body.ends_with("}\n"), "{body}");
+        let lock: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(lock["id"], 7);
+        assert_eq!(lock["pos"]["TXID"], format!("{:016x}", before.txid.0));
+        assert_eq!(
+            lock["pos"]["PostApplyChecksum"],
+            format!("{:016x}", before.post_apply_checksum.0)
+        );
+        assert!(lock["expires"].as_str().unwrap().ends_with('Z'), "{body}");
+        // A retried request (the replica's FUSE call interrupted) gets the same lock.
+        assert_eq!(
+            post("/halt?name=db&id=7", REPLICA_NODE_ID, b""),
+            (200, body)
+        );
+        assert_eq!(t.store().db("db").unwrap().halt_lock().unwrap().id, 7);
+
+        // Local writers wait while the primary is halted.
+        conn.busy_timeout(Duration::ZERO).unwrap();
+        let refused = conn
+            .execute_batch("INSERT INTO t(v) VALUES (randomblob(700))")
+            .unwrap_err();
+        // WAL mode: every read mark is taken, and SQLite gives up on them with
+        // SQLITE_PROTOCOL after its own retries.
+        assert!(
+            matches!(
+                refused.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::FileLockingProtocolFailed
+                )
+            ),
+            "{mode}: {refused}"
+        );
+
+        let map = PosMap::from([("db".to_string(), before)]);
+        let mut watcher = open_stream(addr, &map, WATCHER_NODE_ID, "");
+        assert_eq!(watcher.status, 200);
+        assert_eq!(next_frame(&mut watcher), Frame::Ready);
+
+        let (file, image) = forwarded_transaction(&t, "db", before, REPLICA_NODE_ID, 2);
+        // Under another replica's lock id: refused, nothing changes.
+        let (status, body) = post("/tx?name=db&lockID=8", REPLICA_NODE_ID, &file);
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body.starts_with("write ltx file: ") && body.contains("halt lock 8 is not held"),
+            "{body}"
+        );
+        assert_eq!(t.pos("db"), before);
+        // A damaged file: refused, nothing changes.
+        let mut damaged = file.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let (status, body) = post("/tx?name=db&lockID=7", REPLICA_NODE_ID, &damaged);
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(t.pos("db"), before);
+
+        assert_eq!(
+            post("/tx?name=db&lockID=7", REPLICA_NODE_ID, &file),
+            (200, String::new()),
+            "{mode}"
+        );
+        let after = t.pos("db");
+        assert_eq!(after.txid.0, before.txid.0 + 1);
+        let stored = std::fs::read(
+            t.ltx_dir("db")
+                .join(ltx::format_filename(after.txid, after.txid)),
+        )
+        .unwrap();
+        assert!(stored == file, "the forwarded file is kept as sent");
+        // The same transaction again no longer continues the position.
+        let (status, body) = post("/tx?name=db&lockID=7", REPLICA_NODE_ID, &file);
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("starts from"), "{body}");
+
+        // Every replica gets it, the sender too (it recognises its own node id and skips it).
+        let payload = loop {
+            match next_frame(&mut watcher) {
+                Frame::Heartbeat { .. } => continue,
+                Frame::Ltx { name } => {
+                    assert_eq!(name, "db");
+                    break read_payload(&mut watcher);
+                }
+                other => panic!("expected the forwarded LTX frame, got {other:?}"),
+            }
+        };
+        assert!(payload == file, "streamed byte for byte");
+
+        // Another id's release is a no-op; the holder's lets local writers go on.
+        assert_eq!(
+            request_as(addr, "DELETE", "/halt?name=db&id=8", REPLICA_NODE_ID, b""),
+            (200, String::new())
+        );
+        assert!(t.store().db("db").unwrap().halt_lock().is_some());
+        assert_eq!(
+            request_as(addr, "DELETE", "/halt?name=db&id=7", OUR_NODE_ID, b""),
+            (400, "cannot remotely unhalt self\n".into())
+        );
+        assert_eq!(
+            request_as(addr, "DELETE", "/halt?name=nope&id=7", REPLICA_NODE_ID, b"").0,
+            404
+        );
+        assert_eq!(
+            request_as(addr, "DELETE", "/halt?name=db&id=7", REPLICA_NODE_ID, b""),
+            (200, String::new())
+        );
+        assert!(t.store().db("db").unwrap().halt_lock().is_none());
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            rows, 5,
+            "{mode}: the open connection reads the forwarded rows"
+        );
+        let want = logical_image(
+            &t.data.join("dbs").join("db"),
+            (image.len() / 4096) as u32,
+            4096,
+        );
+        assert!(want == image, "{mode}: the database is the replica's image");
+        insert(&conn, 1);
+        assert_eq!(
+            t.pos("db").txid.0,
+            after.txid.0 + 1,
+            "{mode}: local writes go on"
+        );
+    }
+}
+
+/// A halt lock lapses after its TTL (spec §5.5: the monitor looks every 5 s), and a forwarded
+/// file arriving after that — under no halt lock at all — is applied under a write lock of
+/// its own, as LiteFS would, once it continues the position.
+#[test]
+fn a_lapsed_halt_lock_releases_local_writers() {
+    let t = TestMount::new(false);
+    let conn = sqlite(&t, "db", "wal");
+    insert(&conn, 2);
+    let server = start_server(&t);
+    let addr = server.addr();
+    let (status, body) = request_as(addr, "POST", "/halt?name=db&id=9", REPLICA_NODE_ID, b"");
+    assert_eq!(status, 200, "{body}");
+    let db = t.store().db("db").unwrap();
+    let ttl = Duration::from_millis(litefs::store::HALT_LOCK_TTL_MS);
+    assert_eq!(db.expire_halt_lock(Instant::now()), None, "not lapsed yet");
+    let lapsed = db.expire_halt_lock(Instant::now() + ttl).expect("lapsed");
+    assert_eq!(lapsed.id, 9);
+    assert!(db.halt_lock().is_none());
+    let before = t.pos("db");
+    let (file, _) = forwarded_transaction(&t, "db", before, REPLICA_NODE_ID, 1);
+    assert_eq!(
+        request_as(addr, "POST", "/tx?name=db&lockID=9", REPLICA_NODE_ID, &file),
+        (200, String::new())
+    );
+    assert_eq!(t.pos("db").txid.0, before.txid.0 + 1);
+    insert(&conn, 1);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 4);
 }

@@ -8,7 +8,7 @@ use crate::fuse::watchdog::Watchdog;
 use crate::http::proxy::{ProxyOptions, ProxyServer};
 use crate::http::{Server, ServerOptions};
 use crate::replica::{Replica, ReplicaOptions};
-use crate::store::monitor::RetentionMonitor;
+use crate::store::monitor::{HaltMonitor, RetentionMonitor};
 use crate::store::{DbOptions, PrimaryInfo, Store};
 use crate::types::NodeId;
 use anyhow::{Context, Result, anyhow, bail};
@@ -213,6 +213,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         proxy,
         replica,
         retention,
+        halt_monitor,
         child,
     } = running;
     let mut child_pid = None;
@@ -262,6 +263,8 @@ pub fn run(argv: Vec<String>) -> i32 {
     drop(replica);
     drop(retention);
     server.shutdown();
+    // No `/halt` comes in any more: the halt locks' files on the mount are closed.
+    drop(halt_monitor);
     if let Err(e) = mount.unmount() {
         eprintln!("litefs: unmount: {e}");
     }
@@ -363,6 +366,8 @@ fn start(
         config.data.retention,
     )
     .context("cannot start the retention monitor")?;
+    let halt_monitor =
+        HaltMonitor::start(store.clone()).context("cannot start the halt lock monitor")?;
     let replica = if config.lease.candidate {
         eprintln!(
             "litefs: primary lease acquired (static), advertising as {}",
@@ -447,6 +452,7 @@ fn start(
         proxy,
         replica,
         retention,
+        halt_monitor,
         child,
     })
 }
@@ -461,5 +467,6 @@ struct Running {
     proxy: Option<ProxyServer>,
     replica: Option<Replica>,
     retention: Option<RetentionMonitor>,
+    halt_monitor: HaltMonitor,
     child: Option<Child>,
 }

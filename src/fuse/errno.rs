@@ -56,6 +56,7 @@ pub fn to_io_error(op: &str, err: Error) -> io::Error {
         | Error::Corrupt { .. }
         | Error::PositionMismatch { .. }
         | Error::Import { .. }
+        | Error::Halt { .. }
         | Error::Stopping(_)
         | Error::Sqlite(_) => libc::EIO,
     };

@@ -30,7 +30,7 @@ pub const IMPORT_BODY_IDLE_TIMEOUT_MS: u64 = 60_000;
 const IMPORT_DRAIN_BYTES_MAX: u64 = 64 << 20;
 
 /// The `name` query parameter; `None` means LiteFS's 400 [`name_required`].
-fn db_name(req: &Request<Incoming>) -> Option<String> {
+pub(super) fn db_name(req: &Request<Incoming>) -> Option<String> {
     query_value(req.uri().query(), "name").filter(|name| !name.is_empty())
 }
 
@@ -92,16 +92,12 @@ pub async fn import(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if !app.store.is_writable() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "lease expired");
     }
-    let (tx, rx) = mpsc::channel(STREAM_QUEUE_DEPTH_MAX);
-    let forward = tokio::spawn(forward_body(req.into_body(), tx));
     let deadline = Instant::now() + Duration::from_millis(IMPORT_LOCK_TIMEOUT_MS);
     let store = app.store.clone();
-    let imported = tokio::task::spawn_blocking(move || {
-        store.import_db(&name, ChannelReader::new(rx), deadline)
+    let imported = read_body_blocking(req.into_body(), move |body| {
+        store.import_db(&name, body, deadline)
     })
     .await;
-    // The reader is gone: the forwarder now discards the rest of the body (bounded).
-    let _ = forward.await;
     match imported {
         Ok(Ok(_pos)) => Response::new(super::routes::full(Bytes::new())),
         Ok(Err(e)) if is_client_fault(&e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -117,6 +113,20 @@ fn is_client_fault(e: &Error) -> bool {
         Error::InvalidWrite { .. } => true,
         _ => false,
     }
+}
+
+/// Runs `consume` on a blocking thread with the request body as a `Read` (`POST /import`,
+/// `POST /tx`); the rest of the body, if `consume` leaves some, is read and dropped.
+pub(super) async fn read_body_blocking<T: Send + 'static>(
+    body: Incoming,
+    consume: impl FnOnce(ChannelReader) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE_DEPTH_MAX);
+    let forward = tokio::spawn(forward_body(body, tx));
+    let consumed = tokio::task::spawn_blocking(move || consume(ChannelReader::new(rx))).await;
+    // The reader is gone: the forwarder now discards the rest of the body (bounded).
+    let _ = forward.await;
+    consumed
 }
 
 /// Moves the request body into the import's channel. Once the importer stops reading (it

@@ -12,6 +12,7 @@ mod body;
 pub mod client;
 mod events;
 mod export;
+mod halt;
 pub mod metrics;
 pub mod native;
 pub mod proxy;

@@ -1,7 +1,7 @@
 //! Routing and the small endpoints (spec §4.1–§4.3): common headers, Go-style errors,
-//! `/info`, `/debug/vars`, and 501 for routes not built yet. `/export` and `/import` live in
-//! `export.rs`, `/stream` in `stream.rs`, `/events` in `events.rs`, `/metrics` in
-//! `metrics.rs`.
+//! `/info`, `/debug/vars`, `/handoff` and `/promote`. `/export` and `/import` live in
+//! `export.rs`, `/halt` and `/tx` in `halt.rs`, `/stream` in `stream.rs`, `/events` in
+//! `events.rs`, `/metrics` in `metrics.rs`.
 
 use super::App;
 use crate::store::Db;
@@ -44,12 +44,6 @@ pub fn with_type(content_type: &'static str, body: impl Into<Bytes>) -> Response
     resp
 }
 
-/// The routes LiteFS has that this build does not serve yet.
-const NOT_BUILT: [(&str, &[Method]); 2] = [
-    ("/halt", &[Method::POST, Method::DELETE]),
-    ("/tx", &[Method::POST]),
-];
-
 /// The first value of `key` in a query string, unescaped (Go's `url.Values.Get`).
 pub fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
@@ -81,11 +75,9 @@ async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<B
     let method = req.method().clone();
     let allowed: &[Method] = match path {
         "/info" | "/metrics" | "/debug/vars" | "/export" | "/events" => &[Method::GET],
-        "/stream" | "/import" | "/handoff" | "/promote" => &[Method::POST],
-        _ => match NOT_BUILT.iter().find(|(p, _)| *p == path) {
-            Some((_, methods)) => methods,
-            None => return error(StatusCode::NOT_FOUND, "404 page not found"),
-        },
+        "/stream" | "/import" | "/handoff" | "/promote" | "/tx" => &[Method::POST],
+        "/halt" => &[Method::POST, Method::DELETE],
+        _ => return error(StatusCode::NOT_FOUND, "404 page not found"),
     };
     if !allowed.contains(&method) {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -100,10 +92,10 @@ async fn route(app: &Arc<App>, path: &str, req: Request<Incoming>) -> Response<B
         "/import" => super::export::import(app.clone(), req).await,
         "/handoff" => handoff(app, req.uri().query()),
         "/promote" => promote(app),
-        _ => error(
-            StatusCode::NOT_IMPLEMENTED,
-            &format!("{method} {path} is not implemented yet in litefs-rs"),
-        ),
+        "/halt" if method == Method::POST => super::halt::post_halt(app.clone(), req).await,
+        "/halt" => super::halt::delete_halt(app.clone(), req).await,
+        "/tx" => super::halt::post_tx(app.clone(), req).await,
+        _ => error(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
 

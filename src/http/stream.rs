@@ -31,7 +31,7 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 const POS_MAP_BODY_BYTES_MAX: usize = 64 << 20;
 
 /// Node id from `Litefs-Id`, parsed leniently as LiteFS does (any hex; missing or bad → 0).
-fn peer_node_id(req: &Request<Incoming>) -> u64 {
+pub(super) fn peer_node_id(req: &Request<Incoming>) -> u64 {
     req.headers()
         .get("litefs-id")
         .and_then(|v| v.to_str().ok())

@@ -53,11 +53,15 @@ pub enum Error {
     },
     #[error("database {db:?}: {message}")]
     Corrupt { db: String, message: String },
+    /// A HALT lock or forwarded transaction refused (spec §5); the text says what to do.
+    #[error("database {db:?}: {message}")]
+    Halt { db: String, message: String },
     /// A fatal error was raised (a committed transaction could not be recorded): the process
     /// is going down and nothing more may change, or the LTX files and the database would
     /// disagree at the next start.
     #[error(
-        "database {0:?}: litefs is stopping after a fatal error (see the message before);          nothing more is written. Restart it: recovery records what SQLite committed from the WAL"
+        "database {0:?}: litefs is stopping after a fatal error (see the message before); \
+         nothing more is written. Restart it: recovery records what SQLite committed from the WAL"
     )]
     Stopping(String),
     #[error(

@@ -23,9 +23,10 @@ pub mod stats;
 
 pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
 pub use db::{
-    APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind, IMPORT_LOCK_TIMEOUT_MS,
-    JournalMode, LtxUsage, Receipt, Received, SNAPSHOT_LOCK_TIMEOUT_MS, SpilledLtx, SpooledImage,
-    VerifiedLtx,
+    APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind,
+    HALT_ACQUIRE_TIMEOUT_MS, HALT_EXPIRY_CHECK_INTERVAL_MS, HALT_LOCK_TTL_MS, HaltLock,
+    IMPORT_LOCK_TIMEOUT_MS, JournalMode, LtxUsage, Receipt, Received, SNAPSHOT_LOCK_TIMEOUT_MS,
+    SpilledLtx, SpooledImage, VerifiedLtx,
 };
 pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_DEPTH_MAX, Event, Events};

@@ -1,11 +1,11 @@
-//! The store's background loop: LTX retention every `data.retention-monitor-interval`
-//! (spec §2.3 step 4, §8.1).
+//! The store's background loops: LTX retention every `data.retention-monitor-interval`
+//! (spec §2.3 step 4, §8.1), and the expiry of halt locks (spec §5.5).
 
 use super::Store;
 use crate::stop::Worker;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Runs until dropped.
 pub struct RetentionMonitor {
@@ -41,5 +41,50 @@ impl RetentionMonitor {
             }
         })?;
         Ok(Some(RetentionMonitor { _worker: worker }))
+    }
+}
+
+/// Releases halt locks that lapsed, every [`HALT_EXPIRY_CHECK_INTERVAL_MS`]; dropped, releases
+/// every halt lock still held (after the HTTP server stopped, so none is taken after): their
+/// write locks hold files open on the mount.
+///
+/// [`HALT_EXPIRY_CHECK_INTERVAL_MS`]: super::HALT_EXPIRY_CHECK_INTERVAL_MS
+pub struct HaltMonitor {
+    store: Arc<Store>,
+    worker: Option<Worker>,
+}
+
+impl HaltMonitor {
+    pub fn start(store: Arc<Store>) -> io::Result<HaltMonitor> {
+        let interval = Duration::from_millis(super::HALT_EXPIRY_CHECK_INTERVAL_MS);
+        let join_wait = Duration::from_millis(JOIN_WAIT_MS);
+        let looked_at = store.clone();
+        let worker = Worker::spawn("litefs-halt", join_wait, move |stop| {
+            while !stop.sleep(interval) {
+                for db in looked_at.dbs() {
+                    if let Some(lock) = db.expire_halt_lock(Instant::now()) {
+                        eprintln!(
+                            "litefs: database {:?}: halt lock {} expired after {} ms",
+                            db.name(),
+                            lock.id,
+                            super::HALT_LOCK_TTL_MS
+                        );
+                    }
+                }
+            }
+        })?;
+        Ok(HaltMonitor {
+            store,
+            worker: Some(worker),
+        })
+    }
+}
+
+impl Drop for HaltMonitor {
+    fn drop(&mut self) {
+        drop(self.worker.take());
+        for db in self.store.dbs() {
+            db.release_halt_lock_any();
+        }
     }
 }

@@ -222,6 +222,12 @@ pub struct SpilledLtx {
     checksums: Option<Vec<u64>>,
 }
 
+impl SpilledLtx {
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
 impl Drop for SpilledLtx {
     fn drop(&mut self) {
         if let Some((_, path)) = self.tmp.take() {
@@ -256,13 +262,22 @@ impl Db {
     /// Receives and verifies one LTX file of the stream (as [`Db::receive_ltx`]), without
     /// applying it: a small file on a replica is returned in memory, any other in a temp file.
     pub fn receive_verified(&self, file: impl Read) -> Result<Receipt> {
+        self.receive_verified_into(file, self.options.replica)
+    }
+
+    /// [`Db::receive_verified`], keeping a small file in memory only if `in_memory`.
+    pub(super) fn receive_verified_into(
+        &self,
+        file: impl Read,
+        in_memory: bool,
+    ) -> Result<Receipt> {
         let ltx_err = |source| Error::Ltx {
             db: self.name.clone(),
             source,
         };
         // Receive and verify the whole file before taking the lock: SQLite readers on this
         // node wait only for the apply, not for the network.
-        let mut spool = Spool::new(&self.ltx_dir, self.options.replica);
+        let mut spool = Spool::new(&self.ltx_dir, in_memory);
         // The verification computes each page's checksum with the file checksum, in one pass;
         // the apply, which needs them for the checksum cache, decodes again without any CRC.
         // Past RECEIVE_CHECKSUMS_MAX pages they are not kept, and the apply checks the file
@@ -306,11 +321,17 @@ impl Db {
     /// Applies a file [`Db::receive_verified`] left in a temp file: under the internal write
     /// lock, checks it continues the position (unless a snapshot), fsyncs it (not on a
     /// replica), renames it to its LTX name, and applies it from there.
-    pub fn apply_spilled(&self, mut spilled: SpilledLtx) -> Result<Received> {
-        let header = spilled.header;
+    pub fn apply_spilled(&self, spilled: SpilledLtx) -> Result<Received> {
         let deadline = Instant::now() + Duration::from_millis(APPLY_LOCK_TIMEOUT_MS);
         // Held until the apply is done.
         let _guard = self.acquire_write_lock(deadline)?;
+        self.apply_spilled_locked(spilled)
+    }
+
+    /// [`Db::apply_spilled`] with the internal write lock held by the caller (a halt lock's,
+    /// for a forwarded transaction).
+    pub(super) fn apply_spilled_locked(&self, mut spilled: SpilledLtx) -> Result<Received> {
+        let header = spilled.header;
         let pos = self.pos();
         if !header.is_snapshot() && pos != header.pre_apply_pos() {
             return Err(self.position_mismatch(pos, &header));

@@ -147,32 +147,20 @@ impl Db {
 
     /// Step 3: clear the journal and the WAL, name the LTX file, apply it.
     fn replace_with(&self, tmp_path: &Path, final_path: &Path) -> Result<Pos> {
-        let (journal_cleared, wal_truncated) = {
-            let mut state = self.lock();
-            (
-                self.clear_journal(&mut state)?,
-                self.fold_and_truncate_wal(&mut state)?,
-            )
-        };
-        // Both changed behind the kernel, which caches every file's pages and size
-        // (KEEP_CACHE): SQLite must read the zeroed journal header, and the WAL's next frames
-        // must not land on pages and a size the kernel kept from before the truncation (seen:
-        // a frame's page reached the daemon as zeros, and the commit was never captured).
-        // Dropped while the internal write lock still keeps every SQLite process out, and
-        // with the state lock released (`InvalidateHandler`).
-        for (kind, changed) in [
-            (FileKind::Journal, journal_cleared),
-            (FileKind::Wal, wal_truncated),
-        ] {
-            if changed {
-                self.shared.invalidate.send(Invalidation::Data {
-                    db: &self.name,
-                    kind,
-                    offset: 0,
-                    len: 0,
-                });
-            }
+        let journal_cleared = self.clear_journal(&mut self.lock())?;
+        // The journal changed behind the kernel, which caches every file's pages and size
+        // (KEEP_CACHE): SQLite must read the zeroed header. Dropped while the internal write
+        // lock still keeps every SQLite process out, and with the state lock released
+        // (`InvalidateHandler`). The WAL's are dropped the same way.
+        if journal_cleared {
+            self.shared.invalidate.send(Invalidation::Data {
+                db: &self.name,
+                kind: FileKind::Journal,
+                offset: 0,
+                len: 0,
+            });
         }
+        self.fold_wal_for_apply()?;
         fs::rename(tmp_path, final_path).io_context("rename", final_path)?;
         sync_dir(&self.ltx_dir)?;
         self.apply_received(final_path)
@@ -196,8 +184,11 @@ impl Db {
 
     /// Spec step 2 (truncate the WAL), after copying its committed frames into the database
     /// file so that the file holds the current position until the LTX file is applied. True
-    /// if there was a WAL.
-    fn fold_and_truncate_wal(&self, state: &mut State) -> Result<bool> {
+    /// if there was a WAL. The caller drops the kernel's cached copy of the WAL after: its
+    /// next frames must not land on pages and a size the kernel kept from before the
+    /// truncation (seen: a frame's page reached the daemon as zeros, and the commit was never
+    /// captured).
+    pub(super) fn fold_and_truncate_wal(&self, state: &mut State) -> Result<bool> {
         // The frames go into the database file and then away: their LTX files first.
         self.sync_unsynced(state)?;
         if !state.wal_frames.is_empty() {

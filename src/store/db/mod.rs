@@ -33,6 +33,7 @@ mod commit;
 mod deferred;
 mod durability;
 mod export;
+mod halt;
 mod import;
 mod journal;
 mod ltx_log;
@@ -47,6 +48,9 @@ mod write_behind;
 
 pub use apply::{APPLY_LOCK_TIMEOUT_MS, Receipt, Received, SpilledLtx, VerifiedLtx};
 pub use export::EXPORT_LOCK_TIMEOUT_MS;
+pub use halt::{
+    HALT_ACQUIRE_TIMEOUT_MS, HALT_EXPIRY_CHECK_INTERVAL_MS, HALT_LOCK_TTL_MS, HaltLock,
+};
 pub use import::{IMPORT_LOCK_TIMEOUT_MS, SpooledImage};
 pub use retention::retention_victims;
 pub use snapshot::SNAPSHOT_LOCK_TIMEOUT_MS;
@@ -236,6 +240,8 @@ pub struct Db {
     /// (`Db::incarnation`), so that a descriptor opened before a drop cannot write into the
     /// database created after it.
     drops: AtomicU64,
+    /// The HALT lock a replica holds here, with the internal write lock it keeps (`halt.rs`).
+    halt: Mutex<Option<halt::HeldHalt>>,
 }
 
 impl Drop for Db {
@@ -348,6 +354,7 @@ impl Db {
             recovered: AtomicBool::new(false),
             published_pos: Mutex::new(Pos::default()),
             last_written: Mutex::new(None),
+            halt: Mutex::new(None),
             this: OnceLock::new(),
             deferred_in_flight: AtomicBool::new(false),
             deferred_slot: Mutex::new(None),
