@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestMount, logical_image};
+use common::{TestMount, check_newest_ltx, logical_image};
 use hyper::body::Bytes;
 use litefs::http::{Server, ServerOptions};
 use litefs::ltx;
@@ -643,8 +643,10 @@ fn forwarded_transaction(
 #[test]
 fn a_halted_primary_applies_and_streams_a_forwarded_transaction() {
     const WATCHER_NODE_ID: u64 = 0x77;
-    for mode in ["delete", "wal"] {
-        let t = TestMount::new(true);
+    // Kernel-local locks are the default; LiteFS's own (`fuse.posix-locks: true`) once.
+    for (mode, posix_locks) in [("delete", false), ("wal", false), ("wal", true)] {
+        println!("{mode}, posix locks {posix_locks}");
+        let t = TestMount::with_locks(true, posix_locks);
         let conn = sqlite(&t, "db", mode);
         insert(&conn, 3);
         let server = start_server(&t);
@@ -691,23 +693,21 @@ fn a_halted_primary_applies_and_streams_a_forwarded_transaction() {
         );
         assert_eq!(t.store().db("db").unwrap().halt_lock().unwrap().id, 7);
 
-        // Local writers wait while the primary is halted.
-        conn.busy_timeout(Duration::ZERO).unwrap();
-        let refused = conn
-            .execute_batch("INSERT INTO t(v) VALUES (randomblob(700))")
-            .unwrap_err();
-        // WAL mode: every read mark is taken, and SQLite gives up on them with
-        // SQLITE_PROTOCOL after its own retries.
-        assert!(
-            matches!(
+        // Local writers wait while the primary is halted. (In WAL mode SQLite would retry
+        // the read marks for ~10 s before SQLITE_PROTOCOL: the WAL write lock is looked at.)
+        if mode == "wal" {
+            assert!(byte_locked(&t.path("db-shm"), 120), "WAL_WRITE is held");
+        } else {
+            conn.busy_timeout(Duration::ZERO).unwrap();
+            let refused = conn
+                .execute_batch("INSERT INTO t(v) VALUES (randomblob(700))")
+                .unwrap_err();
+            assert_eq!(
                 refused.sqlite_error_code(),
-                Some(
-                    rusqlite::ErrorCode::DatabaseBusy
-                        | rusqlite::ErrorCode::FileLockingProtocolFailed
-                )
-            ),
-            "{mode}: {refused}"
-        );
+                Some(rusqlite::ErrorCode::DatabaseBusy),
+                "{refused}"
+            );
+        }
 
         let map = PosMap::from([("db".to_string(), before)]);
         let mut watcher = open_stream(addr, &map, WATCHER_NODE_ID, "");
@@ -730,6 +730,12 @@ fn a_halted_primary_applies_and_streams_a_forwarded_transaction() {
         let (status, body) = post("/tx?name=db&lockID=7", REPLICA_NODE_ID, &damaged);
         assert_eq!(status, 500, "{body}");
         assert_eq!(t.pos("db"), before);
+        let leftovers: Vec<_> = std::fs::read_dir(t.ltx_dir("db"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.ends_with(".ltx"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 
         assert_eq!(
             post("/tx?name=db&lockID=7", REPLICA_NODE_ID, &file),
@@ -781,6 +787,10 @@ fn a_halted_primary_applies_and_streams_a_forwarded_transaction() {
             (200, String::new())
         );
         assert!(t.store().db("db").unwrap().halt_lock().is_none());
+        assert!(
+            mode != "wal" || !byte_locked(&t.path("db-shm"), 120),
+            "WAL_WRITE is free"
+        );
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -804,34 +814,125 @@ fn a_halted_primary_applies_and_streams_a_forwarded_transaction() {
     }
 }
 
-/// A halt lock lapses after its TTL (spec §5.5: the monitor looks every 5 s), and a forwarded
-/// file arriving after that — under no halt lock at all — is applied under a write lock of
-/// its own, as LiteFS would, once it continues the position.
+/// Whether some other open file description holds a lock on byte `offset` of `path`
+/// (`F_OFD_GETLK` for a write lock).
+fn byte_locked(path: &std::path::Path, offset: i64) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: `flock` is plain old data; all zeroes is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as i16;
+    lock.l_whence = libc::SEEK_SET as i16;
+    lock.l_start = offset;
+    lock.l_len = 1;
+    // SAFETY: a valid descriptor and a valid `flock` the call fills in.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    assert_eq!(rc, 0, "F_OFD_GETLK: {}", io::Error::last_os_error());
+    lock.l_type != libc::F_UNLCK as i16
+}
+
+/// A halt released without a forwarded transaction (`litefs run -with-halt-lock-on` around
+/// a command that only reads) leaves SQLite's view whole: the WAL it folded is gone from the
+/// `-shm` index too, so an open connection reads every row and its next commit is captured.
+/// A forwarded file that no longer continues the position is refused without a change, one
+/// arriving after its halt lock lapsed (spec §5.5: the monitor looks every 5 s) is applied
+/// under a write lock of its own, as LiteFS would. Kernel-local locks (the default).
 #[test]
-fn a_lapsed_halt_lock_releases_local_writers() {
-    let t = TestMount::new(false);
+fn a_halt_released_or_lapsed_leaves_sqlite_consistent() {
+    let t = TestMount::with_locks(false, false);
     let conn = sqlite(&t, "db", "wal");
-    insert(&conn, 2);
+    insert(&conn, 3);
     let server = start_server(&t);
     let addr = server.addr();
-    let (status, body) = request_as(addr, "POST", "/halt?name=db&id=9", REPLICA_NODE_ID, b"");
-    assert_eq!(status, 200, "{body}");
+    let halt = |id: u64| {
+        let (status, body) = request_as(
+            addr,
+            "POST",
+            &format!("/halt?name=db&id={id}"),
+            REPLICA_NODE_ID,
+            b"",
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    let rows = || -> i64 {
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    };
+
+    let before = t.pos("db");
+    halt(9);
+    assert_eq!(
+        std::fs::metadata(t.data.join("dbs/db/wal")).unwrap().len(),
+        0,
+        "the halt folded the WAL"
+    );
+    let stale = forwarded_transaction(&t, "db", before, REPLICA_NODE_ID, 1).0;
+    assert_eq!(
+        request_as(addr, "DELETE", "/halt?name=db&id=9", REPLICA_NODE_ID, b""),
+        (200, String::new())
+    );
+    assert_eq!(rows(), 3, "the open connection reads the folded rows");
+    insert(&conn, 1);
+    assert_eq!(rows(), 4);
+    let local = t.pos("db");
+    assert_eq!(
+        local.txid.0,
+        before.txid.0 + 1,
+        "the local commit is captured"
+    );
+    check_newest_ltx(&t, "db", 4096);
+
+    let (status, body) = request_as(
+        addr,
+        "POST",
+        "/tx?name=db&lockID=9",
+        REPLICA_NODE_ID,
+        &stale,
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("starts from"), "{body}");
+    assert_eq!(t.pos("db"), local, "a refused file changes nothing");
+    assert!(
+        std::fs::metadata(t.data.join("dbs/db/wal")).unwrap().len() > 0,
+        "the refused file did not fold the WAL"
+    );
+
+    halt(10);
     let db = t.store().db("db").unwrap();
     let ttl = Duration::from_millis(litefs::store::HALT_LOCK_TTL_MS);
     assert_eq!(db.expire_halt_lock(Instant::now()), None, "not lapsed yet");
-    let lapsed = db.expire_halt_lock(Instant::now() + ttl).expect("lapsed");
-    assert_eq!(lapsed.id, 9);
-    assert!(db.halt_lock().is_none());
-    let before = t.pos("db");
-    let (file, _) = forwarded_transaction(&t, "db", before, REPLICA_NODE_ID, 1);
     assert_eq!(
-        request_as(addr, "POST", "/tx?name=db&lockID=9", REPLICA_NODE_ID, &file),
+        db.expire_halt_lock(Instant::now() + ttl).map(|l| l.id),
+        Some(10)
+    );
+    assert!(db.halt_lock().is_none());
+    let (file, _) = forwarded_transaction(&t, "db", t.pos("db"), REPLICA_NODE_ID, 2);
+    assert_eq!(
+        request_as(
+            addr,
+            "POST",
+            "/tx?name=db&lockID=10",
+            REPLICA_NODE_ID,
+            &file
+        ),
         (200, String::new())
     );
-    assert_eq!(t.pos("db").txid.0, before.txid.0 + 1);
+    assert_eq!(t.pos("db").txid.0, local.txid.0 + 1);
+    assert_eq!(rows(), 6);
     insert(&conn, 1);
-    let rows: i64 = conn
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rows, 4);
+    assert_eq!(rows(), 7);
+    assert_eq!(t.pos("db").txid.0, local.txid.0 + 2);
+
+    // A stopping node releases its halt lock and takes no more.
+    halt(11);
+    db.close_halt_locks();
+    assert!(db.halt_lock().is_none());
+    let (status, body) = request_as(addr, "POST", "/halt?name=db&id=12", REPLICA_NODE_ID, b"");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("stopping"), "{body}");
+    insert(&conn, 1);
 }

@@ -33,17 +33,16 @@ fn is_self(app: &App, req: &Request<Incoming>) -> bool {
     peer_node_id(req) == app.store.node_id().0
 }
 
-/// The lock as LiteFS's JSON encoder writes a `HaltLock`, newline included.
+/// The lock as LiteFS's JSON encoder writes a `HaltLock`: its fields in Go's order, compact,
+/// newline included.
 fn halt_lock_json(lock: &HaltLock) -> String {
-    let value = serde_json::json!({
-        "id": lock.id,
-        "pos": {
-            "TXID": format!("{:016x}", lock.pos.txid.0),
-            "PostApplyChecksum": format!("{:016x}", lock.pos.post_apply_checksum.0),
-        },
-        "expires": format_timestamp_trimmed(lock.expires_ms),
-    });
-    format!("{value}\n")
+    format!(
+        "{{\"id\":{},\"pos\":{{\"TXID\":\"{:016x}\",\"PostApplyChecksum\":\"{:016x}\"}},\"expires\":\"{}\"}}\n",
+        lock.id,
+        lock.pos.txid.0,
+        lock.pos.post_apply_checksum.0,
+        format_timestamp_trimmed(lock.expires_ms)
+    )
 }
 
 /// `POST /halt?name=&id=`: takes the halt lock for the calling replica (the database is
@@ -55,6 +54,13 @@ pub async fn post_halt(app: Arc<App>, req: Request<Incoming>) -> Response<Body> 
     };
     if is_self(&app, &req) {
         return error(StatusCode::BAD_REQUEST, "cannot remotely halt self");
+    }
+    // Before the database is created: a replica is never halted (LiteFS does not check).
+    if !app.store.is_writable() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "acquire halt lock: read only replica",
+        );
     }
     let db = match app.store.open_db(&name(&req)) {
         Ok(db) => db,

@@ -84,7 +84,7 @@ impl Drop for HaltMonitor {
     fn drop(&mut self) {
         drop(self.worker.take());
         for db in self.store.dbs() {
-            db.release_halt_lock_any();
+            db.close_halt_locks();
         }
     }
 }

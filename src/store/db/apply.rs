@@ -584,6 +584,37 @@ impl Db {
         Ok(pos)
     }
 
+    /// Copies the WAL's committed frames into the database file and empties the WAL (an
+    /// import, a halt), rewrites `-shm` to say so, and drops the kernel's copies of all
+    /// three: SQLite reads the folded pages from the database file from now on, and the
+    /// kernel may hold that file's pages from before the fold (seen: an open connection no
+    /// longer found a table created in the WAL); an `-shm` still naming the frames would
+    /// send readers past the WAL's end, and a writer would append after frames that are
+    /// gone (uncaptured: the WAL has no header). Under the internal write lock.
+    pub(super) fn fold_wal_for_apply(&self) -> Result<()> {
+        let mut stale = Stale::default();
+        let truncated = {
+            let mut state = self.lock();
+            let truncated = self.fold_and_truncate_wal(&mut state)?;
+            if truncated {
+                stale.shm = self.rewrite_shm(&mut state)?;
+            }
+            truncated
+        };
+        if truncated {
+            for kind in [FileKind::Database, FileKind::Wal] {
+                self.shared.invalidate.send(Invalidation::Data {
+                    db: &self.name,
+                    kind,
+                    offset: 0,
+                    len: 0,
+                });
+            }
+        }
+        self.finish_apply(&stale);
+        Ok(())
+    }
+
     /// After an apply, with the state lock released: the kernel may answer an invalidation
     /// with requests that take it (writing back a dirty `-shm` page). SHM writes stay
     /// discarded until the invalidations are done (spec §3.10).

@@ -20,7 +20,6 @@
 use super::{Db, FileKind, now_ms};
 use crate::store::error::{Error, IoContext, Result};
 use crate::store::lock::InternalLockGuard;
-use crate::store::shared::Invalidation;
 use crate::types::Pos;
 use std::fs::File;
 use std::io::{self, Read};
@@ -52,25 +51,30 @@ pub struct HaltLock {
 }
 
 /// The halt lock held, with the write lock it keeps.
-pub(super) struct HeldHalt {
+struct HeldHalt {
     lock: HaltLock,
     expires_at: Instant,
     /// Released when this is dropped.
     _guard: InternalLockGuard,
 }
 
+/// [`Db::halt`]: the halt lock held, if any.
+#[derive(Default)]
+pub(super) struct HaltSlot {
+    held: Option<HeldHalt>,
+    /// The node is stopping ([`Db::close_halt_locks`]): no halt lock is taken any more, or
+    /// one taken by a request still waiting would hold files open on the mount at unmount.
+    closed: bool,
+}
+
 /// Which write lock a forwarded file is applied under; held until the apply is done.
 enum ApplyUnder<'a> {
-    Halt {
-        _held: MutexGuard<'a, Option<HeldHalt>>,
-    },
-    Own {
-        _guard: InternalLockGuard,
-    },
+    Halt { _held: MutexGuard<'a, HaltSlot> },
+    Own { _guard: InternalLockGuard },
 }
 
 impl Db {
-    fn halt_state(&self) -> MutexGuard<'_, Option<HeldHalt>> {
+    fn halt_state(&self) -> MutexGuard<'_, HaltSlot> {
         self.halt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -83,7 +87,7 @@ impl Db {
 
     /// The halt lock held now, if any.
     pub fn halt_lock(&self) -> Option<HaltLock> {
-        self.halt_state().as_ref().map(|held| held.lock)
+        self.halt_state().held.as_ref().map(|held| held.lock)
     }
 
     /// `POST /halt` (spec §4.3): takes the internal write lock on behalf of replica lock `id`
@@ -97,7 +101,7 @@ impl Db {
         self.check_writable(FileKind::Wal)?;
         let deadline = Instant::now() + Duration::from_millis(HALT_ACQUIRE_TIMEOUT_MS);
         let guard = loop {
-            if let Some(held) = self.halt_state().as_ref()
+            if let Some(held) = self.halt_state().held.as_ref()
                 && held.lock.id == id
             {
                 return Ok(held.lock);
@@ -111,6 +115,7 @@ impl Db {
             }
         };
         self.check_writable(FileKind::Wal)?;
+        self.capture_wal()?;
         self.settle_for_forwarded()?;
         let ttl = Duration::from_millis(HALT_LOCK_TTL_MS);
         let lock = HaltLock {
@@ -118,8 +123,12 @@ impl Db {
             pos: self.pos(),
             expires_ms: now_ms() + HALT_LOCK_TTL_MS as i64,
         };
+        let mut state = self.halt_state();
+        if state.closed {
+            return Err(self.halt_error("the node is stopping".into()));
+        }
         // There is none: its write lock would have kept ours off until it went.
-        let _previous = self.halt_state().replace(HeldHalt {
+        state.held = Some(HeldHalt {
             lock,
             expires_at: Instant::now() + ttl,
             _guard: guard,
@@ -130,23 +139,30 @@ impl Db {
     /// `DELETE /halt`: releases the halt lock if it is `id`'s; otherwise nothing.
     pub fn release_halt_lock(&self, id: i64) {
         let mut state = self.halt_state();
-        if state.as_ref().is_some_and(|held| held.lock.id == id) {
-            *state = None;
+        if state.held.as_ref().is_some_and(|held| held.lock.id == id) {
+            state.held = None;
         }
     }
 
     /// Releases the halt lock if it lapsed by `now` (spec §5.5), and returns it.
     pub fn expire_halt_lock(&self, now: Instant) -> Option<HaltLock> {
         let mut state = self.halt_state();
-        if state.as_ref().is_some_and(|held| held.expires_at <= now) {
-            return state.take().map(|held| held.lock);
+        if state
+            .held
+            .as_ref()
+            .is_some_and(|held| held.expires_at <= now)
+        {
+            return state.held.take().map(|held| held.lock);
         }
         None
     }
 
-    /// Releases the halt lock, whoever holds it (the node is stopping).
-    pub fn release_halt_lock_any(&self) {
-        *self.halt_state() = None;
+    /// Releases the halt lock, whoever holds it, and refuses any from now on: the node is
+    /// stopping.
+    pub fn close_halt_locks(&self) {
+        let mut state = self.halt_state();
+        state.closed = true;
+        state.held = None;
     }
 
     /// `POST /tx` (spec §4.3): a transaction a halted replica committed, as its raw LTX file.
@@ -169,14 +185,16 @@ impl Db {
         };
         let header = *spilled.header();
         let _under = match self.halt_state() {
-            state if state.is_some() => {
-                let held_id = state.as_ref().map_or(0, |held| held.lock.id);
+            state if state.held.is_some() => {
+                let held_id = state.held.as_ref().map_or(0, |held| held.lock.id);
                 if held_id != lock_id {
                     return Err(self.halt_error(format!(
                         "halt lock {lock_id} is not held (halt lock {held_id} is): \
                          acquire it with POST /halt, then send the transaction again"
                     )));
                 }
+                // The halt settled the database; nothing has written since.
+                self.check_continues(&header)?;
                 ApplyUnder::Halt { _held: state }
             }
             state => {
@@ -184,31 +202,39 @@ impl Db {
                 let deadline = Instant::now() + Duration::from_millis(HALT_ACQUIRE_TIMEOUT_MS);
                 let guard = self.acquire_write_lock(deadline)?;
                 self.check_writable(FileKind::Wal)?;
+                self.capture_wal()?;
+                // Before the settling: a refused file changes nothing.
+                self.check_continues(&header)?;
                 self.settle_for_forwarded()?;
                 ApplyUnder::Own { _guard: guard }
             }
         };
-        let pos = self.pos();
-        if !header.is_snapshot() && pos != header.pre_apply_pos() {
-            return Err(self.halt_error(format!(
-                "the forwarded transaction {}-{} starts from {}, but the database is at {pos}: \
-                 the sender must catch up with this node before it writes",
-                header.min_txid,
-                header.max_txid,
-                header.pre_apply_pos()
-            )));
-        }
         match self.apply_spilled_locked(spilled)? {
             super::Received::Applied { pos, .. } => Ok(pos),
             super::Received::Own => Err(self.halt_error("the forwarded file was skipped".into())),
         }
     }
 
+    /// A forwarded file must start where the database is (a snapshot starts anywhere).
+    fn check_continues(&self, header: &crate::ltx::Header) -> Result<()> {
+        let pos = self.pos();
+        if header.is_snapshot() || pos == header.pre_apply_pos() {
+            return Ok(());
+        }
+        Err(self.halt_error(format!(
+            "the forwarded transaction {}-{} starts from {}, but the database is at {pos}: \
+             the sender must catch up with this node before it writes",
+            header.min_txid,
+            header.max_txid,
+            header.pre_apply_pos()
+        )))
+    }
+
     /// What a halt settles before files are applied to the database file alone: every
-    /// committed WAL frame folded into it and the WAL emptied; a hot journal refused.
-    /// Called with the internal write lock held, so no SQLite transaction is open.
+    /// committed WAL frame folded into it and the WAL emptied (`-shm` saying so); a hot
+    /// journal refused. Called with the internal write lock held, so no SQLite transaction
+    /// is open, and after every commit was captured.
     fn settle_for_forwarded(&self) -> Result<()> {
-        self.capture_wal()?;
         if self.journal_is_hot()? {
             return Err(self.halt_error(format!(
                 "{} is a hot journal (a writer stopped mid-transaction): open the database \
@@ -234,28 +260,5 @@ impl Db {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
             Err(e) => Err(e).io_context("read", &path),
         }
-    }
-
-    /// Copies the WAL's committed frames into the database file and empties the WAL (import
-    /// and halt), then drops the kernel's cached copies of both: SQLite reads the folded
-    /// pages from the database file from now on, and the kernel may hold that file's pages
-    /// from before they were folded (seen: an open connection no longer found a table
-    /// created in the WAL).
-    pub(super) fn fold_wal_for_apply(&self) -> Result<()> {
-        let truncated = {
-            let mut state = self.lock();
-            self.fold_and_truncate_wal(&mut state)?
-        };
-        if truncated {
-            for kind in [FileKind::Database, FileKind::Wal] {
-                self.shared.invalidate.send(Invalidation::Data {
-                    db: &self.name,
-                    kind,
-                    offset: 0,
-                    len: 0,
-                });
-            }
-        }
-        Ok(())
     }
 }

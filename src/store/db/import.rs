@@ -206,6 +206,14 @@ impl Db {
                     .write_all_at(&page, offset)
                     .io_context("write", &db_path)?;
             }
+            // A WAL commit that shrank the database leaves pages past its end (spec §3.8).
+            let len_bytes = u64::from(state.page_count) * u64::from(state.page_size);
+            let file_len_bytes = db_file.metadata().io_context("stat", &db_path)?.len();
+            if len_bytes > 0 && file_len_bytes > len_bytes {
+                db_file
+                    .set_len(len_bytes)
+                    .io_context("truncate", &db_path)?;
+            }
             db_file.sync_all().io_context("fsync", &db_path)?;
         }
         let wal_path = self.path(FileKind::Wal);

@@ -241,7 +241,7 @@ pub struct Db {
     /// database created after it.
     drops: AtomicU64,
     /// The HALT lock a replica holds here, with the internal write lock it keeps (`halt.rs`).
-    halt: Mutex<Option<halt::HeldHalt>>,
+    halt: Mutex<halt::HaltSlot>,
 }
 
 impl Drop for Db {
@@ -354,7 +354,7 @@ impl Db {
             recovered: AtomicBool::new(false),
             published_pos: Mutex::new(Pos::default()),
             last_written: Mutex::new(None),
-            halt: Mutex::new(None),
+            halt: Mutex::new(halt::HaltSlot::default()),
             this: OnceLock::new(),
             deferred_in_flight: AtomicBool::new(false),
             deferred_slot: Mutex::new(None),
