@@ -423,6 +423,12 @@ impl FileSystem for LitefsFs {
             | FsOptions::MAX_PAGES
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::ASYNC_READ;
+        // The kernel leaves clearing setuid/setgid bits on write, truncate and chown to us —
+        // there are none: modes are not stored — instead of asking for the file's
+        // attributes before each chown (SQLite's fchown of every new journal, as root).
+        if capable.contains(FsOptions::HANDLE_KILLPRIV_V2) {
+            want |= FsOptions::HANDLE_KILLPRIV_V2;
+        }
         if self.posix_locks {
             if !capable.contains(FsOptions::POSIX_LOCKS) {
                 // Without it the kernel keeps locks local and WAL_WRITE unlocks are invisible;

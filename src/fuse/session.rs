@@ -115,6 +115,66 @@ pub fn is_mounted(path: &Path) -> bool {
     connection_id(&info, &path).is_some()
 }
 
+/// Mounts a new FUSE connection at `mountpoint` and returns its `/dev/fuse` descriptor
+/// (non-blocking, as fuse-backend-rs's readers poll it), with LiteFS's mount options. Not
+/// `FuseSession::mount`: that always adds `default_permissions`, which LiteFS does not use,
+/// and with which the kernel checks permissions itself — and so asks for the root's
+/// attributes again at the first path walk after each create or unlink (2 GETATTRs per
+/// rollback-journal transaction). Without it, access is as LiteFS's: only the mounting user
+/// unless `allow_other`, and then every file is open to everyone, as its mode says nothing
+/// (modes are not stored).
+fn mount_fuse(mountpoint: &Path, allow_other: bool, max_read_bytes: usize) -> io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let root_mode = std::fs::metadata(mountpoint)?.permissions().mode() & libc::S_IFMT;
+    // SAFETY: getuid and getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={root_mode:o},user_id={uid},group_id={gid},max_read={max_read_bytes}",
+        file.as_raw_fd()
+    );
+    if allow_other {
+        data.push_str(",allow_other");
+    }
+    let c = |s: &[u8]| std::ffi::CString::new(s).map_err(io::Error::other);
+    let source = c(b"litefs")?;
+    let target = c(mountpoint.as_os_str().as_encoded_bytes())?;
+    let fstype = c(b"fuse.litefs")?;
+    let data = c(data.as_bytes())?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let mounted = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if mounted != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("mount {}: {e}", mountpoint.display()),
+        ));
+    }
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no memory is passed.
+    let set = unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if !set {
+        let e = io::Error::last_os_error();
+        let _ = unmount_stale(mountpoint);
+        return Err(e);
+    }
+    Ok(file)
+}
+
 /// Lazily unmounts whatever is mounted at `path` (a stale mount left by a crash).
 pub fn unmount_stale(path: &Path) -> io::Result<()> {
     if !is_mounted(path) {
@@ -402,8 +462,11 @@ impl Mount {
 
         let mut session =
             FuseSession::new(&mountpoint, "litefs", "litefs", false).map_err(io::Error::other)?;
-        session.set_allow_other(options.allow_other);
-        session.mount().map_err(io::Error::other)?;
+        session.set_fuse_file(mount_fuse(
+            &mountpoint,
+            options.allow_other,
+            session.bufsize(),
+        )?);
         let primer = Primer::start(&mountpoint, store.clone())?;
         let capture = store.start_capture_thread()?;
         let mut fs = LitefsFs::new(store.clone(), &options);
