@@ -56,6 +56,21 @@ pub struct LitefsFs {
     stats: Arc<RequestStats>,
 }
 
+/// How the kernel caches an open backing file: its pages are kept (KEEP_CACHE), except for a
+/// rollback journal opened to write. SQLite writes a journal in records of 4 + page + 4 bytes,
+/// never page aligned, mostly to pages the kernel has not cached; through the page cache each
+/// record's page is split into two WRITEs at the first page boundary (the kernel ends a write
+/// at a partly written page that is not up to date). Direct I/O sends each of SQLite's writes
+/// as one. Readers (a hot journal check, a rollback) open it read-only and keep the cache;
+/// the kernel drops the cached pages a direct write overlaps.
+fn cache_options(kind: FileKind, write: bool) -> OpenOptions {
+    if kind == FileKind::Journal && write {
+        OpenOptions::DIRECT_IO
+    } else {
+        OpenOptions::KEEP_CACHE
+    }
+}
+
 /// The pid reported to `F_GETLK` for a conflicting lock. LiteFS does not know which process
 /// holds a lock and Go LiteFS sends −1; `fuse_file_lock.pid` is unsigned, and the kernel
 /// translates any pid it cannot find (0 and 0xFFFF_FFFF alike) to 0, so 0 is what callers see
@@ -533,7 +548,7 @@ impl FileSystem for LitefsFs {
                         .map_err(|e| open_errno("open", e))?;
                     Ok((
                         Some(handle),
-                        self.open_options(OpenOptions::KEEP_CACHE),
+                        self.open_options(cache_options(kind, write)),
                         None,
                     ))
                 }
@@ -569,12 +584,11 @@ impl FileSystem for LitefsFs {
             DbNode::Pos | DbNode::Lock => return Err(errno(libc::ENOSYS)),
         };
         let entry = self.entry(db_inode(self.index_of(db_name), node))?;
-        Ok((
-            entry,
-            Some(handle),
-            self.open_options(OpenOptions::KEEP_CACHE),
-            None,
-        ))
+        let options = match node {
+            DbNode::File(kind) => cache_options(kind, true),
+            _ => OpenOptions::KEEP_CACHE,
+        };
+        Ok((entry, Some(handle), self.open_options(options), None))
     }
 
     fn read(
