@@ -12,7 +12,7 @@ use super::uring;
 use crate::config::FuseTransport;
 use crate::store::Store;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseBuf, FuseChannel, FuseDevWriter, FuseSession, Reader};
+use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How to mount and serve the file system.
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +98,8 @@ pub struct Mount {
     mountpoint: PathBuf,
     /// Set before unmounting, so workers do not report the channel closing as an error.
     stopping: Arc<AtomicBool>,
+    /// The FUSE connection's number (`/sys/fs/fuse/connections/<n>`), as mounted.
+    connection: Option<u32>,
     /// Reads restarted WALs through the mount (`prime.rs`).
     primer: Primer,
     /// Writes WAL commits' LTX files after their writes are answered (`store/capture.rs`).
@@ -188,6 +190,10 @@ pub fn unmount_stale(path: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How long an unmount waits for the `/dev/fuse` readers to see the connection end before it
+/// aborts the connection (a mount still in use is only detached).
+const DEV_READERS_EXIT_WAIT_MS: u64 = 500;
 
 /// Longest wait for the kernel's FUSE_INIT after mounting.
 const INIT_WAIT: Duration = Duration::from_secs(10);
@@ -303,10 +309,57 @@ fn read_dev_fuse(dev: &File, buf: &mut [u8], wait: Duration) -> io::Result<usize
     }
 }
 
+/// A `/dev/fuse` reader of its own: a descriptor cloned from the session's
+/// (`FUSE_DEV_IOC_CLONE`), read blocking. Not fuse-backend-rs's `FuseChannel`, whose readers
+/// share one non-blocking description and wait in level-triggered epoll: every reader woke
+/// for every request and all but one found nothing (an `epoll_wait` and a failed `read` per
+/// request on the other core). Blocked readers are woken one per request by the kernel, and
+/// a request is one `read` and one `writev`. They leave when the connection ends (ENODEV):
+/// the unmount, or [`abort_connection`].
+struct DevReader {
+    file: File,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl DevReader {
+    fn new(session: &FuseSession) -> io::Result<DevReader> {
+        let file = session.clone_fuse_file().map_err(io::Error::other)?;
+        Ok(DevReader {
+            file,
+            request: vec![0; session.bufsize()],
+            reply: vec![0; session.bufsize()],
+        })
+    }
+
+    /// The next request and the writer for its reply; `None` once the connection is gone.
+    fn next(&mut self) -> io::Result<Option<(Reader<'_>, FuseDevWriter<'_>)>> {
+        let fd = self.file.as_raw_fd();
+        loop {
+            // SAFETY: `request` is a valid buffer of its length for the call's duration.
+            let n = unsafe { libc::read(fd, self.request.as_mut_ptr().cast(), self.request.len()) };
+            if n >= 0 {
+                let reader =
+                    Reader::from_fuse_buffer(FuseBuf::new(&mut self.request[..n as usize]))
+                        .map_err(io::Error::other)?;
+                let writer = FuseDevWriter::new(fd, &mut self.reply).map_err(io::Error::other)?;
+                return Ok(Some((reader, writer)));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The request was interrupted and is gone, or a signal came: read again.
+                Some(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
+                Some(libc::ENODEV) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
 /// A `/dev/fuse` reader thread: leaves only when the session is gone (ENODEV) or stopping.
 fn spawn_dev_worker(
     i: usize,
-    mut channel: FuseChannel,
+    mut channel: DevReader,
     server: Arc<Server<LitefsFs>>,
     stopping: Arc<AtomicBool>,
     hook: Hook,
@@ -315,7 +368,7 @@ fn spawn_dev_worker(
         .name(format!("fuse-{i}"))
         .spawn(move || {
             loop {
-                match channel.get_request() {
+                match channel.next() {
                     Ok(Some((reader, writer))) => {
                         if let Err(e) =
                             server.handle_message(reader, writer.into(), None, Some(&hook))
@@ -367,6 +420,12 @@ pub fn abort_connection(mountpoint: &Path) -> io::Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let id = connection_id(&info, mountpoint)
         .ok_or_else(|| io::Error::other(format!("{} is not mounted", mountpoint.display())))?;
+    abort_connection_id(id)
+}
+
+/// [`abort_connection`] by connection number. Only for a connection known to be alive: a
+/// number is reused by the next mount once its connection is gone.
+fn abort_connection_id(id: u32) -> io::Result<()> {
     let dir = Path::new("/sys/fs/fuse/connections");
     if !dir.join(id.to_string()).exists() {
         let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
@@ -467,6 +526,10 @@ impl Mount {
             options.allow_other,
             session.bufsize(),
         )?);
+        // From mountinfo: a stat of the mount would wait for FUSE_INIT.
+        let connection = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|info| connection_id(&info, &mountpoint));
         let primer = Primer::start(&mountpoint, store.clone())?;
         let capture = store.start_capture_thread()?;
         let mut fs = LitefsFs::new(store.clone(), &options);
@@ -487,6 +550,7 @@ impl Mount {
             ring_served: ring_served.clone(),
             mountpoint: mountpoint.clone(),
             stopping: stopping.clone(),
+            connection,
             primer,
             capture,
         };
@@ -586,7 +650,7 @@ impl Mount {
             options.threads.max(1)
         };
         for i in 0..dev_threads {
-            let channel = session.new_channel().map_err(io::Error::other)?;
+            let channel = DevReader::new(session)?;
             let worker = spawn_dev_worker(
                 i,
                 channel,
@@ -651,9 +715,21 @@ impl Mount {
         self.store.request_counts_hook().clear();
         self.store.kernel_locks_hook().clear();
         let result = session.umount().map_err(io::Error::other);
-        let _ = session.wake();
         if let Some(rings) = self.rings.take() {
             rings.stop();
+        }
+        // The `/dev/fuse` readers leave when the connection ends, which the unmount does
+        // unless the mount is still in use (then only detached): end it ourselves, as closing
+        // every descriptor would. Still alive, so its number is still ours.
+        let deadline = Instant::now() + Duration::from_millis(DEV_READERS_EXIT_WAIT_MS);
+        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.workers.iter().any(|w| !w.is_finished())
+            && let Some(id) = self.connection
+            && let Err(e) = abort_connection_id(id)
+        {
+            eprintln!("litefs: abort FUSE connection {id} at unmount: {e}");
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
