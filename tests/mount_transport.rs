@@ -183,3 +183,81 @@ fn a_refused_ring_registration_falls_back_or_fails_without_hanging() {
         "nothing stays mounted"
     );
 }
+
+/// Mounted as LiteFS mounts (no `default_permissions`: the kernel would otherwise ask for the
+/// root's attributes after every create and unlink), a DELETE-mode commit costs the requests
+/// docs/ARCHITECTURE.md §7.4.5 counts — one GETATTR, each journal `pwrite` one WRITE — on
+/// either transport; and an unmount while a file on the mount is still open ends within
+/// seconds and leaves nothing mounted (the `/dev/fuse` readers wait on a connection the
+/// detached mount keeps alive until the unmount aborts it).
+#[test]
+fn journal_commits_take_few_requests_and_a_busy_unmount_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, mount) = mount(dir.path(), common::fuse_transport());
+    let mnt = dir.path().join("mnt").canonicalize().unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
+        .expect("mounted");
+    assert!(line.contains("fuse.litefs"), "{line}");
+    assert!(!line.contains("default_permissions"), "{line}");
+
+    let db = mnt.join("db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=delete; PRAGMA synchronous=full;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+    )
+    .unwrap();
+    for _ in 0..20 {
+        conn.execute_batch("INSERT INTO t (v) VALUES (randomblob(100))")
+            .unwrap();
+    }
+    let commits = 200u64;
+    let before = mount.request_stats().snapshot();
+    for _ in 0..commits {
+        conn.execute_batch("INSERT INTO t (v) VALUES (randomblob(100))")
+            .unwrap();
+    }
+    let by_op = mount.request_stats().snapshot().since(&before);
+    let per_commit = |op: &str| {
+        by_op
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(op))
+            .map_or(0.0, |(_, n)| *n as f64 / commits as f64)
+    };
+    let total: f64 = by_op.iter().map(|(_, n)| *n as f64).sum::<f64>() / commits as f64;
+    println!("per DELETE-mode commit: {total:.2} requests, {by_op:?}");
+    assert!(per_commit("getattr") <= 1.05, "GETATTRs: {by_op:?}");
+    assert!(per_commit("write") <= 10.05, "WRITEs: {by_op:?}");
+    assert!(total <= 23.1, "{total:.2} requests per commit: {by_op:?}");
+
+    let held = std::fs::File::open(&db).unwrap();
+    drop(conn);
+    let started = std::time::Instant::now();
+    mount.unmount().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "unmount with a file open took {took:?}"
+    );
+    assert!(!litefs::fuse::session::is_mounted(&mnt), "still mounted");
+    // The connection was aborted, not left to the process's exit: no reader waits on it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while dev_readers() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(dev_readers(), 0, "/dev/fuse readers left after {took:?}");
+    println!("unmount with a file open: {took:?}");
+    drop(held);
+}
+
+/// `/dev/fuse` reader threads of this process (`fuse-<n>`; ring workers are `fuse-ring…`).
+fn dev_readers() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("fuse-") && !name.starts_with("fuse-ring"))
+        .count()
+}

@@ -56,15 +56,18 @@ pub struct LitefsFs {
     stats: Arc<RequestStats>,
 }
 
-/// How the kernel caches an open backing file: its pages are kept (KEEP_CACHE), except for a
-/// rollback journal opened to write. SQLite writes a journal in records of 4 + page + 4 bytes,
-/// never page aligned, mostly to pages the kernel has not cached; through the page cache each
-/// record's page is split into two WRITEs at the first page boundary (the kernel ends a write
-/// at a partly written page that is not up to date). Direct I/O sends each of SQLite's writes
-/// as one. Readers (a hot journal check, a rollback) open it read-only and keep the cache;
-/// the kernel drops the cached pages a direct write overlaps.
-fn cache_options(kind: FileKind, write: bool) -> OpenOptions {
-    if kind == FileKind::Journal && write {
+/// How the kernel caches an open backing file: its pages are kept (KEEP_CACHE), except a
+/// rollback journal's, which are never cached. SQLite writes a journal in records of
+/// 4 + page + 4 bytes, never page aligned, mostly to pages the kernel has not cached; through the page
+/// cache each record's page is split into two WRITEs at the first page boundary (the kernel
+/// ends a write at a partly written page that is not up to date). Direct I/O sends each of
+/// SQLite's writes as one. Every open of the journal is direct, readers' too: a page cached by
+/// a reader's open could miss a writer's direct write (the kernel drops overlapping pages
+/// after a direct write only on recent kernels), and a stale header read from the cache
+/// decides whether a crashed writer's journal is rolled back. It costs a READ per hot
+/// journal check where the journal persists (PERSIST mode).
+fn cache_options(kind: FileKind) -> OpenOptions {
+    if kind == FileKind::Journal {
         OpenOptions::DIRECT_IO
     } else {
         OpenOptions::KEEP_CACHE
@@ -546,11 +549,7 @@ impl FileSystem for LitefsFs {
                     let handle = db
                         .open_file(kind, write)
                         .map_err(|e| open_errno("open", e))?;
-                    Ok((
-                        Some(handle),
-                        self.open_options(cache_options(kind, write)),
-                        None,
-                    ))
+                    Ok((Some(handle), self.open_options(cache_options(kind)), None))
                 }
                 // Virtual files change behind the kernel's back: never cache their pages.
                 _ => Ok((Some(0), self.open_options(OpenOptions::DIRECT_IO), None)),
@@ -585,7 +584,7 @@ impl FileSystem for LitefsFs {
         };
         let entry = self.entry(db_inode(self.index_of(db_name), node))?;
         let options = match node {
-            DbNode::File(kind) => cache_options(kind, true),
+            DbNode::File(kind) => cache_options(kind),
             _ => OpenOptions::KEEP_CACHE,
         };
         Ok((entry, Some(handle), self.open_options(options), None))
@@ -847,8 +846,10 @@ impl FileSystem for LitefsFs {
         Err(errno(NOT_NEEDED_STOP_ASKING))
     }
 
+    /// Everything is allowed (as LiteFS, which mounts without `default_permissions` too):
+    /// ENOSYS tells the kernel so once, instead of an ACCESS request per `access(2)`.
     fn access(&self, _ctx: &Context, _inode: u64, _mask: u32) -> io::Result<()> {
-        Ok(())
+        Err(errno(NOT_NEEDED_STOP_ASKING))
     }
 
     fn mkdir(

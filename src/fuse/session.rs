@@ -98,8 +98,10 @@ pub struct Mount {
     mountpoint: PathBuf,
     /// Set before unmounting, so workers do not report the channel closing as an error.
     stopping: Arc<AtomicBool>,
-    /// The FUSE connection's number (`/sys/fs/fuse/connections/<n>`), as mounted.
-    connection: Option<u32>,
+    /// The FUSE connection: its number (`/sys/fs/fuse/connections/<n>`) as mountinfo showed
+    /// it after the mount, and a clone of its descriptor that only tells whether it still
+    /// lives (POLLERR once it ended), so a shutdown never aborts a number reused since.
+    connection: Option<(u32, File)>,
     /// Reads restarted WALs through the mount (`prime.rs`).
     primer: Primer,
     /// Writes WAL commits' LTX files after their writes are answered (`store/capture.rs`).
@@ -117,8 +119,9 @@ pub fn is_mounted(path: &Path) -> bool {
     connection_id(&info, &path).is_some()
 }
 
-/// Mounts a new FUSE connection at `mountpoint` and returns its `/dev/fuse` descriptor
-/// (non-blocking, as fuse-backend-rs's readers poll it), with LiteFS's mount options. Not
+/// Mounts a new FUSE connection at `mountpoint` and returns its `/dev/fuse` descriptor, with
+/// LiteFS's mount options. Nothing reads that descriptor: INIT, the readers and the
+/// notifications each use a clone of it. Not
 /// `FuseSession::mount`: that always adds `default_permissions`, which LiteFS does not use,
 /// and with which the kernel checks permissions itself — and so asks for the root's
 /// attributes again at the first path walk after each create or unlink (2 GETATTRs per
@@ -164,16 +167,6 @@ fn mount_fuse(mountpoint: &Path, allow_other: bool, max_read_bytes: usize) -> io
             format!("mount {}: {e}", mountpoint.display()),
         ));
     }
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no memory is passed.
-    let set = unsafe {
-        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
-    };
-    if !set {
-        let e = io::Error::last_os_error();
-        let _ = unmount_stale(mountpoint);
-        return Err(e);
-    }
     Ok(file)
 }
 
@@ -194,6 +187,9 @@ pub fn unmount_stale(path: &Path) -> io::Result<()> {
 /// How long an unmount waits for the `/dev/fuse` readers to see the connection end before it
 /// aborts the connection (a mount still in use is only detached).
 const DEV_READERS_EXIT_WAIT_MS: u64 = 500;
+
+/// How long an unmount then waits for them before it leaves them behind.
+const DEV_READERS_ABORT_WAIT_MS: u64 = 2_000;
 
 /// Longest wait for the kernel's FUSE_INIT after mounting.
 const INIT_WAIT: Duration = Duration::from_secs(10);
@@ -349,7 +345,8 @@ impl DevReader {
             match e.raw_os_error() {
                 // The request was interrupted and is gone, or a signal came: read again.
                 Some(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
-                Some(libc::ENODEV) => return Ok(None),
+                // The connection ended (ECONNABORTED if the kernel was asked for it).
+                Some(libc::ENODEV | libc::ECONNABORTED) => return Ok(None),
                 _ => return Err(e),
             }
         }
@@ -423,9 +420,36 @@ pub fn abort_connection(mountpoint: &Path) -> io::Result<()> {
     abort_connection_id(id)
 }
 
-/// [`abort_connection`] by connection number. Only for a connection known to be alive: a
-/// number is reused by the next mount once its connection is gone.
+/// Aborts connection `id` if `dev` (a descriptor of it) shows it still alive. The abort file
+/// is opened first and the connection checked after: a number is reused by the next mount
+/// once its connection is gone, and a write to the abort file of a connection that ended
+/// since it was opened does nothing.
+fn abort_if_alive(id: u32, dev: &File) -> io::Result<()> {
+    mount_fusectl(id);
+    let mut abort = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/sys/fs/fuse/connections/{id}/abort"))?;
+    let mut pfd = libc::pollfd {
+        fd: dev.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, no wait.
+    unsafe { libc::poll(&mut pfd, 1, 0) };
+    if pfd.revents & libc::POLLERR != 0 {
+        return Ok(()); // Ended: its readers are leaving.
+    }
+    io::Write::write_all(&mut abort, b"1")
+}
+
+/// [`abort_connection`] by connection number, for a connection found mounted just now.
 fn abort_connection_id(id: u32) -> io::Result<()> {
+    mount_fusectl(id);
+    std::fs::write(format!("/sys/fs/fuse/connections/{id}/abort"), "1")
+}
+
+/// Mounts fusectl at `/sys/fs/fuse/connections` unless connection `id` is listed there.
+fn mount_fusectl(id: u32) {
     let dir = Path::new("/sys/fs/fuse/connections");
     if !dir.join(id.to_string()).exists() {
         let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
@@ -441,7 +465,6 @@ fn abort_connection_id(id: u32) -> io::Result<()> {
             )
         };
     }
-    std::fs::write(dir.join(id.to_string()).join("abort"), "1")
 }
 
 /// Why a mount attempt failed.
@@ -529,7 +552,8 @@ impl Mount {
         // From mountinfo: a stat of the mount would wait for FUSE_INIT.
         let connection = std::fs::read_to_string("/proc/self/mountinfo")
             .ok()
-            .and_then(|info| connection_id(&info, &mountpoint));
+            .and_then(|info| connection_id(&info, &mountpoint))
+            .zip(session.clone_fuse_file().ok());
         let primer = Primer::start(&mountpoint, store.clone())?;
         let capture = store.start_capture_thread()?;
         let mut fs = LitefsFs::new(store.clone(), &options);
@@ -720,20 +744,34 @@ impl Mount {
         }
         // The `/dev/fuse` readers leave when the connection ends, which the unmount does
         // unless the mount is still in use (then only detached): end it ourselves, as closing
-        // every descriptor would. Still alive, so its number is still ours.
-        let deadline = Instant::now() + Duration::from_millis(DEV_READERS_EXIT_WAIT_MS);
-        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if self.workers.iter().any(|w| !w.is_finished())
-            && let Some(id) = self.connection
-            && let Err(e) = abort_connection_id(id)
+        // every descriptor would.
+        let readers_left = |workers: &[JoinHandle<()>], wait_ms: u64| {
+            let deadline = Instant::now() + Duration::from_millis(wait_ms);
+            while workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            workers.iter().filter(|w| !w.is_finished()).count()
+        };
+        if readers_left(&self.workers, DEV_READERS_EXIT_WAIT_MS) > 0
+            && let Some((id, dev)) = &self.connection
+            && let Err(e) = abort_if_alive(*id, dev)
         {
             eprintln!("litefs: abort FUSE connection {id} at unmount: {e}");
         }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        let stuck = readers_left(&self.workers, DEV_READERS_ABORT_WAIT_MS);
+        if stuck > 0 {
+            // Blocked in a read of a connection that did not end: the process's exit closes
+            // their descriptors, which ends it.
+            eprintln!(
+                "litefs: {stuck} /dev/fuse readers still wait after the unmount; leaving them"
+            );
         }
+        for w in self.workers.drain(..) {
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
+        self.connection = None;
         // After the workers: no commit can queue a capture any more.
         self.capture.stop();
         // Last resort: never leave a stale mount behind.

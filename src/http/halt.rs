@@ -9,7 +9,7 @@ use super::export::read_body_blocking;
 use super::routes::{Body, error, full, query_value, with_type};
 use super::stream::peer_node_id;
 use crate::ltx::format_timestamp_trimmed;
-use crate::store::HaltLock;
+use crate::store::{Db, HaltLock};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
@@ -31,6 +31,18 @@ fn name(req: &Request<Incoming>) -> String {
 
 fn is_self(app: &App, req: &Request<Incoming>) -> bool {
     peer_node_id(req) == app.store.node_id().0
+}
+
+/// The database named by `name`, or the 404 answer (as LiteFS's `/tx`; its `DELETE /halt`
+/// dereferences the missing database instead).
+fn known_db(app: &App, req: &Request<Incoming>) -> Result<Arc<Db>, Box<Response<Body>>> {
+    let name = name(req);
+    app.store.db(&name).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!("database not found: {name:?}"),
+        ))
+    })
 }
 
 /// The lock as LiteFS's JSON encoder writes a `HaltLock`: its fields in Go's order, compact,
@@ -71,12 +83,12 @@ pub async fn post_halt(app: Arc<App>, req: Request<Incoming>) -> Response<Body> 
             );
         }
     };
-    match tokio::task::spawn_blocking(move || db.acquire_halt_lock(id)).await {
-        Ok(Ok(lock)) => with_type("application/json", halt_lock_json(&lock)),
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("acquire halt lock: {e}"),
-        ),
+    let acquired = tokio::task::spawn_blocking(move || db.acquire_halt_lock(id))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|acquired| acquired.map_err(|e| e.to_string()));
+    match acquired {
+        Ok(lock) => with_type("application/json", halt_lock_json(&lock)),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("acquire halt lock: {e}"),
@@ -93,12 +105,9 @@ pub async fn delete_halt(app: Arc<App>, req: Request<Incoming>) -> Response<Body
     if is_self(&app, &req) {
         return error(StatusCode::BAD_REQUEST, "cannot remotely unhalt self");
     }
-    let name = name(&req);
-    let Some(db) = app.store.db(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("database not found: {name:?}"),
-        );
+    let db = match known_db(&app, &req) {
+        Ok(db) => db,
+        Err(resp) => return *resp,
     };
     // Waits for a forwarded transaction being applied under this lock.
     match tokio::task::spawn_blocking(move || db.release_halt_lock(id)).await {
@@ -116,12 +125,9 @@ pub async fn post_tx(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if is_self(&app, &req) {
         return error(StatusCode::BAD_REQUEST, "cannot remotely halt self");
     }
-    let name = name(&req);
-    let Some(db) = app.store.db(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("database not found: {name:?}"),
-        );
+    let db = match known_db(&app, &req) {
+        Ok(db) => db,
+        Err(resp) => return *resp,
     };
     // LiteFS does not read it; a missing or bad one matches no held lock.
     let lock_id = query_value(req.uri().query(), "lockID")
