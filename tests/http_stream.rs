@@ -72,9 +72,21 @@ fn open_stream(addr: SocketAddr, map: &PosMap, node_id: u64, query: &str) -> Str
 }
 
 fn open_stream_raw(addr: SocketAddr, body: Vec<u8>, node_id: u64, query: &str) -> StreamClient {
+    h2_request(addr, "POST", &format!("/stream{query}"), node_id, body)
+}
+
+/// One request over h2c with prior knowledge from node `node_id` (`Litefs-Id`), as every
+/// LiteFS Go client sends it; the response is read by a client thread.
+fn h2_request(
+    addr: SocketAddr,
+    method: &'static str,
+    path: &str,
+    node_id: u64,
+    body: Vec<u8>,
+) -> StreamClient {
     let (tx, rx) = mpsc::channel();
     let (head_tx, head_rx) = mpsc::channel();
-    let uri = format!("http://{addr}/stream{query}");
+    let uri = format!("http://{addr}{path}");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -87,7 +99,7 @@ fn open_stream_raw(addr: SocketAddr, body: Vec<u8>, node_id: u64, query: &str) -
                 let _ = conn.await;
             });
             let req = http::Request::builder()
-                .method("POST")
+                .method(method)
                 .uri(uri)
                 .header("litefs-id", format!("{node_id:016X}"))
                 .body(())
@@ -483,6 +495,8 @@ fn rejections_info_and_metrics() {
     assert_eq!((status, body.as_str()), (200, ""));
     assert_eq!(get(addr, "/nope").0, 404);
     assert_eq!(get(addr, "/stream").0, 405);
+    assert_eq!(get(addr, "/halt").0, 405);
+    assert_eq!(get(addr, "/tx").0, 405);
 }
 
 #[test]
@@ -559,27 +573,19 @@ fn native_hello_split_across_segments_is_recognised() {
     assert_eq!(first, Some(Frame::Ready), "first frame {first:?}");
 }
 
-/// A request from node `node_id` (`Litefs-Id`) with a body; returns (status, body).
+/// A request from node `node_id` (`Litefs-Id`) with a body over h2c, as a Go LiteFS replica
+/// sends `/halt` and `/tx`; returns (status, body).
 fn request_as(
     addr: SocketAddr,
-    method: &str,
+    method: &'static str,
     path: &str,
     node_id: u64,
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nLitefs-Id: {node_id:016X}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    let mut c = h2_request(addr, method, path, node_id, body.to_vec());
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head[9..12].parse().unwrap(), body.to_string())
+    c.read_to_string(&mut text).unwrap();
+    (c.status, text)
 }
 
 /// What a halted replica sends with `POST /tx`: `rows` more rows, made by SQLite on a copy of
