@@ -363,6 +363,17 @@ pub fn run_lag_full_rate(pair: &Pair, transactions: usize) -> Result<LagResult> 
         lags_us.push(visible.saturating_duration_since(*done).as_micros() as u64);
     }
     let rate = transactions as f64 / elapsed.as_secs_f64();
+    // For a timeline of the lag (which commit, when, how late): one line per transaction.
+    if let Some(path) = std::env::var_os("LITEFS_PERF_LAG_TIMELINE") {
+        let mut text = String::from("commit\tcommitted_us\tlag_us\n");
+        let start = committed.first().copied();
+        for (i, (done, lag_us)) in committed.iter().zip(&lags_us).enumerate() {
+            let at_us = start.map_or(0, |s| done.duration_since(s).as_micros());
+            text.push_str(&format!("{i}\t{at_us}\t{lag_us}\n"));
+        }
+        let path = std::path::PathBuf::from(path).with_extension(pair.transport);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
     Ok(LagResult::new(pair.transport, Some(rate), lags_us))
 }
 
