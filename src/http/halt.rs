@@ -14,15 +14,24 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
 
-/// The `id` parameter as Go's `strconv.ParseInt(s, 10, 64)` reads it, or the 400 answer.
-fn lock_id(req: &Request<Incoming>) -> Result<i64, Box<Response<Body>>> {
+/// The `id` parameter as Go's `strconv.ParseInt(s, 10, 64)` reads it, from a node other than
+/// this one; else the 400 answer (`self_message` for a request from this node itself).
+fn peer_lock_id(
+    app: &App,
+    req: &Request<Incoming>,
+    self_message: &str,
+) -> Result<i64, Box<Response<Body>>> {
     let text = query_value(req.uri().query(), "id").unwrap_or_default();
-    text.parse::<i64>().map_err(|_| {
-        Box::new(error(
+    let Ok(id) = text.parse::<i64>() else {
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             &format!("invalid id: {text:?}"),
-        ))
-    })
+        )));
+    };
+    if is_self(app, req) {
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, self_message)));
+    }
+    Ok(id)
 }
 
 fn name(req: &Request<Incoming>) -> String {
@@ -60,13 +69,10 @@ fn halt_lock_json(lock: &HaltLock) -> String {
 /// `POST /halt?name=&id=`: takes the halt lock for the calling replica (the database is
 /// created if unknown) and answers it as JSON.
 pub async fn post_halt(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let id = match lock_id(&req) {
+    let id = match peer_lock_id(&app, &req, "cannot remotely halt self") {
         Ok(id) => id,
         Err(resp) => return *resp,
     };
-    if is_self(&app, &req) {
-        return error(StatusCode::BAD_REQUEST, "cannot remotely halt self");
-    }
     // Before the database is created: a replica is never halted (LiteFS does not check).
     if !app.store.is_writable() {
         return error(
@@ -98,13 +104,10 @@ pub async fn post_halt(app: Arc<App>, req: Request<Incoming>) -> Response<Body> 
 
 /// `DELETE /halt?name=&id=`: releases the halt lock if it is `id`'s; 200 either way.
 pub async fn delete_halt(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let id = match lock_id(&req) {
+    let id = match peer_lock_id(&app, &req, "cannot remotely unhalt self") {
         Ok(id) => id,
         Err(resp) => return *resp,
     };
-    if is_self(&app, &req) {
-        return error(StatusCode::BAD_REQUEST, "cannot remotely unhalt self");
-    }
     let db = match known_db(&app, &req) {
         Ok(db) => db,
         Err(resp) => return *resp,
