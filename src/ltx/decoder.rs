@@ -172,6 +172,137 @@ impl<R: Read> Decoder<R> {
     }
 }
 
+/// The pages of a whole LTX file in memory that this process has verified, located without
+/// copying them: each page is one or more slices (a page inside an LZ4 frame may straddle two
+/// blocks) of the file itself where its block is stored raw, or of the block decoded into
+/// memory the caller owns. For applying large transactions, whose pages are mostly
+/// incompressible (stored raw), where copying pages out is what the apply costs. Like
+/// [`Decoder::new_verified`], it checksums nothing again.
+pub struct PageSlices<'a> {
+    header: Header,
+    trailer: Trailer,
+    /// The page block's content, in pieces (one for an uncompressed file, one per LZ4 block).
+    pieces: Vec<&'a [u8]>,
+    /// The piece being read, and the offset in it.
+    piece: usize,
+    at: usize,
+    pages_done: bool,
+}
+
+impl<'a> PageSlices<'a> {
+    /// The file's pages, its compressed blocks decoded into `decoded` — or `None` if they
+    /// would take more than `decoded_max_bytes` there, or if compressed blocks refer to
+    /// earlier ones (linked blocks, which Go's writer and ours never produce): read such a
+    /// file with [`Decoder::new_verified`]. The trailer must end the file.
+    pub fn new(
+        file: &'a [u8],
+        decoded: &'a mut Vec<Vec<u8>>,
+        decoded_max_bytes: usize,
+    ) -> Result<Option<Self>> {
+        let eof = || Error::Io(std::io::ErrorKind::UnexpectedEof.into());
+        let (head, body) = file.split_first_chunk::<HEADER_SIZE>().ok_or_else(eof)?;
+        let header = Header::from_bytes(head)?;
+        header.validate()?;
+        let body_len = body.len().checked_sub(TRAILER_SIZE).ok_or_else(eof)?;
+        let (pieces, used) = if header.is_compressed() {
+            let frame = super::lz4::frame_blocks(body)?;
+            let compressed = frame.blocks.iter().filter(|(_, raw)| !raw).count();
+            if compressed > 0
+                && (!frame.independent
+                    || compressed.saturating_mul(frame.block_size_max) > decoded_max_bytes)
+            {
+                return Ok(None);
+            }
+            decoded.clear();
+            for &(bytes, _) in frame.blocks.iter().filter(|(_, raw)| !raw) {
+                decoded.push(super::lz4::decompress_block(bytes, frame.block_size_max)?);
+            }
+            let decoded: &'a Vec<Vec<u8>> = decoded;
+            let mut next_decoded = decoded.iter();
+            let pieces = frame
+                .blocks
+                .iter()
+                .map(|&(bytes, raw)| match raw {
+                    true => bytes,
+                    false => next_decoded.next().map_or(&[][..], |d| d.as_slice()),
+                })
+                .collect();
+            (pieces, frame.len_bytes)
+        } else {
+            (vec![&body[..body_len]], body_len)
+        };
+        if used != body_len {
+            return Err(Error::InvalidFile);
+        }
+        let trailer_bytes = body[used..].first_chunk::<TRAILER_SIZE>().ok_or_else(eof)?;
+        Ok(Some(PageSlices {
+            header,
+            trailer: Trailer::from_bytes(trailer_bytes),
+            pieces,
+            piece: 0,
+            at: 0,
+            pages_done: false,
+        }))
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn trailer(&self) -> &Trailer {
+        &self.trailer
+    }
+
+    /// Appends the next page's slices to `out` (they add up to one page) and returns its
+    /// number, or `None` after the end marker — which must end the page block.
+    pub fn next_page(&mut self, out: &mut Vec<&'a [u8]>) -> Result<Option<u32>> {
+        if self.pages_done {
+            return Ok(None);
+        }
+        let mut pgno = [0u8; 4];
+        let mut filled = 0;
+        self.take(pgno.len(), |piece| {
+            pgno[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        })?;
+        let pgno = u32::from_be_bytes(pgno);
+        if pgno == 0 {
+            self.pages_done = true;
+            let rest = self.pieces[self.piece..]
+                .iter()
+                .map(|p| p.len())
+                .sum::<usize>();
+            if rest != self.at {
+                // Content after the end marker (the streaming decoder refuses it too).
+                return Err(Error::InvalidFile);
+            }
+            return Ok(None);
+        }
+        self.take(self.header.page_size as usize, |piece| out.push(piece))?;
+        Ok(Some(pgno))
+    }
+
+    /// Hands the next `len` bytes of content to `each`, a piece at a time.
+    fn take(&mut self, mut len: usize, mut each: impl FnMut(&'a [u8])) -> Result<()> {
+        while len > 0 {
+            let Some(&piece) = self.pieces.get(self.piece) else {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            };
+            let rest = &piece[self.at..];
+            if rest.is_empty() {
+                self.piece += 1;
+                self.at = 0;
+                continue;
+            }
+            let n = rest.len().min(len);
+            each(&rest[..n]);
+            self.at += n;
+            len -= n;
+        }
+        Ok(())
+    }
+}
+
 /// Reads a whole file and checks it, with Go's error prefixes
 /// (`decode header:`, `decode page N:`, `close reader:`).
 pub fn verify<R: Read>(r: R) -> Result<Summary> {

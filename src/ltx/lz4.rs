@@ -231,62 +231,148 @@ pub struct FrameReader<R: Read> {
     ended: bool,
 }
 
+/// What a frame's header declares.
+struct Descriptor {
+    block_size_max: usize,
+    independent: bool,
+    block_checksum: bool,
+    content_checksum: bool,
+    content_size: Option<u64>,
+}
+
+/// Reads and checks a frame header (magic, FLG, BD, optional content size, header checksum).
+fn read_descriptor(inner: &mut impl Read) -> Result<Descriptor> {
+    let mut head = [0u8; 6];
+    inner.read_exact(&mut head)?;
+    let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    if magic != FRAME_MAGIC {
+        return Err(lz4_err(format!("invalid frame magic 0x{magic:08x}")));
+    }
+    let (flg, bd) = (head[4], head[5]);
+    if flg & FLG_VERSION_MASK != FLG_VERSION_01 {
+        return Err(lz4_err(format!(
+            "unsupported frame version in FLG 0x{flg:02x}"
+        )));
+    }
+    if flg & (FLG_RESERVED | FLG_DICT_ID) != 0 {
+        return Err(lz4_err(format!(
+            "unsupported frame flags 0x{flg:02x} (reserved bit or dictionary id)"
+        )));
+    }
+    if bd & 0b1000_1111 != 0 {
+        return Err(lz4_err(format!("invalid block descriptor 0x{bd:02x}")));
+    }
+    let block_size_max = match (bd >> 4) & 0x7 {
+        4 => 64 * 1024,
+        5 => 256 * 1024,
+        6 => 1024 * 1024,
+        7 => 4 * 1024 * 1024,
+        other => return Err(lz4_err(format!("invalid block max size index {other}"))),
+    };
+    let mut descriptor = vec![flg, bd];
+    let content_size = if flg & FLG_CONTENT_SIZE != 0 {
+        let mut size = [0u8; 8];
+        inner.read_exact(&mut size)?;
+        descriptor.extend_from_slice(&size);
+        Some(u64::from_le_bytes(size))
+    } else {
+        None
+    };
+    let mut hc = [0u8; 1];
+    inner.read_exact(&mut hc)?;
+    let want = (xxh32(&descriptor, 0) >> 8) as u8;
+    if hc[0] != want {
+        return Err(lz4_err(format!(
+            "frame header checksum 0x{:02x}, expected 0x{want:02x}",
+            hc[0]
+        )));
+    }
+    Ok(Descriptor {
+        block_size_max,
+        independent: flg & FLG_BLOCK_INDEPENDENT != 0,
+        block_checksum: flg & FLG_BLOCK_CHECKSUM != 0,
+        content_checksum: flg & FLG_CONTENT_CHECKSUM != 0,
+        content_size,
+    })
+}
+
+/// Reads a block's size field: `None` at the end mark, else the payload length and whether
+/// it is stored raw (not compressed), checked against the frame's maximum.
+fn read_block_size(inner: &mut impl Read, block_size_max: usize) -> Result<Option<(usize, bool)>> {
+    let mut size = [0u8; 4];
+    inner.read_exact(&mut size)?;
+    let size = u32::from_le_bytes(size);
+    if size == 0 {
+        return Ok(None);
+    }
+    let len = (size & !BLOCK_UNCOMPRESSED_BIT) as usize;
+    if len > block_size_max {
+        return Err(lz4_err(format!(
+            "block of {len} bytes exceeds the frame's maximum of {block_size_max}"
+        )));
+    }
+    Ok(Some((len, size & BLOCK_UNCOMPRESSED_BIT != 0)))
+}
+
+/// The blocks of one frame held whole in memory, borrowed from it (see [`frame_blocks`]).
+pub struct FrameBlocks<'a> {
+    /// Each block's payload and whether it is stored raw (else LZ4-compressed), in order.
+    pub blocks: Vec<(&'a [u8], bool)>,
+    /// Whether blocks decode on their own (else they may refer back into earlier output).
+    pub independent: bool,
+    pub block_size_max: usize,
+    /// Bytes the frame takes, end mark and content checksum included.
+    pub len_bytes: usize,
+}
+
+/// Locates the blocks of the frame at the start of `bytes` without decoding any. For a frame
+/// this process has verified already (the LTX file checksum covers its content): neither
+/// block nor content checksums are compared.
+pub fn frame_blocks(mut bytes: &[u8]) -> Result<FrameBlocks<'_>> {
+    let total = bytes.len();
+    let frame = read_descriptor(&mut bytes)?;
+    let mut blocks = Vec::new();
+    while let Some((len, stored_raw)) = read_block_size(&mut bytes, frame.block_size_max)? {
+        let checksum_len = if frame.block_checksum { 4 } else { 0 };
+        if bytes.len() < len + checksum_len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        blocks.push((&bytes[..len], stored_raw));
+        bytes = &bytes[len + checksum_len..];
+    }
+    if frame.content_checksum {
+        let mut sum = [0u8; 4];
+        bytes.read_exact(&mut sum)?;
+    }
+    Ok(FrameBlocks {
+        blocks,
+        independent: frame.independent,
+        block_size_max: frame.block_size_max,
+        len_bytes: total - bytes.len(),
+    })
+}
+
+/// Decodes one independent compressed block of at most `block_size_max` bytes.
+pub fn decompress_block(input: &[u8], block_size_max: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; block_size_max];
+    let n = lz4_flex::block::decompress_into(input, &mut out)
+        .map_err(|e| lz4_err(format!("corrupt block: {e}")))?;
+    out.truncate(n);
+    Ok(out)
+}
+
 impl<R: Read> FrameReader<R> {
     /// Reads and checks the frame header.
     pub fn new(mut inner: R) -> Result<Self> {
-        let mut head = [0u8; 6];
-        inner.read_exact(&mut head)?;
-        let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-        if magic != FRAME_MAGIC {
-            return Err(lz4_err(format!("invalid frame magic 0x{magic:08x}")));
-        }
-        let (flg, bd) = (head[4], head[5]);
-        if flg & FLG_VERSION_MASK != FLG_VERSION_01 {
-            return Err(lz4_err(format!(
-                "unsupported frame version in FLG 0x{flg:02x}"
-            )));
-        }
-        if flg & (FLG_RESERVED | FLG_DICT_ID) != 0 {
-            return Err(lz4_err(format!(
-                "unsupported frame flags 0x{flg:02x} (reserved bit or dictionary id)"
-            )));
-        }
-        if bd & 0b1000_1111 != 0 {
-            return Err(lz4_err(format!("invalid block descriptor 0x{bd:02x}")));
-        }
-        let block_size_max = match (bd >> 4) & 0x7 {
-            4 => 64 * 1024,
-            5 => 256 * 1024,
-            6 => 1024 * 1024,
-            7 => 4 * 1024 * 1024,
-            other => return Err(lz4_err(format!("invalid block max size index {other}"))),
-        };
-        let mut descriptor = vec![flg, bd];
-        let content_size = if flg & FLG_CONTENT_SIZE != 0 {
-            let mut size = [0u8; 8];
-            inner.read_exact(&mut size)?;
-            descriptor.extend_from_slice(&size);
-            Some(u64::from_le_bytes(size))
-        } else {
-            None
-        };
-        let mut hc = [0u8; 1];
-        inner.read_exact(&mut hc)?;
-        let want = (xxh32(&descriptor, 0) >> 8) as u8;
-        if hc[0] != want {
-            return Err(lz4_err(format!(
-                "frame header checksum 0x{:02x}, expected 0x{want:02x}",
-                hc[0]
-            )));
-        }
+        let frame = read_descriptor(&mut inner)?;
         Ok(FrameReader {
             inner,
-            block_size_max,
-            independent: flg & FLG_BLOCK_INDEPENDENT != 0,
-            block_checksum: flg & FLG_BLOCK_CHECKSUM != 0,
-            content_checksum: flg & FLG_CONTENT_CHECKSUM != 0,
+            block_size_max: frame.block_size_max,
+            independent: frame.independent,
+            block_checksum: frame.block_checksum,
+            content_checksum: frame.content_checksum,
             verify_content: true,
-            content_size,
+            content_size: frame.content_size,
             out: Vec::new(),
             pos: 0,
             input: Vec::new(),
@@ -307,20 +393,9 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next block into `out`; at the end mark checks the content checksum and sets
     /// `ended`.
     fn next_block(&mut self) -> Result<()> {
-        let mut size = [0u8; 4];
-        self.inner.read_exact(&mut size)?;
-        let size = u32::from_le_bytes(size);
-        if size == 0 {
+        let Some((len, stored_raw)) = read_block_size(&mut self.inner, self.block_size_max)? else {
             return self.end();
-        }
-        let stored_raw = size & BLOCK_UNCOMPRESSED_BIT != 0;
-        let len = (size & !BLOCK_UNCOMPRESSED_BIT) as usize;
-        if len > self.block_size_max {
-            return Err(lz4_err(format!(
-                "block of {len} bytes exceeds the frame's maximum of {}",
-                self.block_size_max
-            )));
-        }
+        };
         self.input.resize(len, 0);
         self.inner.read_exact(&mut self.input)?;
         if self.block_checksum {

@@ -650,3 +650,119 @@ fn compactor_snapshot_input_gives_snapshot() {
     decode_database_to(out.as_slice(), &mut db).unwrap();
     assert!(db == image);
 }
+
+/// Page numbers and images, in file order.
+type Pages = Vec<(u32, Vec<u8>)>;
+
+/// Joins what [`PageSlices`] hands out: each page's number and bytes, and the trailer.
+fn page_slices_of(file: &[u8], decoded_max_bytes: usize) -> Option<(Pages, Trailer)> {
+    let mut decoded = Vec::new();
+    let mut pages = PageSlices::new(file, &mut decoded, decoded_max_bytes).unwrap()?;
+    let mut out = Vec::new();
+    let mut slices = Vec::new();
+    while let Some(pgno) = pages.next_page(&mut slices).unwrap() {
+        out.push((pgno, slices.concat()));
+        slices.clear();
+    }
+    assert_eq!(
+        pages.next_page(&mut slices).unwrap(),
+        None,
+        "the end stays the end"
+    );
+    Some((out, *pages.trailer()))
+}
+
+#[test]
+fn page_slices_are_the_decoded_pages_raw_blocks_or_not() {
+    let mut rng = crate::testkit::XorShift64(11);
+    for page_size in [512u32, 4096, 65536] {
+        // Runs of random pages (LZ4 blocks stored raw) and of repeated bytes (compressed
+        // blocks); 64 KiB blocks cut pages (4 + page size bytes each) at varying offsets.
+        let count = (1 << 20) / page_size + 3;
+        let pages: Vec<(u32, Vec<u8>)> = (1..=count)
+            .map(|p| match (p * page_size / 40_000) % 3 {
+                0 => (p, vec![p as u8; page_size as usize]),
+                _ => (p, rng.bytes(page_size as usize)),
+            })
+            .collect();
+        for flags in [0, FLAG_COMPRESS_LZ4] {
+            let header = Header {
+                flags,
+                page_size,
+                commit: count,
+                min_txid: TxId(1),
+                max_txid: TxId(1),
+                ..Header::new()
+            };
+            let image: Vec<u8> = pages.iter().flat_map(|(_, d)| d.clone()).collect();
+            let (file, trailer) = encode(&header, &pages, database_checksum(&image, page_size));
+            let (raw, raw_trailer) = page_slices_of(&file, 16 << 20)
+                .unwrap_or_else(|| panic!("page size {page_size}, flags {flags}: refused"));
+            assert_eq!(raw_trailer, trailer, "page size {page_size}, flags {flags}");
+            assert_eq!(
+                raw.len(),
+                pages.len(),
+                "page size {page_size}, flags {flags}"
+            );
+            for ((pgno, got), (want_pgno, want)) in raw.iter().zip(&pages) {
+                assert_eq!(pgno, want_pgno, "page size {page_size}, flags {flags}");
+                assert!(
+                    got == want,
+                    "page {pgno} of size {page_size}, flags {flags}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn page_slices_decode_compressed_blocks_within_a_limit_and_refuse_damage() {
+    // Compressible pages: their LZ4 blocks are decoded into the caller's memory, if allowed.
+    let (file, pages) = lz4_snapshot(40);
+    assert!(
+        PageSlices::new(&file, &mut Vec::new(), 64 * 1024)
+            .unwrap()
+            .is_none()
+    );
+    let (got, _) = page_slices_of(&file, 4 << 20).expect("within the limit");
+    assert!(got == pages, "decoded pages differ");
+    // A random (raw-stored) file, cut short or with bytes after its trailer: an error at
+    // `new` or at a page, never a panic or a page from outside the file.
+    let mut rng = crate::testkit::XorShift64(5);
+    let pages: Vec<(u32, Vec<u8>)> = (1..=40).map(|p| (p, rng.bytes(4096))).collect();
+    let header = Header {
+        flags: FLAG_COMPRESS_LZ4,
+        page_size: 4096,
+        commit: 40,
+        min_txid: TxId(1),
+        max_txid: TxId(1),
+        ..Header::new()
+    };
+    let image: Vec<u8> = pages.iter().flat_map(|(_, d)| d.clone()).collect();
+    let (file, _) = encode(&header, &pages, database_checksum(&image, 4096));
+    let mut longer = file.clone();
+    longer.extend_from_slice(&[0; 7]);
+    let damaged = [
+        file[..file.len() - 1].to_vec(),
+        file[..file.len() / 2].to_vec(),
+        file[..HEADER_SIZE + 3].to_vec(),
+        file[..50].to_vec(),
+        longer,
+    ];
+    for (i, bytes) in damaged.iter().enumerate() {
+        let mut decoded = Vec::new();
+        let result = PageSlices::new(bytes, &mut decoded, 0).and_then(|pages| {
+            let Some(mut pages) = pages else {
+                return Ok(());
+            };
+            let mut slices = Vec::new();
+            while pages.next_page(&mut slices)?.is_some() {}
+            Ok(())
+        });
+        assert!(
+            result.is_err(),
+            "damaged file {i} ({} bytes) was accepted",
+            bytes.len()
+        );
+    }
+}

@@ -19,6 +19,7 @@
 //! the replica); the position check, rename and apply run under it, so no SQLite reader is
 //! inside a transaction while pages, the `-shm` index and the kernel's caches change.
 
+use super::recover::LtxInput;
 use super::write_behind::WriteBehind;
 use super::{Db, FileKind, State, sync_dir};
 use crate::ltx::{self, Header};
@@ -67,6 +68,11 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 /// Largest received file a replica keeps in memory (applied before it is written to `ltx/`);
 /// larger ones go through a temp file. Single-row transactions are a few KiB.
 pub const RECEIVE_IN_MEMORY_BYTES_MAX: usize = 1 << 20;
+
+/// Most bytes a received file's compressed LZ4 blocks are decoded into at once for its apply
+/// (`ltx::PageSlices`): a large transaction of incompressible pages has few (its B-tree pages);
+/// a file with more is decoded as it is read instead.
+const APPLY_DECODED_BYTES_MAX: usize = 16 << 20;
 
 /// Most page checksums a receive keeps from its verification for the apply (8 bytes each:
 /// 32 MiB, a 16 GiB snapshot of 4 KiB pages); beyond, the apply re-checks the file instead.
@@ -368,11 +374,36 @@ impl Db {
         }
         // The LTX file is durable: from here on the database must reach its position.
         let pos = self.apply_fatal(&final_path, || {
-            let file = File::open(&final_path).io_context("open", &final_path)?;
             // The temp file this process just wrote and verified is trusted: it is read back
             // without checking it again (a fault of the page cache in between is not guarded
             // against; neither is the database's).
-            self.apply_received_from(io::BufReader::new(file), checksums.as_deref())
+            // (`tmp` was opened write-only, and its offset is at the end.)
+            drop(tmp);
+            let file = File::open(&final_path).io_context("open", &final_path)?;
+            // Mapped if that can help and works (an error here would be fatal: anything
+            // unusual takes the reader).
+            let mapped = match checksums.as_deref() {
+                Some(checksums) if header.commit > 0 => {
+                    map_ltx(&file).ok().map(|map| (checksums, map))
+                }
+                _ => None,
+            };
+            let Some((checksums, map)) = mapped else {
+                let reader = io::BufReader::new(file);
+                return self.apply_received_from(LtxInput::Reader(reader, checksums.as_deref()));
+            };
+            let mut decoded = Vec::new();
+            let pages = ltx::PageSlices::new(&map, &mut decoded, APPLY_DECODED_BYTES_MAX);
+            match pages.map_err(|source| Error::Ltx {
+                db: self.name.clone(),
+                source,
+            })? {
+                // Pages stored raw are written straight from the mapping.
+                Some(pages) => {
+                    self.apply_received_from(LtxInput::<&[u8]>::Slices(pages, checksums))
+                }
+                None => self.apply_received_from(LtxInput::Reader(&map[..], Some(checksums))),
+            }
         })?;
         Ok(Received::Applied {
             pos,
@@ -412,7 +443,8 @@ impl Db {
                     let pos = self.apply_fatal(&path, || {
                         let bytes = &verified.bytes[..];
                         let checksums = verified.checksums.as_deref();
-                        self.apply_locked(&mut state, bytes, checksums, &mut stale)
+                        let input = LtxInput::Reader(bytes, checksums);
+                        self.apply_locked(&mut state, input, &mut stale)
                             .map(|(pos, _)| pos)
                     })?;
                     applied.push((pos, verified));
@@ -557,17 +589,15 @@ impl Db {
     /// holds the internal write lock.
     pub(super) fn apply_received(&self, path: &Path) -> Result<Pos> {
         let file = File::open(path).io_context("open", path)?;
-        self.apply_received_from(io::BufReader::new(file), None)
+        self.apply_received_from(LtxInput::Reader(io::BufReader::new(file), None))
     }
 
-    /// [`Db::apply_received`] from any reader of a whole LTX file. `verified`: this process
-    /// verified the file, and these are its pages' checksums in file order (see
-    /// [`Db::apply_ltx`]).
-    fn apply_received_from(&self, file: impl Read, verified: Option<&[u64]>) -> Result<Pos> {
+    /// [`Db::apply_received`] of any whole LTX file.
+    fn apply_received_from(&self, input: LtxInput<'_, impl Read>) -> Result<Pos> {
         let mut stale = Stale::default();
         let result = {
             let mut state = self.lock();
-            self.apply_locked(&mut state, file, verified, &mut stale)
+            self.apply_locked(&mut state, input, &mut stale)
                 .and_then(|(pos, header)| {
                     if header.commit > 0 {
                         stale.shm = self.rewrite_shm(&mut state)?;
@@ -628,11 +658,10 @@ impl Db {
     fn apply_locked(
         &self,
         state: &mut State,
-        file: impl Read,
-        verified: Option<&[u64]>,
+        input: LtxInput<'_, impl Read>,
         stale: &mut Stale,
     ) -> Result<(Pos, Header)> {
-        let (header, trailer, pgnos) = self.apply_ltx(state, file, verified)?;
+        let (header, trailer, pgnos) = self.apply_ltx(state, input)?;
         if header.commit == 0 {
             // A deletion: the SHM goes too, and the mode falls back to rollback.
             let shm = self.path(FileKind::Shm);
@@ -760,6 +789,30 @@ impl Db {
             });
         }
     }
+}
+
+/// Largest received file applied from a mapping (populated whole before the apply: page
+/// tables take ~8 bytes per 4 KiB, and a file larger than memory would be read twice); larger
+/// ones are read.
+const APPLY_MAP_BYTES_MAX: u64 = 1 << 30;
+
+/// Maps a received LTX file (whole, read-only) for its apply; an error if it is empty or
+/// larger than [`APPLY_MAP_BYTES_MAX`].
+fn map_ltx(file: &File) -> io::Result<memmap2::Mmap> {
+    let len_bytes = file.metadata()?.len();
+    if len_bytes == 0 || len_bytes > APPLY_MAP_BYTES_MAX {
+        return Err(io::Error::other("not mapped: empty or too large"));
+    }
+    // SAFETY: read-only, and only for the apply that follows, which holds the internal write
+    // lock. Nothing changes the file meanwhile: this process wrote, verified and renamed it
+    // into `ltx/`; commits, which create LTX files, wait for that lock; retention (which
+    // truncates the files it retires, `spare.rs`) only takes files at or below the position
+    // it read, never the newest, and this file is above the position until its apply moves
+    // it, and the newest after. A truncation from outside the process would fault (SIGBUS),
+    // as would a disk error reading a mapped page; a process writing the data directory from
+    // outside is not supported (the same terms as the WAL scan's mapping, `wal.rs`).
+    // Populated at once: the apply reads every byte, in order.
+    unsafe { memmap2::MmapOptions::new().populate().map(file) }
 }
 
 /// Byte ranges covering `pgnos` (ascending), adjacent pages merged.

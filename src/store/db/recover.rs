@@ -14,6 +14,15 @@ use std::path::{Path, PathBuf};
 /// Largest run of adjacent pages written with one `pwrite` when applying an LTX file.
 const APPLY_RUN_BYTES_MAX: usize = 1 << 20;
 
+/// A whole LTX file to apply.
+pub(super) enum LtxInput<'a, R> {
+    /// Decoded from a reader; with its pages' checksums if this process verified it already.
+    Reader(R, Option<&'a [u64]>),
+    /// Verified by this process and held in memory, located page by page
+    /// ([`ltx::PageSlices`]), with its pages' checksums.
+    Slices(ltx::PageSlices<'a>, &'a [u64]),
+}
+
 impl Db {
     /// Startup recovery (spec §2.4, in its order).
     pub(super) fn recover(&self) -> Result<()> {
@@ -422,13 +431,25 @@ impl Db {
         path: &Path,
     ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
         let file = File::open(path).io_context("open", path)?;
-        self.apply_ltx(state, std::io::BufReader::new(file), None)
+        self.apply_ltx(state, LtxInput::Reader(std::io::BufReader::new(file), None))
     }
 
-    /// [`Db::apply_ltx_file`] from any reader of a whole LTX file. `verified`: the file was
-    /// verified whole by this process, and these are its pages' checksums in file order; it is
-    /// then decoded without checksumming it again.
+    /// [`Db::apply_ltx_file`] from any whole LTX file.
     pub(super) fn apply_ltx(
+        &self,
+        state: &mut State,
+        input: LtxInput<'_, impl std::io::Read>,
+    ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
+        match input {
+            LtxInput::Reader(file, verified) => self.apply_decoded(state, file, verified),
+            LtxInput::Slices(pages, verified) => self.apply_slices(state, pages, verified),
+        }
+    }
+
+    /// [`Db::apply_ltx`] of a file decoded from a reader. `verified`: the file was verified
+    /// whole by this process, and these are its pages' checksums in file order; it is then
+    /// decoded without checksumming it again.
+    fn apply_decoded(
         &self,
         state: &mut State,
         file: impl std::io::Read,
@@ -528,6 +549,79 @@ impl Db {
         Ok((h, trailer, pgnos))
     }
 
+    /// [`Db::apply_ltx`] of a verified file in memory: each run of adjacent pages is written by
+    /// one `pwritev` from where the pages lie — the file's own bytes for blocks stored raw —
+    /// never copied into a run buffer first (for a 100 MB transaction that was a `read` and a
+    /// copy per page). `verified` holds its pages' checksums in file order.
+    fn apply_slices(
+        &self,
+        state: &mut State,
+        mut file: ltx::PageSlices<'_>,
+        verified: &[u64],
+    ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
+        let h = *file.header();
+        if h.commit == 0 {
+            return Err(Error::Corrupt {
+                db: self.name.clone(),
+                message: "a deletion was handed to the page-slice apply".into(),
+            });
+        }
+        state.page_size = h.page_size;
+        state.page_count = h.commit;
+        let (db_file, db_path) = self.open_database_rw()?;
+        let page_size = h.page_size as usize;
+        let mut pages = PageApplier {
+            db_file,
+            db_path,
+            page_size,
+            pgnos: Vec::new(),
+        };
+        let run_pages_max = (APPLY_RUN_BYTES_MAX / page_size).max(1);
+        let mut run: Vec<&[u8]> = Vec::new();
+        let (mut run_first, mut run_pages, mut index) = (0u32, 0usize, 0usize);
+        let mut next = Vec::new();
+        let ltx_err = |source| Error::Ltx {
+            db: self.name.clone(),
+            source,
+        };
+        loop {
+            next.clear();
+            let pgno = file.next_page(&mut next).map_err(ltx_err)?;
+            let continues = run_pages > 0
+                && pgno.is_some_and(|pgno| {
+                    run_pages < run_pages_max
+                        && run_first.checked_add(run_pages as u32) == Some(pgno)
+                });
+            if run_pages > 0 && !continues {
+                let checksums =
+                    verified
+                        .get(index..index + run_pages)
+                        .ok_or_else(|| Error::Corrupt {
+                            db: self.name.clone(),
+                            message: format!(
+                                "LTX file has more pages than the {} verified before",
+                                verified.len()
+                            ),
+                        })?;
+                pages.write_run_from(state, run_first, &run, checksums)?;
+                index += run_pages;
+                run.clear();
+                run_pages = 0;
+            }
+            let Some(pgno) = pgno else {
+                break;
+            };
+            if run_pages == 0 {
+                run_first = pgno;
+            }
+            run.extend_from_slice(&next);
+            run_pages += 1;
+        }
+        let trailer = *file.trailer();
+        let pgnos = pages.finish(state, &h)?;
+        Ok((h, trailer, pgnos))
+    }
+
     /// Step 8, made robust: re-apply the newest LTX file and require the database checksum to
     /// match its post-apply checksum. If it does not, the database file is older than the file
     /// before it too (e.g. `synchronous=NORMAL` WAL frames lost with the machine while their
@@ -617,13 +711,51 @@ impl PageApplier {
                 Some(known) => state.checksums.set_checksum(pgno, known[i]),
                 None => state.checksums.set(pgno, page),
             }
-            if pgno == 1 && DbHeader::parse(page).is_ok_and(|d| d.is_some_and(|d| d.is_wal())) {
-                // Only ever upgraded here, as LiteFS: a deletion resets it.
-                state.wal_mode = true;
-            }
-            self.pgnos.push(pgno);
+            self.written(state, pgno, page);
         }
         Ok(())
+    }
+
+    /// [`PageApplier::write_run`] of `checksums.len()` whole pages held in `slices` (in
+    /// order; a page may span several), written with `pwritev` straight from them.
+    fn write_run_from(
+        &mut self,
+        state: &mut State,
+        first: u32,
+        slices: &[&[u8]],
+        checksums: &[u64],
+    ) -> Result<()> {
+        let offset = u64::from(first - 1) * self.page_size as u64;
+        write_all_vectored_at(&self.db_file, slices, offset).io_context("write", &self.db_path)?;
+        for (i, &checksum) in checksums.iter().enumerate() {
+            // (`first + i` is at most the run's last page, which the caller checked fits.)
+            let pgno = first + i as u32;
+            state.checksums.set_checksum(pgno, checksum);
+            let mut header = [0u8; sqlite::db_header::DB_HEADER_SIZE_BYTES];
+            if pgno == 1 {
+                // The database header may be split between two slices.
+                let mut filled = 0;
+                for slice in slices {
+                    let n = slice.len().min(header.len() - filled);
+                    header[filled..filled + n].copy_from_slice(&slice[..n]);
+                    filled += n;
+                    if filled == header.len() {
+                        break;
+                    }
+                }
+            }
+            self.written(state, pgno, &header);
+        }
+        Ok(())
+    }
+
+    /// Notes page `pgno` written; `page` holds at least its first 100 bytes if it is page 1.
+    fn written(&mut self, state: &mut State, pgno: u32, page: &[u8]) {
+        if pgno == 1 && DbHeader::parse(page).is_ok_and(|d| d.is_some_and(|d| d.is_wal())) {
+            // Only ever upgraded here, as LiteFS: a deletion resets it.
+            state.wal_mode = true;
+        }
+        self.pgnos.push(pgno);
     }
 
     /// Cuts the database file to the header's page count; returns the pages written.
@@ -634,6 +766,47 @@ impl PageApplier {
         state.checksums.truncate(h.commit);
         Ok(self.pgnos)
     }
+}
+
+/// Writes every byte of `slices`, in order, at `offset` (`pwritev`; std has no stable
+/// positioned vectored write).
+fn write_all_vectored_at(file: &File, slices: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    /// Slices per call at most (Linux's `IOV_MAX`).
+    const SLICES_PER_CALL_MAX: usize = 1024;
+    let mut iov: Vec<std::io::IoSlice<'_>> =
+        slices.iter().map(|s| std::io::IoSlice::new(s)).collect();
+    let mut left = &mut iov[..];
+    // Drops leading empty slices: nothing left to write never reaches `pwritev` (whose 0
+    // would read as `WriteZero`).
+    std::io::IoSlice::advance_slices(&mut left, 0);
+    while !left.is_empty() {
+        let count = left.len().min(SLICES_PER_CALL_MAX);
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: std guarantees `IoSlice` is ABI-compatible with `iovec` on Unix; the first
+        // `count` entries borrow live buffers for the whole call, and `file` is open.
+        let n = unsafe {
+            libc::pwritev(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                left.as_ptr().cast(),
+                count as libc::c_int,
+                at,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        std::io::IoSlice::advance_slices(&mut left, n as usize);
+    }
+    Ok(())
 }
 
 /// Bytes read per `pread` by the page-checksum scan: a page at a time cost one system call
@@ -729,6 +902,34 @@ fn scan_range(
 #[cfg(test)]
 mod scan_tests {
     use super::*;
+
+    /// Slices of every size, empty ones among them and more than one call takes, land in
+    /// order at the offset (the file's bytes before it untouched).
+    #[test]
+    fn a_vectored_write_writes_every_slice_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [0xEEu8; 10]).unwrap();
+        let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut rng = crate::testkit::XorShift64(9);
+        let data = rng.bytes(3000 * 7 + 5);
+        let mut slices: Vec<&[u8]> = Vec::new();
+        let mut at = 0;
+        for len in [0usize, 7, 0, 7, 1].into_iter().cycle() {
+            let end = (at + len).min(data.len());
+            slices.push(&data[at..end]);
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
+        assert!(slices.len() > 2 * 1024, "{} slices", slices.len());
+        write_all_vectored_at(&file, &slices, 3).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 3 + data.len());
+        assert_eq!(back[..3], [0xEE; 3]);
+        assert!(back[3..] == data[..], "the file differs from the slices");
+    }
 
     /// Every split of the scan gives the page-by-page answer, up to the last whole page of a
     /// short file, whichever range the file ends in.

@@ -6,9 +6,12 @@
 //! write in place.)
 //!
 //! Bytes are gathered into [`CHUNK_BYTES`] buffers; a full one goes to the thread over a
-//! channel of [`CHUNKS_IN_FLIGHT_MAX`], and comes back empty for reuse, so memory stays at a
-//! few chunks whatever the file size and a slow disk holds the caller back rather than
-//! growing a queue. A write error ends the thread; the caller's next hand-over, or
+//! channel of [`CHUNKS_IN_FLIGHT_MAX`], and comes back empty for reuse. At most
+//! [`CHUNKS_MAX`] are ever allocated: the caller waits for one to come back rather than
+//! allocating another, so memory stays at a few chunks whatever the file size, a slow disk
+//! holds the caller back rather than growing a queue, and no chunk is fresh memory the kernel
+//! must zero on first touch (a new 1 MiB buffer per hand-over had cost ~6 ms of a 100 MB
+//! receive here in page clearing). A write error ends the thread; the caller's next hand-over, or
 //! [`WriteBehind::finish`], returns it.
 
 use std::fs::File;
@@ -20,11 +23,15 @@ use std::thread::JoinHandle;
 pub(super) const CHUNK_BYTES: usize = 1 << 20;
 /// Full chunks waiting for the thread; the caller blocks beyond.
 const CHUNKS_IN_FLIGHT_MAX: usize = 2;
+/// Chunks allocated at most: the one being filled, those in flight, the one being written.
+const CHUNKS_MAX: usize = CHUNKS_IN_FLIGHT_MAX + 2;
 
 pub(super) struct WriteBehind {
     chunk: Vec<u8>,
     full: Option<SyncSender<Vec<u8>>>,
     empty: Receiver<Vec<u8>>,
+    /// Chunks allocated so far (at most [`CHUNKS_MAX`]).
+    allocated: usize,
     thread: Option<JoinHandle<io::Result<File>>>,
 }
 
@@ -32,8 +39,8 @@ impl WriteBehind {
     /// Starts the thread that writes `file` from its current offset.
     pub(super) fn new(mut file: File) -> io::Result<WriteBehind> {
         let (full, full_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT_MAX);
-        // One more than can be in flight, so returning a buffer never blocks the thread.
-        let (empty_tx, empty) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT_MAX + 2);
+        // Room for every chunk there can be, so returning one never blocks the thread.
+        let (empty_tx, empty) = sync_channel::<Vec<u8>>(CHUNKS_MAX);
         let thread = std::thread::Builder::new()
             .name("litefs-write".into())
             .spawn(move || {
@@ -48,25 +55,51 @@ impl WriteBehind {
             chunk: Vec::with_capacity(CHUNK_BYTES),
             full: Some(full),
             empty,
+            allocated: 1,
             thread: Some(thread),
         })
     }
 
-    /// Hands the current chunk to the thread; if the thread has stopped (a write failed),
-    /// returns its error.
+    /// Hands the current chunk to the thread and takes an empty one; if the thread has
+    /// stopped (a write failed), returns its error.
     fn hand_over(&mut self) -> io::Result<()> {
-        let next = self
-            .empty
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK_BYTES));
-        let chunk = std::mem::replace(&mut self.chunk, next);
-        let sent = self.full.as_ref().map(|full| full.send(chunk).is_ok());
-        if sent == Some(true) {
+        self.send_chunk()?;
+        self.chunk = match self.empty.try_recv() {
+            Ok(empty) => empty,
+            Err(_) if self.allocated < CHUNKS_MAX => {
+                self.allocated += 1;
+                Vec::with_capacity(CHUNK_BYTES)
+            }
+            // None allocatable and none returned: with four chunks and at most three away
+            // from the caller (two queued, one being written) a running thread always has
+            // one back, so this wait is reached only once it stopped — its dropped sender
+            // ends it, and its error is returned.
+            Err(_) => match self.empty.recv() {
+                Ok(empty) => empty,
+                Err(_) => return Err(self.stopped()),
+            },
+        };
+        Ok(())
+    }
+
+    /// Sends the current chunk to the thread.
+    fn send_chunk(&mut self) -> io::Result<()> {
+        let chunk = std::mem::take(&mut self.chunk);
+        if self
+            .full
+            .as_ref()
+            .is_some_and(|full| full.send(chunk).is_ok())
+        {
             return Ok(());
         }
-        Err(self.join().err().unwrap_or_else(|| {
+        Err(self.stopped())
+    }
+
+    /// The thread's error once it has stopped before the file was complete.
+    fn stopped(&mut self) -> io::Error {
+        self.join().err().unwrap_or_else(|| {
             io::Error::other("the write-behind thread stopped before the file was complete")
-        }))
+        })
     }
 
     /// Ends the thread and returns the file or its first error.
@@ -83,7 +116,7 @@ impl WriteBehind {
     /// Writes what is left and returns the file once every byte is in it.
     pub(super) fn finish(mut self) -> io::Result<File> {
         if !self.chunk.is_empty() {
-            self.hand_over()?;
+            self.send_chunk()?;
         }
         self.join()
     }
