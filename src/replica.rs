@@ -9,11 +9,12 @@
 
 use crate::http::client::{self, BaseUrl};
 use crate::http::native;
+use crate::ltx;
 use crate::proto::{ChunkedReader, Frame, PosMap, write_pos_map};
 use crate::stop::{Stop, Worker};
-use crate::store::{Db, PrimaryInfo, Receipt, Received, Store, VerifiedLtx};
+use crate::store::{Db, PrimaryInfo, Receipt, Received, Store, VerifiedLtx, receives_into_file};
 use hyper::{Method, StatusCode};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,7 +220,7 @@ fn connect_native(
 /// verified, as when the replica is behind a primary committing at full rate — are applied
 /// as one batch (`Db::apply_received_batch`): one lock, one `-shm` rewrite, one round of
 /// invalidations for all of them.
-fn read_frames<R: Read>(
+fn read_frames<R: StreamSource>(
     store: &Store,
     r: &mut BufReader<R>,
     transport: Transport,
@@ -258,15 +259,38 @@ fn read_frames<R: Read>(
                 let mut len = [0u8; 8];
                 r.read_exact(&mut len)?;
                 let len_bytes = u64::from_be_bytes(len);
-                let mut payload = (&mut *r).take(len_bytes);
-                let receipt = db.receive_verified(&mut payload)?;
-                let extra = io::copy(&mut payload, &mut io::sink())?;
-                if extra != 0 {
-                    return Err(StreamError::Config(format!(
-                        "native stream: {extra} bytes after the LTX trailer of {name:?}"
-                    )));
+                if receives_into_file(len_bytes) && r.get_ref().socket().is_some() {
+                    // A large file goes from the socket to its temp file by `splice`: its
+                    // header and what is buffered already first, then the rest without
+                    // passing through here.
+                    let mut head = [0u8; ltx::HEADER_SIZE];
+                    r.read_exact(&mut head)?;
+                    db.receive_into_file(len_bytes, &head, |file| {
+                        let mut at = ltx::HEADER_SIZE as u64;
+                        let left = len_bytes - at;
+                        let buffered = r.buffer();
+                        let ahead = buffered
+                            .len()
+                            .min(usize::try_from(left).unwrap_or(usize::MAX));
+                        std::os::unix::fs::FileExt::write_all_at(file, &buffered[..ahead], at)?;
+                        r.consume(ahead);
+                        at += ahead as u64;
+                        let socket = r.get_ref().socket().expect("checked above");
+                        native::splice_to_file(socket, file, at, len_bytes - at)
+                    })?
+                } else {
+                    let mut payload = (&mut *r).take(len_bytes);
+                    let receipt = db.receive_verified(&mut payload)?;
+                    let extra = io::copy(&mut payload, &mut io::sink())?;
+                    if extra != 0 || payload.limit() != 0 {
+                        return Err(StreamError::Config(format!(
+                            "native stream: the LTX file {name:?} ended {} bytes before its \
+                             declared length of {len_bytes}",
+                            payload.limit() + extra
+                        )));
+                    }
+                    receipt
                 }
-                receipt
             }
         };
         match receipt {
@@ -291,6 +315,23 @@ fn read_frames<R: Read>(
     }
     batch.apply(store)
 }
+
+/// What a stream is read from, and the socket under it when LTX payloads can be spliced from
+/// it into their files (the native transport's plain TCP connection; not the compat
+/// transport's HTTP/2 body).
+trait StreamSource: Read {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl StreamSource for TcpStream {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl StreamSource for client::BodyReader {}
 
 /// Most files, and bytes, one batch applies at once: bounds how long readers wait for the
 /// lock and how much a replica holds in memory.
@@ -388,7 +429,96 @@ fn check_cluster_id(store: &Store, remote: Option<&str>) -> Result<(), StreamErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{DbOptions, FileKind};
+    use crate::types::{Checksum, NodeId, TxId};
     use std::net::TcpListener;
+
+    /// A snapshot of `pages` random 4 KiB pages written by node 1 (LZ4: its blocks are stored
+    /// raw), and the database image it holds.
+    fn random_snapshot(pages: u32) -> (Vec<u8>, Vec<u8>) {
+        let mut rng = crate::testkit::XorShift64(17);
+        let image = rng.bytes(pages as usize * 4096);
+        let header = ltx::Header {
+            flags: ltx::FLAG_COMPRESS_LZ4,
+            page_size: 4096,
+            commit: pages,
+            min_txid: TxId(1),
+            max_txid: TxId(1),
+            timestamp_ms: 1_700_000_000_000,
+            node_id: NodeId(1),
+            ..ltx::Header::new()
+        };
+        let mut enc = ltx::Encoder::new(Vec::new(), &header).unwrap();
+        for (i, page) in image.chunks_exact(4096).enumerate() {
+            enc.encode_page(i as u32 + 1, page).unwrap();
+        }
+        let post = ltx::database_checksum(&image, 4096);
+        (enc.finish(Checksum(post)).unwrap().0, image)
+    }
+
+    /// A file too large to keep in memory arrives over the native transport by `splice`: whole,
+    /// it is applied byte for byte; damaged (a byte flipped, a byte added after the trailer,
+    /// or cut short by the peer closing), it is refused — nothing applied, no temp file left.
+    #[test]
+    fn a_large_native_file_is_spliced_verified_and_applied() {
+        let (file, image) = random_snapshot(600);
+        assert!(file.len() > crate::store::RECEIVE_IN_MEMORY_BYTES_MAX);
+        let mut flipped = file.clone();
+        flipped[file.len() / 2] ^= 0x01;
+        let mut longer = file.clone();
+        longer.push(0);
+        let cut = file[..file.len() - 100].to_vec();
+        let cases: [(&str, Vec<u8>, u64, bool); 5] = [
+            ("whole", file.clone(), file.len() as u64, true),
+            ("flipped", flipped, file.len() as u64, false),
+            ("longer", longer.clone(), longer.len() as u64, false),
+            ("cut short", cut, file.len() as u64, false),
+            // A length garbled in transit: refused at the header, nothing stored.
+            ("garbled length", file.clone(), 512 << 20, false),
+        ];
+        for (case, bytes, declared_len, whole) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let options = DbOptions {
+                node_id: NodeId(2),
+                compress: false,
+                strict_verify: false,
+                replica: true,
+            };
+            let store = Store::open(dir.path(), options).unwrap();
+            let mut out = Vec::new();
+            Frame::Ltx { name: "db".into() }.write_to(&mut out).unwrap();
+            out.extend_from_slice(&declared_len.to_be_bytes());
+            out.extend_from_slice(&bytes);
+            if declared_len == bytes.len() as u64 {
+                Frame::End.write_to(&mut out).unwrap();
+            }
+            // In pieces, so some of the payload is buffered and some spliced.
+            let (socket, server) = crate::testkit::loopback_sending(out, 300_000);
+            let mut r = BufReader::with_capacity(NATIVE_READ_BUFFER_BYTES, socket);
+            let result = read_frames(&store, &mut r, Transport::Native, &Stop::default());
+            drop(r);
+            server.join().unwrap();
+            let db = store.db("db").expect("the frame names the database");
+            let tmp_left: Vec<_> = std::fs::read_dir(db.ltx_dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+                .collect();
+            assert!(tmp_left.is_empty(), "{case}: temp files left: {tmp_left:?}");
+            if whole {
+                result.unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(db.pos().txid, TxId(1), "{case}");
+                let applied = std::fs::read(db.path(FileKind::Database)).unwrap();
+                assert!(
+                    applied == image,
+                    "{case}: the database differs from the snapshot"
+                );
+            } else {
+                assert!(result.is_err(), "{case}: the damaged file was accepted");
+                assert_eq!(db.pos().txid, TxId(0), "{case}: applied anyway");
+            }
+        }
+    }
 
     /// A Go LiteFS primary answers the native hello as a malformed HTTP request: the replica
     /// must recognise that and fall back, not fail.

@@ -39,3 +39,28 @@ pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Resul
     }
     Ok(())
 }
+
+/// A loopback connection whose far end, on a thread, sends `data` in writes of `piece_bytes`
+/// and closes (earlier if the near end closed first); the near end reads with a 10 s timeout.
+/// Join the thread after dropping the stream.
+pub fn loopback_sending(
+    data: Vec<u8>,
+    piece_bytes: usize,
+) -> (std::net::TcpStream, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    let sender = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        for piece in data.chunks(piece_bytes.max(1)) {
+            if s.write_all(piece).is_err() {
+                break;
+            }
+        }
+    });
+    let socket = std::net::TcpStream::connect(addr).expect("connect loopback");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    (socket, sender)
+}

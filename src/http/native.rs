@@ -1,6 +1,7 @@
 //! The native stream between litefs-rs nodes: the frames of `POST /stream` (spec §4.4) on a
 //! plain TCP connection, with LTX payloads sent by `sendfile(2)` — from the page cache to the
-//! socket without a copy through user space.
+//! socket without a copy through user space — and, when large, received by `splice(2)` from
+//! the socket into the replica's file ([`splice_to_file`]).
 //!
 //! Negotiation: a replica opens a connection to the primary's API port and sends the native
 //! hello (below) instead of an HTTP request. Our server peeks at the first four bytes of every
@@ -28,6 +29,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,156 @@ pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 pub const SEND_TIMEOUT_MS: u64 = 30_000;
 /// Largest `sendfile` call (the kernel caps one call near 2 GiB anyway).
 const SENDFILE_CHUNK_BYTES: usize = 1 << 30;
+
+/// Bytes a receiving pipe is asked to hold (`F_SETPIPE_SZ`; the default is 64 KiB): fewer
+/// `splice` calls per payload. Best effort: a smaller limit (`/proc/sys/fs/pipe-max-size`)
+/// keeps the default.
+const SPLICE_PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Moves exactly `len_bytes` from `socket` into `file` at `offset` on, through a pipe with
+/// `splice(2)`: the socket's pages go into the pipe without a copy (on loopback they are the
+/// sender's page-cache pages `sendfile` queued), and from it into the file's page cache with
+/// the one copy a write needs — none through user space. Where `splice` is not supported
+/// (some sockets, some file systems: `EINVAL`), the rest is copied with `read` and `pwrite`.
+/// The socket's read timeout applies to every wait (`SO_RCVTIMEO`: a silent peer is a
+/// `TimedOut` error); an early end of the stream is `UnexpectedEof`.
+pub fn splice_to_file(
+    socket: &TcpStream,
+    file: &File,
+    mut offset: u64,
+    len_bytes: u64,
+) -> io::Result<()> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two c_ints for the call to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return copy_by_reads(socket, file, offset, len_bytes);
+    }
+    // SAFETY: `pipe2` succeeded, so both descriptors are open and owned by nobody else.
+    let (pipe_r, pipe_w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: the pipe is open (owned above); F_SETPIPE_SZ takes an int argument.
+    let pipe_bytes =
+        match unsafe { libc::fcntl(pipe_w.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE_BYTES) } {
+            n if n > 0 => n as usize,
+            _ => 64 * 1024,
+        };
+    let unsupported = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS));
+    let mut left = len_bytes;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(pipe_bytes, |l| l.min(pipe_bytes));
+        // SAFETY: the socket and the pipe are open for the call; null offsets (a socket and
+        // a pipe have none).
+        let n = unsafe {
+            libc::splice(
+                socket.as_raw_fd(),
+                std::ptr::null_mut(),
+                pipe_w.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Err(read_timed_out(left)),
+                // The pipe is empty here: the rest by reads.
+                _ if unsupported(&e) => return copy_by_reads(socket, file, offset, left),
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Err(stream_ended(left));
+        }
+        let mut in_pipe = n as usize;
+        while in_pipe > 0 {
+            let mut at = libc::loff_t::try_from(offset)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: the pipe and the file are open for the call; `at` is a valid loff_t the
+            // kernel advances.
+            let m = unsafe {
+                libc::splice(
+                    pipe_r.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    file.as_raw_fd(),
+                    &mut at,
+                    in_pipe,
+                    libc::SPLICE_F_MOVE,
+                )
+            };
+            if m < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if !unsupported(&e) {
+                    return Err(e);
+                }
+                // The file cannot take a splice: empty the pipe into it, then read the rest.
+                let mut held = vec![0u8; in_pipe];
+                File::from(pipe_r).read_exact(&mut held)?;
+                file.write_all_at(&held, offset)?;
+                offset += in_pipe as u64;
+                return copy_by_reads(socket, file, offset, left - n as u64);
+            }
+            if m == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "splice into the LTX file wrote nothing",
+                ));
+            }
+            in_pipe -= m as usize;
+            offset += m as u64;
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// [`splice_to_file`] by `read` and `pwrite`, 1 MiB at a time.
+fn copy_by_reads(
+    mut socket: &TcpStream,
+    file: &File,
+    mut offset: u64,
+    mut left: u64,
+) -> io::Result<()> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let mut buf = vec![0u8; left.min(CHUNK_BYTES) as usize];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match socket.read(&mut buf[..want]) {
+            Ok(0) => return Err(stream_ended(left)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(read_timed_out(left)),
+            Err(e) => return Err(e),
+        };
+        file.write_all_at(&buf[..n], offset)?;
+        offset += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn read_timed_out(left: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no LTX bytes within the read timeout, {left} bytes short"),
+    )
+}
+
+fn stream_ended(left: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the stream ended {left} bytes before the end of an LTX payload"),
+    )
+}
 
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
@@ -382,6 +534,54 @@ fn handshake(app: &App, mut socket: TcpStream) -> io::Result<Option<(TcpStream, 
 mod tests {
     use super::*;
     use crate::types::{Checksum, Pos, TxId};
+
+    /// Sends `data` on a loopback connection in pieces and splices `len` bytes of it into a
+    /// file opened by `open` at offset 5; returns the result and the file's bytes.
+    fn splice_loopback(
+        data: Vec<u8>,
+        len: u64,
+        open: impl FnOnce(&std::path::Path) -> File,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let (socket, sender) = crate::testkit::loopback_sending(data, 100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"head_").unwrap();
+        let file = open(&path);
+        let result = splice_to_file(&socket, &file, 5, len);
+        drop(socket);
+        sender.join().unwrap();
+        (result, std::fs::read(&path).unwrap())
+    }
+
+    /// Every byte lands in order after the offset; a file that cannot take a splice (opened
+    /// `O_APPEND`: `EINVAL`) gets the same bytes by reads; a stream that ends early is an
+    /// `UnexpectedEof`.
+    #[test]
+    fn splice_to_file_moves_exactly_the_payload() {
+        let mut rng = crate::testkit::XorShift64(4);
+        let data = rng.bytes(3_000_017);
+        let len = data.len() as u64;
+        let writable =
+            |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        let appending =
+            |p: &std::path::Path| std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        for (case, open) in [
+            ("splice", &writable as &dyn Fn(&std::path::Path) -> File),
+            ("reads", &appending),
+        ] {
+            let (result, back) = splice_loopback(data.clone(), len, open);
+            result.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(back.len(), 5 + data.len(), "{case}");
+            assert_eq!(&back[..5], b"head_", "{case}");
+            assert!(
+                back[5..] == data[..],
+                "{case}: the file differs from what was sent"
+            );
+        }
+        let (result, _) = splice_loopback(data[..1000].to_vec(), 5000, writable);
+        let error = result.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
+    }
 
     #[test]
     fn hello_and_answer_round_trip_byte_for_byte() {

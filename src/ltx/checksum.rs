@@ -235,10 +235,18 @@ pub struct PageCrc {
 
 /// Hashes one page record (`u32_be(pgno) ‖ data`) once.
 pub fn page_crc(pgno: u32, data: &[u8]) -> PageCrc {
-    PageCrc {
-        raw: update(update(INIT, &pgno.to_be_bytes()), data),
-        len_bytes: 4 + data.len(),
+    page_crc_parts(pgno, &[data])
+}
+
+/// [`page_crc`] of a page held in pieces (`parts`, in order, joined the page).
+pub fn page_crc_parts(pgno: u32, parts: &[&[u8]]) -> PageCrc {
+    let mut raw = update(INIT, &pgno.to_be_bytes());
+    let mut len_bytes = 4;
+    for part in parts {
+        raw = update(raw, part);
+        len_bytes += part.len();
     }
+    PageCrc { raw, len_bytes }
 }
 
 impl PageCrc {

@@ -32,17 +32,76 @@ pub struct Summary {
     pub page_count: u32,
 }
 
+/// The checks of a whole file as it is read: the file checksum over every byte, and for a
+/// snapshot the database checksum of its pages (spec §1.10). One for both ways of reading.
+struct FileCheck {
+    hasher: Hasher,
+    snapshot: bool,
+    lock_pgno: u32,
+    snapshot_checksum: RollingChecksum,
+}
+
+impl FileCheck {
+    /// Starts with the header's bytes.
+    fn new(header: &Header, header_bytes: &[u8]) -> FileCheck {
+        let mut hasher = checksum::hasher();
+        hasher.update(header_bytes);
+        FileCheck {
+            hasher,
+            snapshot: header.is_snapshot(),
+            lock_pgno: lock_pgno(header.page_size),
+            snapshot_checksum: RollingChecksum::new(),
+        }
+    }
+
+    /// Takes one page's record; returns its page checksum.
+    fn page(&mut self, pgno: u32, crc: &checksum::PageCrc) -> u64 {
+        self.hasher.absorb(crc);
+        let page_checksum = crc.checksum();
+        if self.snapshot && pgno != self.lock_pgno {
+            self.snapshot_checksum.fold(page_checksum);
+        }
+        page_checksum
+    }
+
+    /// Takes the end marker.
+    fn end(&mut self) {
+        self.hasher.update(&0u32.to_be_bytes());
+    }
+
+    /// Checks the trailer against everything taken.
+    fn finish(&mut self, trailer_bytes: &[u8; TRAILER_SIZE]) -> Result<()> {
+        let trailer = Trailer::from_bytes(trailer_bytes);
+        self.hasher.update(&trailer_bytes[..8]);
+        let calculated = Checksum(CHECKSUM_FLAG | self.hasher.finalize());
+        if calculated != trailer.file_checksum {
+            return Err(Error::ChecksumMismatch {
+                trailer: trailer.file_checksum,
+                calculated,
+            });
+        }
+        if self.snapshot {
+            let calculated = Checksum(self.snapshot_checksum.value());
+            if calculated != trailer.post_apply_checksum {
+                return Err(Error::PostApplyMismatch {
+                    trailer: trailer.post_apply_checksum,
+                    calculated,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Streams one LTX file out of `R`.
 pub struct Decoder<R: Read> {
     source: Option<Source<R>>,
     header: Header,
-    hasher: Hasher,
-    lock_pgno: u32,
-    snapshot_checksum: RollingChecksum,
+    check: FileCheck,
     pages_read: u32,
     pages_done: bool,
     /// False for a file this process has verified already ([`Decoder::new_verified`]).
-    check: bool,
+    checking: bool,
     /// The checksum of the page last decoded (checking decoders only).
     page_checksum: u64,
 }
@@ -60,12 +119,11 @@ impl<R: Read> Decoder<R> {
         Self::with_checks(r, false)
     }
 
-    fn with_checks(mut r: R, check: bool) -> Result<Self> {
+    fn with_checks(mut r: R, checking: bool) -> Result<Self> {
         let mut bytes = [0u8; HEADER_SIZE];
         r.read_exact(&mut bytes)?;
         let header = Header::from_bytes(&bytes)?;
-        let mut hasher = checksum::hasher();
-        hasher.update(&bytes);
+        let file_check = FileCheck::new(&header, &bytes);
         header.validate()?;
         let source = if header.is_compressed() {
             let mut frame = FrameReader::new(r)?;
@@ -80,12 +138,10 @@ impl<R: Read> Decoder<R> {
         Ok(Decoder {
             source: Some(source),
             header,
-            hasher,
-            lock_pgno: lock_pgno(header.page_size),
-            snapshot_checksum: RollingChecksum::new(),
+            check: file_check,
             pages_read: 0,
             pages_done: false,
-            check,
+            checking,
             page_checksum: 0,
         })
     }
@@ -115,22 +171,17 @@ impl<R: Read> Decoder<R> {
         source.read_exact(&mut pgno_bytes)?;
         let pgno = u32::from_be_bytes(pgno_bytes);
         if pgno == 0 {
-            if self.check {
-                self.hasher.update(&pgno_bytes);
+            if self.checking {
+                self.check.end();
             }
             self.pages_done = true;
             return Ok(None);
         }
         source.read_exact(buf)?;
         self.pages_read += 1;
-        if self.check {
+        if self.checking {
             // One pass over the page for the file checksum and the page's own checksum.
-            let crc = checksum::page_crc(pgno, buf);
-            self.hasher.absorb(&crc);
-            self.page_checksum = crc.checksum();
-            if self.header.is_snapshot() && pgno != self.lock_pgno {
-                self.snapshot_checksum.fold(self.page_checksum);
-            }
+            self.page_checksum = self.check.page(pgno, &checksum::page_crc(pgno, buf));
         }
         Ok(Some(pgno))
     }
@@ -148,25 +199,8 @@ impl<R: Read> Decoder<R> {
         let mut bytes = [0u8; TRAILER_SIZE];
         inner.read_exact(&mut bytes)?;
         let trailer = Trailer::from_bytes(&bytes);
-        if !self.check {
-            return Ok((trailer, inner));
-        }
-        self.hasher.update(&bytes[..8]);
-        let calculated = Checksum(CHECKSUM_FLAG | self.hasher.finalize());
-        if calculated != trailer.file_checksum {
-            return Err(Error::ChecksumMismatch {
-                trailer: trailer.file_checksum,
-                calculated,
-            });
-        }
-        if self.header.is_snapshot() {
-            let calculated = Checksum(self.snapshot_checksum.value());
-            if calculated != trailer.post_apply_checksum {
-                return Err(Error::PostApplyMismatch {
-                    trailer: trailer.post_apply_checksum,
-                    calculated,
-                });
-            }
+        if self.checking {
+            self.check.finish(&bytes)?;
         }
         Ok((trailer, inner))
     }
@@ -180,7 +214,8 @@ impl<R: Read> Decoder<R> {
 /// [`Decoder::new_verified`], it checksums nothing again.
 pub struct PageSlices<'a> {
     header: Header,
-    trailer: Trailer,
+    header_bytes: [u8; HEADER_SIZE],
+    trailer_bytes: [u8; TRAILER_SIZE],
     /// The page block's content, in pieces (one for an uncompressed file, one per LZ4 block).
     pieces: Vec<&'a [u8]>,
     /// The piece being read, and the offset in it.
@@ -205,7 +240,11 @@ impl<'a> PageSlices<'a> {
         header.validate()?;
         let body_len = body.len().checked_sub(TRAILER_SIZE).ok_or_else(eof)?;
         let (pieces, used) = if header.is_compressed() {
-            let frame = super::lz4::frame_blocks(body)?;
+            // A writer's blocks are 64 KiB but the last (Go's and ours): far fewer than this.
+            let blocks_max = body.len() / 1024 + 16;
+            let Some(frame) = super::lz4::frame_blocks(body, blocks_max)? else {
+                return Ok(None);
+            };
             let compressed = frame.blocks.iter().filter(|(_, raw)| !raw).count();
             if compressed > 0
                 && (!frame.independent
@@ -219,7 +258,7 @@ impl<'a> PageSlices<'a> {
             }
             let decoded: &'a Vec<Vec<u8>> = decoded;
             let mut next_decoded = decoded.iter();
-            let pieces = frame
+            let pieces: Vec<&[u8]> = frame
                 .blocks
                 .iter()
                 .map(|&(bytes, raw)| match raw {
@@ -227,6 +266,16 @@ impl<'a> PageSlices<'a> {
                     false => next_decoded.next().map_or(&[][..], |d| d.as_slice()),
                 })
                 .collect();
+            let content_len: usize = pieces.iter().map(|p| p.len()).sum();
+            if frame
+                .content_size
+                .is_some_and(|size| size != content_len as u64)
+            {
+                return Err(Error::Lz4(format!(
+                    "frame content of {content_len} bytes, its header says {}",
+                    frame.content_size.unwrap_or_default()
+                )));
+            }
             (pieces, frame.len_bytes)
         } else {
             (vec![&body[..body_len]], body_len)
@@ -234,10 +283,11 @@ impl<'a> PageSlices<'a> {
         if used != body_len {
             return Err(Error::InvalidFile);
         }
-        let trailer_bytes = body[used..].first_chunk::<TRAILER_SIZE>().ok_or_else(eof)?;
+        let trailer_bytes = *body[used..].first_chunk::<TRAILER_SIZE>().ok_or_else(eof)?;
         Ok(Some(PageSlices {
             header,
-            trailer: Trailer::from_bytes(trailer_bytes),
+            header_bytes: *head,
+            trailer_bytes,
             pieces,
             piece: 0,
             at: 0,
@@ -249,8 +299,8 @@ impl<'a> PageSlices<'a> {
         &self.header
     }
 
-    pub fn trailer(&self) -> &Trailer {
-        &self.trailer
+    pub fn trailer(&self) -> Trailer {
+        Trailer::from_bytes(&self.trailer_bytes)
     }
 
     /// Appends the next page's slices to `out` (they add up to one page) and returns its
@@ -329,6 +379,61 @@ pub fn verify_pages<R: Read>(r: R, mut on_page: impl FnMut(u32, &[u8], u64)) -> 
     Ok(Summary {
         header,
         trailer,
+        page_count,
+    })
+}
+
+/// [`verify_pages`] of a whole file in memory (a mapping of a received file), handing each
+/// page's number and checksum to `on_page`: pages stored raw are checksummed where they lie,
+/// never copied out; compressed blocks are decoded into memory first, up to
+/// `decoded_max_bytes` of them — a file with more is decoded as a stream. The file checksum,
+/// a snapshot's checksum and the page checksums are those [`verify_pages`] checks and hands
+/// out, and the trailer must end `file`. Two differences in what is accepted, neither of
+/// consequence since the file checksum covers every byte of the content: LZ4 block checksums
+/// (which neither Go's writer nor ours sets) are not compared, like the content checksum the
+/// stream decoder skips too; and error texts may differ in their prefix.
+pub fn verify_in_memory(
+    file: &[u8],
+    decoded_max_bytes: usize,
+    mut on_page: impl FnMut(u32, u64),
+) -> Result<Summary> {
+    let mut decoded = Vec::new();
+    let slices = PageSlices::new(file, &mut decoded, decoded_max_bytes)
+        .map_err(|e| e.context("decode header"))?;
+    let Some(mut pages) = slices else {
+        let mut rest = file;
+        let summary = verify_pages(&mut rest, |pgno, _, checksum| on_page(pgno, checksum))?;
+        if !rest.is_empty() {
+            // The trailer must end the file, as `PageSlices` requires.
+            return Err(Error::InvalidFile.context("close reader"));
+        }
+        return Ok(summary);
+    };
+    let header = *pages.header();
+    let mut check = FileCheck::new(&header, &pages.header_bytes);
+    let mut parts = Vec::new();
+    let mut page_count = 0u32;
+    loop {
+        parts.clear();
+        let next = pages
+            .next_page(&mut parts)
+            .map_err(|e| e.context(format!("decode page {page_count}")))?;
+        let Some(pgno) = next else {
+            break;
+        };
+        on_page(
+            pgno,
+            check.page(pgno, &checksum::page_crc_parts(pgno, &parts)),
+        );
+        page_count += 1;
+    }
+    check.end();
+    check
+        .finish(&pages.trailer_bytes)
+        .map_err(|e| e.context("close reader"))?;
+    Ok(Summary {
+        header,
+        trailer: pages.trailer(),
         page_count,
     })
 }

@@ -64,6 +64,15 @@ impl Header {
         self.flags & FLAG_COMPRESS_LZ4 != 0
     }
 
+    /// More bytes than any file with this header can take: every page up to Commit once (a
+    /// page record is its number and its bytes), doubled for LZ4 framing and any block layout,
+    /// plus 1 MiB. A receiver told of a longer file knows the length is not this file's
+    /// before it stores a byte of it.
+    pub fn file_len_bound(&self) -> u64 {
+        let records = (u64::from(self.commit) + 1) * (4 + u64::from(self.page_size));
+        records.saturating_mul(2).saturating_add(1 << 20)
+    }
+
     /// The position a database must be at before this file applies.
     pub fn pre_apply_pos(&self) -> Pos {
         Pos {

@@ -321,14 +321,17 @@ pub struct FrameBlocks<'a> {
     /// Whether blocks decode on their own (else they may refer back into earlier output).
     pub independent: bool,
     pub block_size_max: usize,
+    /// The content's length, if the frame header declares it.
+    pub content_size: Option<u64>,
     /// Bytes the frame takes, end mark and content checksum included.
     pub len_bytes: usize,
 }
 
-/// Locates the blocks of the frame at the start of `bytes` without decoding any. For a frame
-/// this process has verified already (the LTX file checksum covers its content): neither
-/// block nor content checksums are compared.
-pub fn frame_blocks(mut bytes: &[u8]) -> Result<FrameBlocks<'_>> {
+/// Locates the blocks of the frame at the start of `bytes` without decoding any; `None` if
+/// there are more than `blocks_max` (each costs a slot in memory, and a frame of tiny blocks
+/// is better read as a stream). Neither block nor content checksums are compared: for an LTX
+/// file, whose checksum covers every byte of the content.
+pub fn frame_blocks(mut bytes: &[u8], blocks_max: usize) -> Result<Option<FrameBlocks<'_>>> {
     let total = bytes.len();
     let frame = read_descriptor(&mut bytes)?;
     let mut blocks = Vec::new();
@@ -337,6 +340,9 @@ pub fn frame_blocks(mut bytes: &[u8]) -> Result<FrameBlocks<'_>> {
         if bytes.len() < len + checksum_len {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
+        if blocks.len() == blocks_max {
+            return Ok(None);
+        }
         blocks.push((&bytes[..len], stored_raw));
         bytes = &bytes[len + checksum_len..];
     }
@@ -344,12 +350,13 @@ pub fn frame_blocks(mut bytes: &[u8]) -> Result<FrameBlocks<'_>> {
         let mut sum = [0u8; 4];
         bytes.read_exact(&mut sum)?;
     }
-    Ok(FrameBlocks {
+    Ok(Some(FrameBlocks {
         blocks,
         independent: frame.independent,
         block_size_max: frame.block_size_max,
+        content_size: frame.content_size,
         len_bytes: total - bytes.len(),
-    })
+    }))
 }
 
 /// Decodes one independent compressed block of at most `block_size_max` bytes.

@@ -19,7 +19,9 @@ mod tests;
 
 pub use checksum::{RollingChecksum, crc64, database_checksum, lock_pgno, page_checksum};
 pub use compactor::{Compactor, compact};
-pub use decoder::{Decoder, PageSlices, Summary, decode_database_to, verify, verify_pages};
+pub use decoder::{
+    Decoder, PageSlices, Summary, decode_database_to, verify, verify_in_memory, verify_pages,
+};
 pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use header::{

@@ -669,7 +669,7 @@ fn page_slices_of(file: &[u8], decoded_max_bytes: usize) -> Option<(Pages, Trail
         None,
         "the end stays the end"
     );
-    Some((out, *pages.trailer()))
+    Some((out, pages.trailer()))
 }
 
 #[test]
@@ -764,5 +764,90 @@ fn page_slices_decode_compressed_blocks_within_a_limit_and_refuse_damage() {
             "damaged file {i} ({} bytes) was accepted",
             bytes.len()
         );
+    }
+}
+
+/// Pages as `verify_pages` hands them out: number and checksum.
+fn verified_pages(file: &[u8]) -> Result<(Summary, Vec<(u32, u64)>)> {
+    let mut seen = Vec::new();
+    let summary = verify_pages(file, |pgno, _, checksum| seen.push((pgno, checksum)))?;
+    Ok((summary, seen))
+}
+
+/// The same from `verify_in_memory`.
+fn verified_in_memory(file: &[u8], decoded_max_bytes: usize) -> Result<(Summary, Vec<(u32, u64)>)> {
+    let mut seen = Vec::new();
+    let summary = verify_in_memory(file, decoded_max_bytes, |pgno, checksum| {
+        seen.push((pgno, checksum))
+    })?;
+    Ok((summary, seen))
+}
+
+#[test]
+fn verifying_in_memory_agrees_with_the_stream_decoder_byte_for_byte() {
+    let mut rng = crate::testkit::XorShift64(21);
+    // A snapshot (its database checksum checked too) and an increment; raw and LZ4 with both
+    // stored and compressed blocks.
+    let pages: Vec<(u32, Vec<u8>)> = (1..=40)
+        .map(|p| match p % 3 {
+            0 => (p, vec![p as u8; 4096]),
+            _ => (p, rng.bytes(4096)),
+        })
+        .collect();
+    let image: Vec<u8> = pages.iter().flat_map(|(_, d)| d.clone()).collect();
+    let post = database_checksum(&image, 4096);
+    let snapshot = Header {
+        page_size: 4096,
+        commit: 40,
+        min_txid: TxId(1),
+        max_txid: TxId(3),
+        ..Header::new()
+    };
+    let increment = Header {
+        min_txid: TxId(4),
+        max_txid: TxId(4),
+        pre_apply_checksum: Checksum(post),
+        ..snapshot
+    };
+    for header in [snapshot, increment] {
+        for flags in [0, FLAG_COMPRESS_LZ4] {
+            let header = Header { flags, ..header };
+            let (file, _) = encode(&header, &pages, post);
+            let want = verified_pages(&file).unwrap();
+            let mut longer = file.clone();
+            longer.push(0);
+            for decoded_max_bytes in [0, 1 << 20] {
+                let got = verified_in_memory(&file, decoded_max_bytes).unwrap();
+                assert_eq!(got, want, "flags {flags}, decode limit {decoded_max_bytes}");
+                // The trailer must end the file, decoded in place or as a stream.
+                assert!(
+                    verified_in_memory(&longer, decoded_max_bytes).is_err(),
+                    "a byte after the trailer was accepted (flags {flags}, limit {decoded_max_bytes})"
+                );
+            }
+            // Every byte flipped in turn (a sample of positions in the pages): both refuse the
+            // file, or both accept it (the LZ4 content checksum, which neither compares).
+            let step = (file.len() / 600).max(1);
+            for at in (0..file.len())
+                .step_by(step)
+                .chain(file.len() - 40..file.len())
+            {
+                let mut damaged = file.clone();
+                damaged[at] ^= 0x10;
+                let stream = verified_pages(&damaged);
+                let memory = verified_in_memory(&damaged, 1 << 20);
+                assert_eq!(
+                    stream.is_ok(),
+                    memory.is_ok(),
+                    "byte {at} of {} flipped, flags {flags}: stream {:?}, in memory {:?}",
+                    file.len(),
+                    stream.as_ref().err(),
+                    memory.as_ref().err()
+                );
+                if let (Ok(a), Ok(b)) = (&stream, &memory) {
+                    assert_eq!(a, b, "byte {at} flipped, flags {flags}");
+                }
+            }
+        }
     }
 }

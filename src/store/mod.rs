@@ -25,8 +25,8 @@ pub use changes::{CHANGE_QUEUE_DEPTH_MAX, Changes};
 pub use db::{
     APPLY_LOCK_TIMEOUT_MS, Db, DbOptions, EXPORT_LOCK_TIMEOUT_MS, FileKind,
     HALT_ACQUIRE_TIMEOUT_MS, HALT_EXPIRY_CHECK_INTERVAL_MS, HALT_LOCK_TTL_MS, HaltLock,
-    IMPORT_LOCK_TIMEOUT_MS, JournalMode, LtxUsage, Receipt, Received, SNAPSHOT_LOCK_TIMEOUT_MS,
-    SpilledLtx, SpooledImage, VerifiedLtx,
+    IMPORT_LOCK_TIMEOUT_MS, JournalMode, LtxUsage, RECEIVE_IN_MEMORY_BYTES_MAX, Receipt, Received,
+    SNAPSHOT_LOCK_TIMEOUT_MS, SpilledLtx, SpooledImage, VerifiedLtx, receives_into_file,
 };
 pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_DEPTH_MAX, Event, Events};

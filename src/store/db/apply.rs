@@ -28,7 +28,7 @@ use crate::store::error::{Error, IoContext, Result};
 use crate::store::shared::Invalidation;
 use crate::types::Pos;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +77,25 @@ const APPLY_DECODED_BYTES_MAX: usize = 16 << 20;
 /// Most page checksums a receive keeps from its verification for the apply (8 bytes each:
 /// 32 MiB, a 16 GiB snapshot of 4 KiB pages); beyond, the apply re-checks the file instead.
 const RECEIVE_CHECKSUMS_MAX: usize = 4 << 20;
+
+/// The page checksums a receive keeps from its verification for the apply, in file order; past
+/// [`RECEIVE_CHECKSUMS_MAX`] none (the apply then checks the file again as it decodes it).
+struct KeptChecksums(Option<Vec<u64>>);
+
+impl Default for KeptChecksums {
+    fn default() -> Self {
+        KeptChecksums(Some(Vec::new()))
+    }
+}
+
+impl KeptChecksums {
+    fn push(&mut self, checksum: u64) {
+        match &mut self.0 {
+            Some(kept) if kept.len() < RECEIVE_CHECKSUMS_MAX => kept.push(checksum),
+            _ => self.0 = None,
+        }
+    }
+}
 
 /// Where a received file goes while it is verified: memory (replica stores, up to
 /// [`RECEIVE_IN_MEMORY_BYTES_MAX`]) or a temp file in `ltx/`, which it spills to once larger.
@@ -288,23 +307,16 @@ impl Db {
         // the apply, which needs them for the checksum cache, decodes again without any CRC.
         // Past RECEIVE_CHECKSUMS_MAX pages they are not kept, and the apply checks the file
         // again as it decodes it.
-        let mut checksums = Some(Vec::new());
+        let mut checksums = KeptChecksums::default();
         let summary = {
             let mut tee = Tee {
                 inner: file,
                 sink: &mut spool,
             };
-            ltx::verify_pages(&mut tee, |_, _, checksum| {
-                if let Some(kept) = &mut checksums {
-                    if kept.len() < RECEIVE_CHECKSUMS_MAX {
-                        kept.push(checksum);
-                    } else {
-                        checksums = None;
-                    }
-                }
-            })
-            .map_err(ltx_err)?
+            ltx::verify_pages(&mut tee, |_, _, checksum| checksums.push(checksum))
+                .map_err(ltx_err)?
         };
+        let checksums = checksums.0;
         let header = summary.header;
         if header.node_id == self.options.node_id {
             spool.discard();
@@ -322,6 +334,97 @@ impl Db {
                 checksums,
             }),
         })
+    }
+
+    /// Receives one LTX file of `len_bytes` that `fill` writes into a temp file in `ltx/` (a
+    /// replica's native stream splices it there from the socket, never through user space),
+    /// then verifies it from a mapping of that file: the same checks as
+    /// [`Db::receive_verified`], whose receipt it returns (a file of this node's own, or a
+    /// spilled one). Nothing is applied yet.
+    ///
+    /// `head` is the file's first [`ltx::HEADER_SIZE`] bytes, read by the caller: a header that
+    /// does not validate, or a length no file with it can have, is refused before anything is
+    /// stored (a length field garbled in transit would otherwise be filled from whatever
+    /// follows it on the stream). `fill` writes the rest, from offset `HEADER_SIZE` on.
+    pub fn receive_into_file(
+        &self,
+        len_bytes: u64,
+        head: &[u8; ltx::HEADER_SIZE],
+        fill: impl FnOnce(&File) -> io::Result<()>,
+    ) -> Result<Receipt> {
+        let ltx_err = |source| Error::Ltx {
+            db: self.name.clone(),
+            source,
+        };
+        let header = ltx::Header::from_bytes(head)
+            .and_then(|h| h.validate().map(|()| h))
+            .map_err(|e| ltx_err(e.context("decode header")))?;
+        if len_bytes > header.file_len_bound() {
+            return Err(Error::Corrupt {
+                db: self.name.clone(),
+                message: format!(
+                    "a received LTX file of TXID {} claims {len_bytes} bytes, more than any with \
+                     {} pages of {} bytes can take",
+                    header.max_txid, header.commit, header.page_size
+                ),
+            });
+        }
+        let seq = RECEIVE_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .ltx_dir
+            .join(format!("receive-{}-{seq}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .io_context("create", &path)?;
+        // Holds the temp file until it is handed on (removed on any error or for our own).
+        let mut spilled = SpilledLtx {
+            header: Header::new(),
+            tmp: Some((file, path.clone())),
+            checksums: None,
+        };
+        let file = &spilled.tmp.as_ref().expect("just set").0;
+        file.write_all_at(head, 0)
+            .and_then(|()| fill(file))
+            .io_context("receive", &path)?;
+        let written = file.metadata().io_context("stat", &path)?.len();
+        if written != len_bytes {
+            return Err(Error::Corrupt {
+                db: self.name.clone(),
+                message: format!(
+                    "received LTX file {} holds {written} bytes, {len_bytes} expected",
+                    path.display()
+                ),
+            });
+        }
+        let mut checksums = KeptChecksums::default();
+        let summary = match map_ltx(file) {
+            Ok(map) => ltx::verify_in_memory(&map, APPLY_DECODED_BYTES_MAX, |_, checksum| {
+                checksums.push(checksum)
+            }),
+            // Not mappable (the caller keeps files over APPLY_MAP_BYTES_MAX off this path;
+            // the mapping itself may still fail): read back.
+            Err(_) => {
+                let back = File::open(&path).io_context("open", &path)?;
+                let mut back = io::BufReader::new(back);
+                ltx::verify_pages(&mut back, |_, _, checksum| checksums.push(checksum)).and_then(
+                    |summary| match back.fill_buf()?.is_empty() {
+                        true => Ok(summary),
+                        // The trailer must end the file.
+                        false => Err(ltx::Error::InvalidFile.context("close reader")),
+                    },
+                )
+            }
+        }
+        .map_err(ltx_err)?;
+        if summary.header.node_id == self.options.node_id {
+            return Ok(Receipt::Own);
+        }
+        spilled.header = summary.header;
+        spilled.checksums = checksums.0;
+        Ok(Receipt::Spilled(spilled))
     }
 
     /// Applies a file [`Db::receive_verified`] left in a temp file: under the internal write
@@ -377,7 +480,7 @@ impl Db {
             // The temp file this process just wrote and verified is trusted: it is read back
             // without checking it again (a fault of the page cache in between is not guarded
             // against; neither is the database's).
-            // (`tmp` was opened write-only, and its offset is at the end.)
+            // (A spooled `tmp` was opened write-only, and its offset is at the end.)
             drop(tmp);
             let file = File::open(&final_path).io_context("open", &final_path)?;
             // Mapped if that can help and works (an error here would be fatal: anything
@@ -400,7 +503,7 @@ impl Db {
             })? {
                 // Pages stored raw are written straight from the mapping.
                 Some(pages) => {
-                    self.apply_received_from(LtxInput::<&[u8]>::Slices(pages, checksums))
+                    self.apply_received_from(LtxInput::<&[u8]>::Slices(Box::new(pages), checksums))
                 }
                 None => self.apply_received_from(LtxInput::Reader(&map[..], Some(checksums))),
             }
@@ -791,6 +894,13 @@ impl Db {
     }
 }
 
+/// Whether a received file of `len_bytes` is best stored by the caller with
+/// [`Db::receive_into_file`] rather than read through [`Db::receive_verified`]: larger than a
+/// replica keeps in memory, and small enough to be mapped for its verification.
+pub fn receives_into_file(len_bytes: u64) -> bool {
+    len_bytes > RECEIVE_IN_MEMORY_BYTES_MAX as u64 && len_bytes <= APPLY_MAP_BYTES_MAX
+}
+
 /// Largest received file applied from a mapping (populated whole before the apply: page
 /// tables take ~8 bytes per 4 KiB, and a file larger than memory would be read twice); larger
 /// ones are read.
@@ -803,12 +913,14 @@ fn map_ltx(file: &File) -> io::Result<memmap2::Mmap> {
     if len_bytes == 0 || len_bytes > APPLY_MAP_BYTES_MAX {
         return Err(io::Error::other("not mapped: empty or too large"));
     }
-    // SAFETY: read-only, and only for the apply that follows, which holds the internal write
-    // lock. Nothing changes the file meanwhile: this process wrote, verified and renamed it
-    // into `ltx/`; commits, which create LTX files, wait for that lock; retention (which
-    // truncates the files it retires, `spare.rs`) only takes files at or below the position
-    // it read, never the newest, and this file is above the position until its apply moves
-    // it, and the newest after. A truncation from outside the process would fault (SIGBUS),
+    // SAFETY: read-only, for the verification of a received temp file or the apply of the
+    // file it was renamed to, which holds the internal write lock. Nothing truncates it
+    // meanwhile: `receive-*.tmp` is no LTX name, so neither retention nor a snapshot's
+    // clean-up takes it, and startup only removes such files (an unlink leaves a mapping
+    // valid). Once renamed, commits, which create LTX files, wait for that lock; retention
+    // (which truncates the files it retires, `spare.rs`) only takes files at or below the
+    // position it read, never the newest, and this file is above the position until its
+    // apply moves it, and the newest after. A truncation from outside the process would fault (SIGBUS),
     // as would a disk error reading a mapped page; a process writing the data directory from
     // outside is not supported (the same terms as the WAL scan's mapping, `wal.rs`).
     // Populated at once: the apply reads every byte, in order.

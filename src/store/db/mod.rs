@@ -46,7 +46,10 @@ mod wal;
 mod wal_tail;
 mod write_behind;
 
-pub use apply::{APPLY_LOCK_TIMEOUT_MS, Receipt, Received, SpilledLtx, VerifiedLtx};
+pub use apply::{
+    APPLY_LOCK_TIMEOUT_MS, RECEIVE_IN_MEMORY_BYTES_MAX, Receipt, Received, SpilledLtx, VerifiedLtx,
+    receives_into_file,
+};
 pub use export::EXPORT_LOCK_TIMEOUT_MS;
 pub use halt::{
     HALT_ACQUIRE_TIMEOUT_MS, HALT_EXPIRY_CHECK_INTERVAL_MS, HALT_LOCK_TTL_MS, HaltLock,

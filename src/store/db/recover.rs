@@ -20,7 +20,7 @@ pub(super) enum LtxInput<'a, R> {
     Reader(R, Option<&'a [u64]>),
     /// Verified by this process and held in memory, located page by page
     /// ([`ltx::PageSlices`]), with its pages' checksums.
-    Slices(ltx::PageSlices<'a>, &'a [u64]),
+    Slices(Box<ltx::PageSlices<'a>>, &'a [u64]),
 }
 
 impl Db {
@@ -442,7 +442,7 @@ impl Db {
     ) -> Result<(ltx::Header, ltx::Trailer, Vec<u32>)> {
         match input {
             LtxInput::Reader(file, verified) => self.apply_decoded(state, file, verified),
-            LtxInput::Slices(pages, verified) => self.apply_slices(state, pages, verified),
+            LtxInput::Slices(pages, verified) => self.apply_slices(state, *pages, verified),
         }
     }
 
@@ -496,14 +496,8 @@ impl Db {
             state.checksums.clear();
             return Ok((h, trailer, Vec::new()));
         }
-        let (db_file, db_path) = self.open_database_rw()?;
+        let mut pages = self.page_applier(h.page_size)?;
         let page_size = h.page_size as usize;
-        let mut pages = PageApplier {
-            db_file,
-            db_path,
-            page_size,
-            pgnos: Vec::new(),
-        };
         // Pages are decoded straight into the run; a page that does not continue it is moved
         // to the front once the run before it is written. The buffer grows a page at a time
         // (a one-page transaction zeroes one page, not the run's maximum).
@@ -568,14 +562,8 @@ impl Db {
         }
         state.page_size = h.page_size;
         state.page_count = h.commit;
-        let (db_file, db_path) = self.open_database_rw()?;
+        let mut pages = self.page_applier(h.page_size)?;
         let page_size = h.page_size as usize;
-        let mut pages = PageApplier {
-            db_file,
-            db_path,
-            page_size,
-            pgnos: Vec::new(),
-        };
         let run_pages_max = (APPLY_RUN_BYTES_MAX / page_size).max(1);
         let mut run: Vec<&[u8]> = Vec::new();
         let (mut run_first, mut run_pages, mut index) = (0u32, 0usize, 0usize);
@@ -617,9 +605,20 @@ impl Db {
             run.extend_from_slice(&next);
             run_pages += 1;
         }
-        let trailer = *file.trailer();
+        let trailer = file.trailer();
         let pgnos = pages.finish(state, &h)?;
         Ok((h, trailer, pgnos))
+    }
+
+    /// Opens the database file for an apply's page writes.
+    fn page_applier(&self, page_size: u32) -> Result<PageApplier> {
+        let (db_file, db_path) = self.open_database_rw()?;
+        Ok(PageApplier {
+            db_file,
+            db_path,
+            page_size: page_size as usize,
+            pgnos: Vec::new(),
+        })
     }
 
     /// Step 8, made robust: re-apply the newest LTX file and require the database checksum to
