@@ -3,9 +3,12 @@
 //!
 //! Order: the whole file is received and verified first (so a damaged transfer never gets an
 //! LTX name — LiteFS renames first and verifies later, and a bad file then stops the next
-//! start). Then, under the internal write lock, either
+//! start): read and checked as it arrives ([`Db::receive_verified`]), or, for a large file on
+//! the native stream, spliced into a temp file and checked from a mapping of it
+//! ([`Db::receive_into_file`]). Then, under the internal write lock, either
 //! - (large files, and every file of a non-replica store) it is fsynced and renamed from its
-//!   temp name, and only then are its pages written; or
+//!   temp name, and only then are its pages written — from a mapping of the file, runs of
+//!   pages by `pwritev` from where they lie ([`ltx::PageSlices`]); or
 //! - (a replica store's files up to [`RECEIVE_IN_MEMORY_BYTES_MAX`]) its pages are written from
 //!   memory first — visible at once — and the file is written under its final name after.
 //!
@@ -920,10 +923,10 @@ fn map_ltx(file: &File) -> io::Result<memmap2::Mmap> {
     // valid). Once renamed, commits, which create LTX files, wait for that lock; retention
     // (which truncates the files it retires, `spare.rs`) only takes files at or below the
     // position it read, never the newest, and this file is above the position until its
-    // apply moves it, and the newest after. A truncation from outside the process would fault (SIGBUS),
-    // as would a disk error reading a mapped page; a process writing the data directory from
-    // outside is not supported (the same terms as the WAL scan's mapping, `wal.rs`).
-    // Populated at once: the apply reads every byte, in order.
+    // apply moves it, and the newest after. A truncation from outside the process would
+    // fault (SIGBUS), as would a disk error reading a mapped page; a process writing the
+    // data directory from outside is not supported (the same terms as the WAL scan's
+    // mapping, `wal.rs`). Populated at once: the reader goes over every byte, in order.
     unsafe { memmap2::MmapOptions::new().populate().map(file) }
 }
 
