@@ -214,7 +214,6 @@ impl<R: Read> Decoder<R> {
 /// [`Decoder::new_verified`], it checksums nothing again.
 pub struct PageSlices<'a> {
     header: Header,
-    header_bytes: [u8; HEADER_SIZE],
     trailer_bytes: [u8; TRAILER_SIZE],
     /// The page block's content, in pieces (one for an uncompressed file, one per LZ4 block).
     pieces: Vec<&'a [u8]>,
@@ -286,7 +285,6 @@ impl<'a> PageSlices<'a> {
         let trailer_bytes = *body[used..].first_chunk::<TRAILER_SIZE>().ok_or_else(eof)?;
         Ok(Some(PageSlices {
             header,
-            header_bytes: *head,
             trailer_bytes,
             pieces,
             piece: 0,
@@ -410,7 +408,8 @@ pub fn verify_in_memory(
         return Ok(summary);
     };
     let header = *pages.header();
-    let mut check = FileCheck::new(&header, &pages.header_bytes);
+    // (`PageSlices::new` found the header there.)
+    let mut check = FileCheck::new(&header, &file[..HEADER_SIZE]);
     let mut parts = Vec::new();
     let mut page_count = 0u32;
     loop {

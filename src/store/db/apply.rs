@@ -248,6 +248,9 @@ pub struct SpilledLtx {
     header: Header,
     tmp: Option<(File, PathBuf)>,
     checksums: Option<Vec<u64>>,
+    /// The mapping it was verified from, if it was ([`Db::receive_into_file`]): the apply
+    /// reads the same pages (a rename leaves a mapping valid).
+    map: Option<memmap2::Mmap>,
 }
 
 impl SpilledLtx {
@@ -335,6 +338,7 @@ impl Db {
                 header,
                 tmp: Some((tmp, tmp_path)),
                 checksums,
+                map: None,
             }),
         })
     }
@@ -387,6 +391,7 @@ impl Db {
             header: Header::new(),
             tmp: Some((file, path.clone())),
             checksums: None,
+            map: None,
         };
         let file = &spilled.tmp.as_ref().expect("just set").0;
         file.write_all_at(head, 0)
@@ -403,13 +408,14 @@ impl Db {
             });
         }
         let mut checksums = KeptChecksums::default();
-        let summary = match map_ltx(file) {
-            Ok(map) => ltx::verify_in_memory(&map, APPLY_DECODED_BYTES_MAX, |_, checksum| {
+        let mut mapped = map_ltx(file).ok();
+        let summary = match &mapped {
+            Some(map) => ltx::verify_in_memory(map, APPLY_DECODED_BYTES_MAX, |_, checksum| {
                 checksums.push(checksum)
             }),
             // Not mappable (the caller keeps files over APPLY_MAP_BYTES_MAX off this path;
             // the mapping itself may still fail): read back.
-            Err(_) => {
+            None => {
                 let back = File::open(&path).io_context("open", &path)?;
                 let mut back = io::BufReader::new(back);
                 ltx::verify_pages(&mut back, |_, _, checksum| checksums.push(checksum)).and_then(
@@ -427,6 +433,7 @@ impl Db {
         }
         spilled.header = summary.header;
         spilled.checksums = checksums.0;
+        spilled.map = mapped.take();
         Ok(Receipt::Spilled(spilled))
     }
 
@@ -455,6 +462,7 @@ impl Db {
             });
         };
         let checksums = spilled.checksums.take();
+        let verified_map = spilled.map.take();
         if header.is_snapshot() {
             // Before the database holds the snapshot (`remove_ltx_log`).
             self.remove_ltx_log()?;
@@ -487,11 +495,11 @@ impl Db {
             drop(tmp);
             let file = File::open(&final_path).io_context("open", &final_path)?;
             // Mapped if that can help and works (an error here would be fatal: anything
-            // unusual takes the reader).
+            // unusual takes the reader); mapped already if it was verified from a mapping.
             let mapped = match checksums.as_deref() {
-                Some(checksums) if header.commit > 0 => {
-                    map_ltx(&file).ok().map(|map| (checksums, map))
-                }
+                Some(checksums) if header.commit > 0 => verified_map
+                    .or_else(|| map_ltx(&file).ok())
+                    .map(|map| (checksums, map)),
                 _ => None,
             };
             let Some((checksums, map)) = mapped else {
