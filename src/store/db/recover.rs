@@ -466,19 +466,9 @@ impl Db {
         .map_err(ltx_err)?;
         // The checksums of the pages of the run being built: `verified`'s from `run_index` on.
         let known = |run_index: usize, run_pages: usize| -> Result<Option<&[u64]>> {
-            match verified {
-                None => Ok(None),
-                Some(all) => all
-                    .get(run_index..run_index + run_pages)
-                    .map(Some)
-                    .ok_or_else(|| Error::Corrupt {
-                        db: self.name.clone(),
-                        message: format!(
-                            "LTX file has more pages than the {} verified before",
-                            all.len()
-                        ),
-                    }),
-            }
+            verified
+                .map(|all| self.verified_run(all, run_index, run_pages))
+                .transpose()
         };
         let h = *dec.header();
         state.page_size = h.page_size;
@@ -581,16 +571,7 @@ impl Db {
                         && run_first.checked_add(run_pages as u32) == Some(pgno)
                 });
             if run_pages > 0 && !continues {
-                let checksums =
-                    verified
-                        .get(index..index + run_pages)
-                        .ok_or_else(|| Error::Corrupt {
-                            db: self.name.clone(),
-                            message: format!(
-                                "LTX file has more pages than the {} verified before",
-                                verified.len()
-                            ),
-                        })?;
+                let checksums = self.verified_run(verified, index, run_pages)?;
                 pages.write_run_from(state, run_first, &run, checksums)?;
                 index += run_pages;
                 run.clear();
@@ -608,6 +589,19 @@ impl Db {
         let trailer = file.trailer();
         let pgnos = pages.finish(state, &h)?;
         Ok((h, trailer, pgnos))
+    }
+
+    /// The checksums a verification kept for the `len` pages from page `index` of a file on.
+    fn verified_run<'v>(&self, verified: &'v [u64], index: usize, len: usize) -> Result<&'v [u64]> {
+        verified
+            .get(index..index + len)
+            .ok_or_else(|| Error::Corrupt {
+                db: self.name.clone(),
+                message: format!(
+                    "LTX file has more pages than the {} verified before",
+                    verified.len()
+                ),
+            })
     }
 
     /// Opens the database file for an apply's page writes.
