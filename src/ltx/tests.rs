@@ -273,10 +273,31 @@ fn a_verified_file_is_decoded_without_its_checksums() {
     assert_eq!(trailer.file_checksum.0 & 0xff, u64::from(file[at]));
 }
 
+/// `file` (from [`lz4_snapshot`]) as Go writes it: the LZ4 frame with a content checksum
+/// (FLG bit 2, the header checksum over the new FLG, xxh32 of the content after the end mark).
+fn with_content_checksum(file: &[u8], pages: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    use xxhash_rust::xxh32::xxh32;
+    let mut content = Vec::new();
+    for (pgno, data) in pages {
+        content.extend_from_slice(&pgno.to_be_bytes());
+        content.extend_from_slice(data);
+    }
+    content.extend_from_slice(&[0; 4]);
+    let mut go = file.to_vec();
+    let flg = HEADER_SIZE + 4;
+    go[flg] |= 0b100;
+    go[flg + 2] = (xxh32(&go[flg..flg + 2], 0) >> 8) as u8;
+    let trailer_at = go.len() - TRAILER_SIZE;
+    go.splice(trailer_at..trailer_at, xxh32(&content, 0).to_le_bytes());
+    go
+}
+
 #[test]
 fn the_lz4_content_checksum_is_left_to_the_file_checksum() {
     // 20 pages: every byte of the file is flipped once below.
-    let (mut file, pages) = lz4_snapshot(20);
+    let (ours, pages) = lz4_snapshot(20);
+    let mut file = with_content_checksum(&ours, &pages);
+    assert_eq!(verify(file.as_slice()).unwrap().page_count, 20);
     // The frame's xxh32 sits right before the 16-byte trailer. Damaged alone, the content is
     // intact and the file checksum (over every decoded byte) still holds.
     let at = file.len() - TRAILER_SIZE - 1;
@@ -812,40 +833,44 @@ fn verifying_in_memory_agrees_with_the_stream_decoder_byte_for_byte() {
     for header in [snapshot, increment] {
         for flags in [0, FLAG_COMPRESS_LZ4] {
             let header = Header { flags, ..header };
-            let (file, _) = encode(&header, &pages, post);
-            let want = verified_pages(&file).unwrap();
-            let mut longer = file.clone();
-            longer.push(0);
-            for decoded_max_bytes in [0, 1 << 20] {
-                let got = verified_in_memory(&file, decoded_max_bytes).unwrap();
-                assert_eq!(got, want, "flags {flags}, decode limit {decoded_max_bytes}");
-                // The trailer must end the file, decoded in place or as a stream.
-                assert!(
-                    verified_in_memory(&longer, decoded_max_bytes).is_err(),
-                    "a byte after the trailer was accepted (flags {flags}, limit {decoded_max_bytes})"
-                );
-            }
-            // Every byte flipped in turn (a sample of positions in the pages): both refuse the
-            // file, or both accept it (the LZ4 content checksum, which neither compares).
-            let step = (file.len() / 600).max(1);
-            for at in (0..file.len())
-                .step_by(step)
-                .chain(file.len() - 40..file.len())
-            {
-                let mut damaged = file.clone();
-                damaged[at] ^= 0x10;
-                let stream = verified_pages(&damaged);
-                let memory = verified_in_memory(&damaged, 1 << 20);
-                assert_eq!(
-                    stream.is_ok(),
-                    memory.is_ok(),
-                    "byte {at} of {} flipped, flags {flags}: stream {:?}, in memory {:?}",
-                    file.len(),
-                    stream.as_ref().err(),
-                    memory.as_ref().err()
-                );
-                if let (Ok(a), Ok(b)) = (&stream, &memory) {
-                    assert_eq!(a, b, "byte {at} flipped, flags {flags}");
+            let (ours, _) = encode(&header, &pages, post);
+            // Ours has no LZ4 content checksum; Go's has one (read, never compared).
+            let go = (flags == FLAG_COMPRESS_LZ4).then(|| with_content_checksum(&ours, &pages));
+            for file in [Some(ours), go].into_iter().flatten() {
+                let want = verified_pages(&file).unwrap();
+                let mut longer = file.clone();
+                longer.push(0);
+                for decoded_max_bytes in [0, 1 << 20] {
+                    let got = verified_in_memory(&file, decoded_max_bytes).unwrap();
+                    assert_eq!(got, want, "flags {flags}, decode limit {decoded_max_bytes}");
+                    // The trailer must end the file, decoded in place or as a stream.
+                    assert!(
+                        verified_in_memory(&longer, decoded_max_bytes).is_err(),
+                        "a byte after the trailer was accepted (flags {flags}, limit {decoded_max_bytes})"
+                    );
+                }
+                // Every byte flipped in turn (a sample of positions in the pages): both refuse the
+                // file, or both accept it (the LZ4 content checksum, which neither compares).
+                let step = (file.len() / 600).max(1);
+                for at in (0..file.len())
+                    .step_by(step)
+                    .chain(file.len() - 40..file.len())
+                {
+                    let mut damaged = file.clone();
+                    damaged[at] ^= 0x10;
+                    let stream = verified_pages(&damaged);
+                    let memory = verified_in_memory(&damaged, 1 << 20);
+                    assert_eq!(
+                        stream.is_ok(),
+                        memory.is_ok(),
+                        "byte {at} of {} flipped, flags {flags}: stream {:?}, in memory {:?}",
+                        file.len(),
+                        stream.as_ref().err(),
+                        memory.as_ref().err()
+                    );
+                    if let (Ok(a), Ok(b)) = (&stream, &memory) {
+                        assert_eq!(a, b, "byte {at} flipped, flags {flags}");
+                    }
                 }
             }
         }
