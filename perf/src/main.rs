@@ -395,6 +395,8 @@ fn check_environment(args: &Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // As `litefs mount` does: the RSS reported is the daemon's as it runs.
+    litefs::keep_heap_in_small_pages();
     let mut args = Args::parse();
     check_environment(&args)?;
     if args.workloads.is_empty() {

@@ -118,12 +118,13 @@ fn command(line: &str) -> Result<Command> {
     let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: the closure runs in the child between fork and exec and only calls
-    // sigemptyset/pthread_sigmask, which are async-signal-safe.
+    // sigemptyset/pthread_sigmask and prctl, which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            crate::allow_huge_pages();
             Ok(())
         });
     }
@@ -173,6 +174,7 @@ fn load_config(args: &MountArgs) -> Result<(Config, PathBuf)> {
 
 /// Runs `litefs mount`; returns the process exit code.
 pub fn run(argv: Vec<String>) -> i32 {
+    crate::keep_heap_in_small_pages();
     let args = match MountArgs::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) => {
