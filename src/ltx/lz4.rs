@@ -331,7 +331,8 @@ pub struct FrameBlocks<'a> {
 pub fn frame_blocks(mut bytes: &[u8], blocks_max: usize) -> Result<Option<FrameBlocks<'_>>> {
     let total = bytes.len();
     let frame = read_descriptor(&mut bytes)?;
-    let mut blocks = Vec::new();
+    // Room for the blocks `bytes` holds if they are full (more if some are short).
+    let mut blocks = Vec::with_capacity((total / frame.block_size_max + 1).min(blocks_max));
     while let Some((len, stored_raw)) = read_block_size(&mut bytes, frame.block_size_max)? {
         let checksum_len = if frame.block_checksum { 4 } else { 0 };
         if bytes.len() < len + checksum_len {

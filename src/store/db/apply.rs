@@ -92,6 +92,11 @@ impl Default for KeptChecksums {
 }
 
 impl KeptChecksums {
+    fn with_capacity(pages: u64) -> Self {
+        let pages = usize::try_from(pages).unwrap_or(usize::MAX);
+        KeptChecksums(Some(Vec::with_capacity(pages.min(RECEIVE_CHECKSUMS_MAX))))
+    }
+
     fn push(&mut self, checksum: u64) {
         match &mut self.0 {
             Some(kept) if kept.len() < RECEIVE_CHECKSUMS_MAX => kept.push(checksum),
@@ -407,7 +412,11 @@ impl Db {
                 ),
             });
         }
-        let mut checksums = KeptChecksums::default();
+        // Room for as many checksums as the file can hold pages stored whole (compressed
+        // pages may be more): growing the vector page by page cost ~11 ms of a 100 MB file's
+        // receive here, in fresh memory.
+        let pages_max = len_bytes / (u64::from(header.page_size) + 4) + 1;
+        let mut checksums = KeptChecksums::with_capacity(pages_max.min(u64::from(header.commit)));
         let mut mapped = map_ltx(file).ok();
         let summary = match &mapped {
             Some(map) => ltx::verify_in_memory(map, APPLY_DECODED_BYTES_MAX, |_, checksum| {
