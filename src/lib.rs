@@ -25,24 +25,36 @@
 #[global_allocator]
 pub static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Whether huge pages were disabled for this process before [`keep_heap_in_small_pages`]
+/// (by whoever started it), so [`restore_huge_page_policy`] gives children that, not more.
+static HUGE_PAGES_DISABLED_BEFORE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Keeps the daemon's heap in 4 KiB pages: with transparent huge pages on (`always`, as on
 /// these VMs), each thread's first mimalloc region faulted in a zeroed 2 MiB page, and an
-/// idle mount was 28 MiB resident, 22 of them huge pages; without them, ~11 MiB (docs/
-/// ARCHITECTURE.md §8). The heap is small and short-lived, so nothing is lost in TLB reach.
-/// `PR_SET_THP_DISABLE` is per process and inherited: processes the daemon starts restore it
-/// ([`allow_huge_pages`]). Called first thing by `litefs mount` and the perf harness; only
+/// idle mount was 28 MiB resident, 22 of them huge pages; without them, 14 MiB (docs/
+/// ARCHITECTURE.md §8). The daemon's heap is small; the large buffers of a replica's receive
+/// are short-lived. `PR_SET_THP_DISABLE` is per process and inherited across fork and exec:
+/// the application `litefs mount` runs (`exec:`) gets the policy the daemon started with
+/// ([`restore_huge_page_policy`]); its helpers (`dd` for priming, the watchdog) keep small
+/// pages, which suits them. Called first thing by `litefs mount` and the perf harness; only
 /// memory faulted in afterwards is affected. Best effort: an old kernel's refusal is ignored.
 pub fn keep_heap_in_small_pages() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments and changes nothing but
-    // this process's huge-page policy.
+    // SAFETY: prctl with PR_GET_/PR_SET_THP_DISABLE takes integer arguments and reads or sets
+    // nothing but this process's huge-page flag (which children inherit).
+    let before = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+    HUGE_PAGES_DISABLED_BEFORE.store(before == 1, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-/// Undoes [`keep_heap_in_small_pages`] in a child between fork and exec, so the application
-/// the daemon runs (`exec:`) gets the system's huge-page policy. Async-signal-safe.
-pub fn allow_huge_pages() {
-    // SAFETY: as above; prctl is a plain system call, safe between fork and exec.
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+/// In a child between fork and exec: the huge-page policy the process had before
+/// [`keep_heap_in_small_pages`]. Async-signal-safe (an atomic load and a system call).
+pub fn restore_huge_page_policy() {
+    if !HUGE_PAGES_DISABLED_BEFORE.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: as above; prctl is a plain system call, safe between fork and exec.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+    }
 }
 
 pub mod cli;

@@ -395,7 +395,9 @@ fn check_environment(args: &Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    // As `litefs mount` does: the RSS reported is the daemon's as it runs.
+    // As `litefs mount` does, so the in-process daemon's memory behaves as it does there.
+    // This process is also the SQLite client of every target, raw included: all of them run
+    // with huge pages off, and the RSS reported is client and daemon together.
     litefs::keep_heap_in_small_pages();
     let mut args = Args::parse();
     check_environment(&args)?;

@@ -118,13 +118,13 @@ fn command(line: &str) -> Result<Command> {
     let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: the closure runs in the child between fork and exec and only calls
-    // sigemptyset/pthread_sigmask and prctl, which are async-signal-safe.
+    // sigemptyset/pthread_sigmask, an atomic load and prctl, which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            crate::allow_huge_pages();
+            crate::restore_huge_page_policy();
             Ok(())
         });
     }

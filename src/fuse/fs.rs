@@ -44,11 +44,13 @@ const PRIMARY_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest read or write we accept in one request (the kernel never sends more than 1 MiB).
 const IO_SIZE_MAX_BYTES: u32 = 4 << 20;
 
-/// The largest request buffer a worker thread keeps between requests (READ and WRITE data;
-/// the kernel sends at most `max_write`, 1 MiB, per WRITE). A fresh zeroed buffer per request
-/// cost bulk inserts ~10 % of the workers' CPU in this VM, where the allocator's fresh pages
-/// fault in at ~2 µs per 4 KiB (perf/README "bulk").
-const KEPT_REQUEST_BUFFER_BYTES_MAX: usize = 1 << 20;
+/// The largest request buffer a worker thread keeps between requests (READ and WRITE data).
+/// SQLite writes a page or a frame header at a time and the kernel reads ahead at most 128
+/// KiB by default, so 256 KiB serves nearly every request from the kept buffer, at most
+/// 256 KiB resident per worker; a larger request gets a fresh one. A fresh zeroed buffer per
+/// request showed in bulk inserts' profile as allocator page faults (~2 µs per 4 KiB on the
+/// VM of docs/ARCHITECTURE.md §8) and 5–8 % more CPU in A/B runs.
+const KEPT_REQUEST_BUFFER_BYTES_MAX: usize = 256 << 10;
 
 thread_local! {
     static REQUEST_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
