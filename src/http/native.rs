@@ -493,16 +493,34 @@ pub(super) async fn serve(app: Arc<App>, socket: tokio::net::TcpStream) {
         app: app.clone(),
         corked: false,
     });
-    // A gone replica shows as a failed write at the next heartbeat at the latest.
-    stream::run(
-        app,
-        hello.pos_map,
-        filter,
-        changes,
-        sink,
-        std::future::pending(),
-    )
-    .await;
+    // The loop gets a thread of its own (a runtime of its own on a blocking-pool thread, held
+    // for the stream's life), so a commit's notification wakes the thread that sends the
+    // file (`stream::Passes::Inline`). A gone replica shows as a failed write at the next
+    // heartbeat at the latest.
+    let stream = tokio::task::spawn_blocking(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                app.metrics.stream_ended();
+                return eprintln!("litefs: native stream: runtime: {e}");
+            }
+        };
+        rt.block_on(stream::run(
+            app,
+            hello.pos_map,
+            filter,
+            changes,
+            sink,
+            std::future::pending(),
+            stream::Passes::Inline,
+        ));
+    });
+    if let Err(e) = stream.await {
+        eprintln!("litefs: native stream: {e}");
+    }
 }
 
 /// Reads the hello and answers it; `None` when the answer refused the replica.
