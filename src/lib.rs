@@ -25,10 +25,10 @@
 #[global_allocator]
 pub static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Whether huge pages were disabled for this process before [`keep_heap_in_small_pages`]
-/// (by whoever started it), so [`restore_huge_page_policy`] gives children that, not more.
-static HUGE_PAGES_DISABLED_BEFORE: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// What `PR_GET_THP_DISABLE` said before [`keep_heap_in_small_pages`] (0: huge pages
+/// allowed; else disabled by whoever started us, bit 1 on 6.18+ meaning "except where
+/// advised"), so [`restore_huge_page_policy`] gives children that, not more.
+static HUGE_PAGES_BEFORE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// Keeps the daemon's heap in 4 KiB pages: with transparent huge pages on (`always`, as on
 /// these VMs), each thread's first mimalloc region faulted in a zeroed 2 MiB page, and an
@@ -43,7 +43,8 @@ pub fn keep_heap_in_small_pages() {
     // SAFETY: prctl with PR_GET_/PR_SET_THP_DISABLE takes integer arguments and reads or sets
     // nothing but this process's huge-page flag (which children inherit).
     let before = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-    HUGE_PAGES_DISABLED_BEFORE.store(before == 1, std::sync::atomic::Ordering::Relaxed);
+    // -1 (an old kernel) counts as allowed: the set below then fails too.
+    HUGE_PAGES_BEFORE.store(before.max(0), std::sync::atomic::Ordering::Relaxed);
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
@@ -51,10 +52,21 @@ pub fn keep_heap_in_small_pages() {
 /// In a child between fork and exec: the huge-page policy the process had before
 /// [`keep_heap_in_small_pages`]. Async-signal-safe (an atomic load and a system call).
 pub fn restore_huge_page_policy() {
-    if !HUGE_PAGES_DISABLED_BEFORE.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: as above; prctl is a plain system call, safe between fork and exec.
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
-    }
+    let before = HUGE_PAGES_BEFORE.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as above; prctl is a plain system call, safe between fork and exec. Disabled
+    // before: the same flags again (the bits beyond bit 0 are the set call's third argument).
+    unsafe {
+        match before {
+            0 => libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0),
+            _ => libc::prctl(
+                libc::PR_SET_THP_DISABLE,
+                1,
+                (before & !1) as libc::c_ulong,
+                0,
+                0,
+            ),
+        }
+    };
 }
 
 pub mod cli;

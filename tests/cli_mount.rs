@@ -22,10 +22,19 @@ fn thp_enabled(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Whether `path` is a mount point: its device differs from its parent's (no parsing of
+/// `/proc/self/mounts`, whose paths are escaped and may differ by symlinks). A dead FUSE
+/// mount fails `stat` with ENOTCONN and counts as mounted, so it gets detached.
 fn is_mounted(path: &Path) -> bool {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    let path = path.to_str().unwrap();
-    mounts.lines().any(|l| l.split(' ').nth(1) == Some(path))
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = path.parent() else {
+        return false;
+    };
+    match (std::fs::metadata(path), std::fs::metadata(parent)) {
+        (Ok(here), Ok(up)) => here.dev() != up.dev(),
+        (Err(e), _) => e.raw_os_error() == Some(libc::ENOTCONN),
+        _ => false,
+    }
 }
 
 /// Lazily unmounts its path when dropped if it is still mounted: a daemon killed after a
@@ -99,7 +108,7 @@ fn mount_runs_its_command_with_the_callers_huge_page_policy_and_exits_with_its_c
     match thp_enabled(&ours).as_slice() {
         // The daemon turned huge pages off for itself; its command has ours back.
         [mine] => assert_eq!(thp_enabled(&text), [*mine, "0"], "{text:?}"),
-        // No `THP_enabled:` line (a kernel without THP, or older than 5.0): nothing to compare.
+        // No `THP_enabled:` line (a kernel older than 5.0): nothing to compare.
         _ => assert!(thp_enabled(&text).is_empty(), "{text:?}"),
     }
 }

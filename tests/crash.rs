@@ -495,6 +495,12 @@ fn torn_journal_commit_ltx_files_are_restored_from_the_ltx_log() {
             .map(|(p, _)| p)
             .collect();
         let logged = &files[synced_files..];
+        // Taken before the restart: a hot journal means a transaction was in flight (DELETE
+        // mode: the journal's unlink is the commit), and only its file may fail to come back.
+        let hot_journal = dir.join("data/dbs/db/journal").exists();
+        let newest_path = files.last().unwrap().clone();
+        let (_, newest) =
+            ltx::parse_filename(newest_path.file_name().unwrap().to_str().unwrap()).unwrap();
         assert!(
             logged.len() >= commits,
             "{ctx}: {} LTX files written for {commits} acknowledged commits",
@@ -539,6 +545,23 @@ fn torn_journal_commit_ltx_files_are_restored_from_the_ltx_log() {
                 path.display(),
                 now.len(),
                 bytes.len()
+            );
+        }
+        if pos.txid < newest {
+            // Exactly the interrupted commit's file, torn here before its log entry was
+            // written, and nothing before it: committed files (journal gone) always return.
+            assert!(
+                hot_journal,
+                "{ctx}: TXID {newest} dropped without a hot journal: it was committed"
+            );
+            assert_eq!(
+                pos.txid.0 + 1,
+                newest.0,
+                "{ctx}: more than the interrupted commit dropped"
+            );
+            assert!(
+                before.iter().any(|(p, _)| *p == newest_path),
+                "{ctx}: TXID {newest} dropped though it was not torn"
             );
         }
         assert!(

@@ -1,7 +1,8 @@
 //! The node HTTP API (spec §4): one plain-TCP listener serving HTTP/1.1 and h2c with prior
 //! knowledge (Go LiteFS clients always speak h2c), on a small dedicated tokio runtime
 //! (`docs/ARCHITECTURE.md` §2): one thread runs hyper; file reads and snapshots run on the
-//! runtime's blocking pool and reach the network through bounded channels.
+//! runtime's blocking pool and reach the network through bounded channels (a native stream
+//! holds a blocking-pool thread of its own and writes its socket directly, `native.rs`).
 //!
 //! Built: `GET /info`, `POST /stream` (primary side), `GET /export`, `POST /import`,
 //! `GET /events`, `GET /metrics`, `GET /debug/vars`. The other LiteFS routes answer

@@ -494,9 +494,10 @@ pub(super) async fn serve(app: Arc<App>, socket: tokio::net::TcpStream) {
         corked: false,
     });
     // The loop gets a thread of its own (a runtime of its own on a blocking-pool thread, held
-    // for the stream's life), so a commit's notification wakes the thread that sends the
-    // file (`stream::Passes::Inline`). A gone replica shows as a failed write at the next
-    // heartbeat at the latest.
+    // for the stream's life: one per replica, against tokio's 512), so a commit's
+    // notification wakes the thread that sends the file (`stream::Passes::Inline`). A gone
+    // replica shows as a failed write at the next heartbeat at the latest.
+    let metrics = app.metrics.clone();
     let stream = tokio::task::spawn_blocking(move || {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -519,6 +520,8 @@ pub(super) async fn serve(app: Arc<App>, socket: tokio::net::TcpStream) {
         ));
     });
     if let Err(e) = stream.await {
+        // A pass panicked, or the task never ran: `run` did not get to count the end.
+        metrics.stream_ended();
         eprintln!("litefs: native stream: {e}");
     }
 }

@@ -1,8 +1,9 @@
 //! `POST /stream`, the primary side (spec §4.4 "Server (primary) algorithm").
 //!
 //! One tokio task per replica runs the loop (dirty set → catch up → Ready/Heartbeat → wait);
-//! catching up one database runs on the blocking pool, which reads LTX files and writes
-//! snapshots into the body channel through a [`ChannelWriter`]. No lock is held across an
+//! catching up runs on the blocking pool, which reads LTX files and writes snapshots into the
+//! body channel through a [`ChannelWriter`] — or, for a native stream (`native.rs`), on the
+//! stream's own thread, straight to its socket ([`Passes`]). No lock is held across an
 //! `.await`: the blocking work owns its `Arc<Db>` and the task only exchanges positions.
 
 use super::App;
@@ -139,7 +140,7 @@ fn now_ms() -> i64 {
 
 /// Where a stream writes: the compat body channel (LTX payloads in the chunked encoding) or
 /// a native socket (length-prefixed payloads sent with `sendfile`, see `native.rs`). Used
-/// from blocking tasks only.
+/// only where blocking is allowed: the blocking pool, or a native stream's own thread.
 pub(super) trait FrameSink: Send {
     fn frame(&mut self, frame: &Frame) -> io::Result<()>;
     /// The payload of the LTX frame just written: all `len_bytes` of `file` from offset 0.
@@ -181,7 +182,7 @@ struct LoopState {
     ready_sent: bool,
 }
 
-/// One wake (spec §4.4 step 5a–c), on the blocking pool: catch up every dirty database, then
+/// One wake (spec §4.4 step 5a–c), where [`Passes`] says: catch up every dirty database, then
 /// Ready once, and a heartbeat when Ready was just sent or nothing was dirty. Returns the
 /// database that failed, with the error.
 fn pass(
