@@ -44,9 +44,7 @@ struct UnmountGuard(PathBuf);
 impl Drop for UnmountGuard {
     fn drop(&mut self) {
         if is_mounted(&self.0) {
-            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: `c` is a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            common::cluster::lazy_unmount(&self.0);
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::cluster::lazy_unmount;
 use common::ltx_chain_end;
 use litefs::ltx;
 use litefs::testkit::XorShift64;
@@ -24,12 +25,6 @@ const MOUNT_WAIT_MAX: Duration = Duration::from_secs(10);
 struct Daemon {
     child: Option<Child>,
     mnt: PathBuf,
-}
-
-fn lazy_unmount(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
 impl Daemon {

@@ -61,6 +61,8 @@ pub fn free_port() -> u16 {
     );
 }
 
+/// `umount -l`: detaches `path` now, whatever still uses it (a last resort for a mount whose
+/// daemon is gone or killed).
 pub fn lazy_unmount(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `c` is a valid NUL-terminated path.
